@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * heca.h - the one public header of libheca: give a process more memory than its machine has.
+ * Pages of sponsored segments live locally up to a budget and at memory sponsors otherwise.
+ */
+#ifndef HECA_H
+#define HECA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HECA_PAGE_SIZE 4096u
+
+struct heca;
+
+/* Log levels passed to heca_options.log. */
+enum heca_log_level {
+	HECA_LOG_ERROR = 0,
+	HECA_LOG_WARN = 1,
+	HECA_LOG_INFO = 2,
+	HECA_LOG_DEBUG = 3,
+};
+
+/* Option flags. */
+#define HECA_OPT_BUDGET_CGROUP (1u << 0) /* derive the budget from the memory cgroup limit */
+#define HECA_OPT_NO_WP (1u << 1)	 /* behave as on a kernel without uffd write-protect */
+#define HECA_OPT_NO_POISON (1u << 2)	 /* behave as on a kernel without UFFDIO_POISON */
+
+/*
+ * Settings for heca_open(). Fill with heca_options_init() first, then change what you need;
+ * fields added later keep their defaults for old callers.
+ */
+struct heca_options {
+	/* Comma-separated "HOST:PORT" list of sponsors (IPv4, [IPv6] or a name). Required. */
+	const char *sponsors;
+	/* Local budget in bytes for resident sponsored pages (all segments together).
+	 * Default 64 MiB. With HECA_OPT_BUDGET_CGROUP the budget is the memory cgroup limit
+	 * (v2 memory.max or v1 memory.limit_in_bytes) times budget_cgroup_pct / 100. */
+	uint64_t local_budget;
+	unsigned int budget_cgroup_pct;
+	/* Pages fetched around a faulting page, 0 turns prefetch off. Default 16. */
+	unsigned int prefetch_pages;
+	/* Pages placed together on one sponsor (stripe). Default 256 (1 MiB). */
+	unsigned int stripe_pages;
+	/* A request not answered within this many milliseconds fails. Default 5000. */
+	unsigned int timeout_ms;
+	/* Microseconds the engine spins on the fault fd before it sleeps. Default 0. */
+	unsigned int spin_us;
+	/* 128-bit cluster id sent to sponsors; all zero is the default cluster. */
+	uint8_t cluster_id[16];
+	unsigned int flags; /* HECA_OPT_* */
+	/* Called from any libheca thread for log lines; NULL keeps the library silent. */
+	void (*log)(void *arg, enum heca_log_level level, const char *msg);
+	void *log_arg;
+	enum heca_log_level log_level; /* most verbose level passed to log; default INFO */
+};
+
+/* Fill *opts with defaults. Never fails. */
+void heca_options_init(struct heca_options *opts);
+
+/*
+ * Connect to the sponsors and start the fault engine.
+ * Returns 0 and sets *out on success; -errno on failure (no sponsor reachable: the connect
+ * error such as -ECONNREFUSED; userfaultfd unusable: -EPERM, -ENOSYS, ...). On failure
+ * heca_last_error() says in words what went wrong and what to do.
+ * The returned handle is thread-safe: any thread may call any function on it.
+ */
+int heca_open(const struct heca_options *opts, struct heca **out);
+
+/*
+ * Stop the engine, release every segment on the sponsors and free the handle. NULL is a
+ * no-op. Memory of regions made by heca_map() is unmapped; ranges given to heca_register()
+ * are unregistered first (their content brought back, see heca_unregister()).
+ */
+void heca_close(struct heca *h);
+
+/*
+ * Map a new sponsored region of len bytes (rounded up to whole pages), reading as zero.
+ * Returns 0 and sets *addr on success, -errno on failure. Release with heca_unmap().
+ */
+int heca_map(struct heca *h, size_t len, void **addr);
+
+/* Unmap a region made by heca_map() and free its pages on the sponsors. Returns 0 or -errno
+ * (-EINVAL if addr does not start such a region). */
+int heca_unmap(struct heca *h, void *addr);
+
+/*
+ * Make an existing page-aligned range of private anonymous memory sponsored. Pages already
+ * present are adopted as written. Returns the segment id (>= 0) on success, -errno on
+ * failure (-EINVAL: not aligned or overlapping a segment; -EBUSY: already registered).
+ */
+int heca_register(struct heca *h, void *addr, size_t len);
+
+/* Flags for heca_unregister(). */
+#define HECA_UNREG_DISCARD (1u << 0) /* drop the content: the range reads as zero afterwards */
+
+/*
+ * Stop sponsoring the segment that starts at addr. By default every page held remotely is
+ * brought back first, so the range keeps its content as ordinary memory (which may exceed the
+ * budget: the caller asked for it); with HECA_UNREG_DISCARD it reads as zero. Either way the
+ * sponsors free the segment's pages. Returns 0 or -errno (-EINVAL: no segment there; -EIO: a
+ * page could not be brought back, the segment stays registered).
+ */
+int heca_unregister(struct heca *h, void *addr, unsigned int flags);
+
+#define HECA_LAT_BUCKETS 256
+
+/* Counters since heca_open(). Faults count kernel fault messages handled by the engine. */
+struct heca_stats {
+	uint64_t faults_read;	    /* missing-page faults from reads */
+	uint64_t faults_write;	    /* missing-page faults from writes */
+	uint64_t faults_wp;	    /* writes to a clean (write-protected) page */
+	uint64_t faults_zero;	    /* first touches of never-written pages: no network */
+	uint64_t faults_wb_hit;	    /* faults served from the write-back buffer */
+	uint64_t faults_deferred;   /* faults that waited for eviction to make room */
+	uint64_t pages_fetched;	    /* pages fetched on demand */
+	uint64_t pages_prefetched;  /* pages fetched ahead and mapped */
+	uint64_t prefetch_hits;	    /* prefetched pages later touched */
+	uint64_t pages_written_back;/* dirty pages sent to sponsors (acknowledged) */
+	uint64_t pages_dropped_clean;/* clean pages dropped without any network */
+	uint64_t pages_evicted;	    /* all pages evicted */
+	uint64_t pages_lost;	    /* pages that could not be fetched: accesses got SIGBUS */
+	uint64_t writeback_errors;  /* write-backs refused or failed: pages kept locally */
+	uint64_t bytes_sent;	    /* bytes sent to sponsors, all frames */
+	uint64_t bytes_received;    /* bytes received from sponsors, all frames */
+	uint64_t resident_pages;    /* sponsored pages mapped now */
+	uint64_t budget_pages;	    /* the local budget in pages */
+	uint64_t segments;	    /* registered segments now */
+	/* Engine fault latency (fault message read to page mapped), in nanoseconds. */
+	uint64_t lat_p50_ns, lat_p90_ns, lat_p99_ns, lat_max_ns, lat_mean_ns;
+	uint64_t lat_count;
+	unsigned int features; /* HECA_FEAT_* the kernel offered and heca uses */
+};
+
+#define HECA_FEAT_WP (1u << 0)	   /* write-protect on anonymous memory */
+#define HECA_FEAT_POISON (1u << 1) /* UFFDIO_POISON */
+#define HECA_FEAT_MOVE (1u << 2)   /* UFFDIO_MOVE */
+
+/* Copy the current counters to *out. Returns 0 or -EINVAL. */
+int heca_get_stats(struct heca *h, struct heca_stats *out);
+
+/*
+ * If a page was lost (no sponsor could serve it), fill the segment id and page offset of the
+ * first such page and return 1; return 0 if none was lost.
+ */
+int heca_first_lost(struct heca *h, uint32_t *segment, uint64_t *page);
+
+/* The name of a heca error code (a negative errno, or 0). Never NULL, static storage. */
+const char *heca_strerror(int err);
+
+/* Words about the last failure of heca_open() or heca_register() in this thread: what went
+ * wrong and what to do. Empty string if none. Thread-local storage. */
+const char *heca_last_error(void);
+
+/* Parse "512M", "4G", "4096", "64k" into bytes. Returns 0 or -EINVAL. */
+int heca_parse_size(const char *s, uint64_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HECA_H */

@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: MIT
+/*
+ * net.c - TCP helpers. Every function returns -errno instead of setting errno.
+ */
+#include "net.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "util.h"
+
+static int resolve(const char *hostport, int passive, struct addrinfo **res)
+{
+	char host[256], port[16];
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+	int rc;
+
+	if (heca__split_hostport(hostport, host, sizeof(host), port, sizeof(port)))
+		return -EINVAL;
+	hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+	rc = getaddrinfo(host, port, &hints, res);
+	if (rc == EAI_SYSTEM)
+		return -errno;
+	if (rc)
+		return -EHOSTUNREACH;
+	return 0;
+}
+
+static void tune(int fd)
+{
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int heca__tcp_connect(const char *hostport, int timeout_ms)
+{
+	struct addrinfo *res, *ai;
+	int rc, fd = -1, err = -ECONNREFUSED;
+
+	rc = resolve(hostport, 0, &res);
+	if (rc)
+		return rc;
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+			    ai->ai_protocol);
+		if (fd < 0) {
+			err = -errno;
+			continue;
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+			goto connected;
+		if (errno == EINPROGRESS) {
+			struct pollfd p = {.fd = fd, .events = POLLOUT};
+			int soerr = 0;
+			socklen_t sl = sizeof(soerr);
+			rc = poll(&p, 1, timeout_ms);
+			if (rc == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
+			    soerr == 0)
+				goto connected;
+			err = rc == 0 ? -ETIMEDOUT : (soerr ? -soerr : -errno);
+		} else {
+			err = -errno;
+		}
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return err;
+connected:
+	freeaddrinfo(res);
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	tune(fd);
+	return fd;
+}
+
+int heca__tcp_listen(const char *hostport, char *bound, size_t boundlen)
+{
+	struct addrinfo *res;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+	int rc, fd, one = 1;
+
+	rc = resolve(hostport, 1, &res);
+	if (rc)
+		return rc;
+	fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
+	if (fd < 0) {
+		rc = -errno;
+		goto out_free;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 128)) {
+		rc = -errno;
+		goto out_close;
+	}
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) ||
+	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+			NI_NUMERICHOST | NI_NUMERICSERV)) {
+		rc = -EINVAL;
+		goto out_close;
+	}
+	if (bound)
+		snprintf(bound, boundlen, strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, port);
+	freeaddrinfo(res);
+	return fd;
+out_close:
+	close(fd);
+out_free:
+	freeaddrinfo(res);
+	return rc;
+}
+
+int heca__send_all(int fd, struct iovec *iov, int iovcnt)
+{
+	while (iovcnt > 0) {
+		struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+		ssize_t n = sendmsg(fd, &m, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				struct pollfd p = {.fd = fd, .events = POLLOUT};
+				poll(&p, 1, 1000);
+				continue;
+			}
+			return -errno;
+		}
+		while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			iovcnt--;
+		}
+		if (iovcnt > 0) {
+			iov->iov_base = (char *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+int heca__recv_all(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+	while (len) {
+		ssize_t n = recv(fd, p, len, 0);
+		if (n == 0)
+			return -ECONNRESET;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * net.h - TCP socket helpers: connect, listen, whole-buffer send and receive with retries.
+ */
+#ifndef HECA_NET_H
+#define HECA_NET_H
+
+#include <stddef.h>
+#include <sys/uio.h>
+
+/* Connect to "HOST:PORT" with TCP_NODELAY, waiting at most timeout_ms. Returns the fd or
+ * -errno (-EINVAL for a malformed address, -EHOSTUNREACH if the name does not resolve). */
+int heca__tcp_connect(const char *hostport, int timeout_ms);
+
+/* Listen on "HOST:PORT" (port 0 picks one). Returns the fd or -errno; the bound address is
+ * written to bound[boundlen] as "HOST:PORT". */
+int heca__tcp_listen(const char *hostport, char *bound, size_t boundlen);
+
+/* Send all of iov (blocking socket; EINTR retried, MSG_NOSIGNAL). Returns 0 or -errno. */
+int heca__send_all(int fd, struct iovec *iov, int iovcnt);
+
+/* Receive exactly len bytes (blocking). Returns 0, -ECONNRESET on EOF, or -errno. */
+int heca__recv_all(int fd, void *buf, size_t len);
+
+#endif

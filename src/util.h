@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * util.h - small helpers shared by the library, the daemon and the tools: clocks, sizes,
+ * system-call retry loops.
+ */
+#ifndef HECA_UTIL_H
+#define HECA_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define HECA_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define HECA_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define HECA_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+static inline uint64_t heca__now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Format bytes as "512.0 MiB" into buf. Returns buf. */
+char *heca__fmt_bytes(char *buf, size_t len, uint64_t bytes);
+
+/* Split "HOST:PORT" or "[V6]:PORT" into host (copied into host[hostlen]) and port.
+ * Returns 0 or -EINVAL. */
+int heca__split_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen);
+
+/* Fill buf with len random bytes (getrandom). Returns 0 or -errno. */
+int heca__random(void *buf, size_t len);
+
+#endif

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wire.h - heca's frame format: a fixed 48-byte little-endian header and an optional payload.
+ * The decoder is a pure function over a byte buffer; it allocates nothing. See docs/protocol.md.
+ */
+#ifndef HECA_WIRE_H
+#define HECA_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HECA_WIRE_MAGIC 0x41434548u /* "HECA" as bytes on the wire */
+#define HECA_WIRE_VERSION 1
+#define HECA_WIRE_HDR 48
+#define HECA_WIRE_PAGE 4096u
+#define HECA_WIRE_MAX_PAGES 256u /* pages in one READ/WRITE: 1 MiB */
+#define HECA_WIRE_MAX_PAYLOAD (HECA_WIRE_MAX_PAGES * HECA_WIRE_PAGE)
+#define HECA_WIRE_HELLO_LEN 40
+#define HECA_WIRE_HELLO_REPLY_LEN 32
+#define HECA_WIRE_STAT_LEN 40
+
+enum heca_op {
+	HECA_OP_HELLO = 0x01, /* payload: cluster[16] demander[16] u32 channel u32 reserved */
+	HECA_OP_ALLOC = 0x02, /* segment, page = size in pages */
+	HECA_OP_FREE = 0x03,  /* segment */
+	HECA_OP_READ = 0x04,  /* segment, page, count; reply carries count pages */
+	HECA_OP_WRITE = 0x05, /* segment, page, count, count pages of payload */
+	HECA_OP_STAT = 0x06,  /* reply: 5 x u64 (capacity, used, segments, demanders, mine) */
+	HECA_OP_ECHO = 0x07,  /* payload up to 1 MiB echoed back: raw transport measurements */
+	HECA_OP_ERROR = 0x7f, /* status = errno; sent before a peer is disconnected */
+};
+
+#define HECA_OP_REPLY 0x80 /* opcode bit: this frame answers request req_id */
+
+/* Channel kinds named in HELLO: which traffic a connection carries. */
+enum heca_channel {
+	HECA_CHAN_CONTROL = 0,
+	HECA_CHAN_FAULT = 1,
+	HECA_CHAN_PREFETCH = 2,
+	HECA_CHAN_BULK = 3,
+};
+
+struct heca_frame {
+	uint8_t opcode; /* with HECA_OP_REPLY for replies */
+	uint8_t flags;
+	uint16_t version;
+	uint64_t req_id;
+	uint32_t segment;
+	int32_t status; /* 0, or a positive Linux errno value in replies/errors */
+	uint64_t page;
+	uint32_t count;
+	uint32_t payload_len;
+	const uint8_t *payload; /* points into the decoded buffer; NULL if payload_len == 0 */
+};
+
+/*
+ * Decode one frame from buf[0..len). Returns the frame's total length (> 0) and fills *f;
+ * -EAGAIN if buf holds a valid prefix but not the whole frame; -EPROTO if the header is
+ * malformed (magic, version, opcode, lengths, header checksum); -EBADMSG if the payload
+ * checksum fails. Never reads outside buf[0..len).
+ */
+int heca_wire_decode(const void *buf, size_t len, struct heca_frame *f);
+
+/*
+ * Write the 48-byte header for *f into hdr, with checksums over f->payload[0..payload_len).
+ * Sets f->version. Returns HECA_WIRE_HDR.
+ */
+size_t heca_wire_encode(void *hdr, struct heca_frame *f);
+
+/* Bytes of payload a well-formed frame with this opcode/count/status must carry, or -1 if any
+ * length up to the maximum is valid (ECHO), or -EPROTO if the combination is invalid. */
+long heca_wire_payload_len(uint8_t opcode, uint32_t count, int32_t status);
+
+const char *heca_wire_opname(uint8_t opcode);
+
+/* CRC-32C (Castagnoli) of buf, hardware-accelerated where the CPU has SSE4.2. */
+uint32_t heca_crc32c(uint32_t crc, const void *buf, size_t len);
+
+static inline void heca_put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+static inline void heca_put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void heca_put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint16_t heca_get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+static inline uint32_t heca_get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+	       ((uint32_t)p[3] << 24);
+}
+static inline uint64_t heca_get64(const uint8_t *p)
+{
+	return (uint64_t)heca_get32(p) | ((uint64_t)heca_get32(p + 4) << 32);
+}
+
+#endif

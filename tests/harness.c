@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: MIT
+/*
+ * harness.c - starting real sponsors for tests, and small shared checks.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/userfaultfd.h>
+
+double t_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+void t_sponsor_start(struct t_sponsor *s, const char *capacity, const char *const *extra)
+{
+	const char *bin = getenv("HECAD") ? getenv("HECAD") : "./hecad";
+	const char *argv[32];
+	int n = 0, pfd[2];
+	char line[256];
+	FILE *f;
+
+	argv[n++] = bin;
+	argv[n++] = "--listen";
+	argv[n++] = "127.0.0.1:0";
+	argv[n++] = "--capacity";
+	argv[n++] = capacity;
+	for (int i = 0; extra && extra[i] && n < 30; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	if (pipe2(pfd, O_CLOEXEC))
+		T_FAILF("pipe: %s", strerror(errno));
+	s->pid = fork();
+	if (s->pid < 0)
+		T_FAILF("fork: %s", strerror(errno));
+	if (s->pid == 0) {
+		dup2(pfd[1], 1);
+		execv(bin, (char *const *)argv);
+		fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
+		_exit(127);
+	}
+	close(pfd[1]);
+	f = fdopen(pfd[0], "r");
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "listening on %63s", s->addr) == 1) {
+			/* Keep reading (and discarding) stdout in the background is not needed:
+			 * hecad prints nothing more to stdout. */
+			fclose(f);
+			return;
+		}
+	}
+	fclose(f);
+	T_FAILF("hecad did not print 'listening on'");
+}
+
+int t_sponsor_stop(struct t_sponsor *s, int kill9)
+{
+	int st = 0;
+	if (s->pid <= 0)
+		return 0;
+	kill(s->pid, kill9 ? SIGKILL : SIGTERM);
+	while (waitpid(s->pid, &st, 0) < 0 && errno == EINTR)
+		;
+	s->pid = 0;
+	return st;
+}
+
+void t_require_uffd(void)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	struct uffdio_api api = {.api = UFFD_API};
+	if (fd < 0) {
+		printf("SKIP: userfaultfd unavailable: %s\n", strerror(errno));
+		exit(T_SKIP);
+	}
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		printf("SKIP: UFFDIO_API: %s\n", strerror(errno));
+		exit(T_SKIP);
+	}
+	close(fd);
+}

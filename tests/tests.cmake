@@ -1,0 +1,44 @@
+# SPDX-License-Identifier: MIT
+# Test registration: one executable per behaviour area, with labels and timeouts.
+# Labels: unit (no daemon), integration (real hecad), stress (concurrency, bounded time).
+# Exit codes: 0 pass, 1 fail, 77 skip (a kernel feature is missing).
+
+function(heca_test name)
+  cmake_parse_arguments(T "" "TIMEOUT" "LABELS;LIBS;SOURCES" ${ARGN})
+  if(NOT T_SOURCES)
+    set(T_SOURCES tests/${name}.c)
+  endif()
+  foreach(s ${T_SOURCES})
+    if(NOT EXISTS ${CMAKE_SOURCE_DIR}/${s})
+      return()
+    endif()
+  endforeach()
+  add_executable(${name} ${T_SOURCES} tests/harness.c)
+  target_include_directories(${name} PRIVATE include src daemon tests)
+  target_link_libraries(${name} PRIVATE ${T_LIBS} Threads::Threads)
+  add_dependencies(${name} hecad)
+  add_test(NAME ${name} COMMAND ${name})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 120)
+  endif()
+  set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
+    SKIP_RETURN_CODE 77
+    ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
+endfunction()
+
+# Wire format (unit).
+heca_test(test_wire LABELS unit TIMEOUT 60 SOURCES tests/test_wire.c $<TARGET_OBJECTS:heca_common>)
+# The sponsor daemon spoken to over real sockets (integration).
+heca_test(test_sponsor LABELS integration TIMEOUT 120
+  SOURCES tests/test_sponsor.c $<TARGET_OBJECTS:heca_common>)
+# Sponsor request handling as a pure function (unit).
+heca_test(test_sponsor_unit LABELS unit TIMEOUT 60
+  SOURCES tests/test_sponsor_unit.c $<TARGET_OBJECTS:heca_sponsor> $<TARGET_OBJECTS:heca_common>)
+# Library against real sponsors (integration).
+heca_test(test_lib LABELS integration TIMEOUT 300 LIBS heca_static)
+# Many threads, tiny budget, every page checked against a shadow copy (stress).
+heca_test(test_churn LABELS stress TIMEOUT 300 LIBS heca_static)
+# The only sponsor dies: faulting access gets SIGBUS in bounded time (integration).
+heca_test(test_sigbus LABELS integration TIMEOUT 120 LIBS heca_static)
+# heca demo end to end (integration).
+heca_test(test_demo LABELS integration TIMEOUT 300)
