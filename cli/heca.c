@@ -1,1 +1,36 @@
-int main(void){return 1;}
+// SPDX-License-Identifier: MIT
+/*
+ * heca.c - the heca command-line tool: one binary, one subcommand per job.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: heca COMMAND [OPTIONS]\n"
+		   "\n"
+		   "commands:\n"
+		   "  demo     fill a region larger than local memory, read it back, verify it\n"
+		   "  help     this text; `heca COMMAND --help` describes a command\n"
+		   "\n"
+		   "The memory sponsor is a separate program: hecad --help.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "demo"))
+		return cmd_demo(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "heca: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

@@ -1,1 +1,553 @@
-// placeholder
+// SPDX-License-Identifier: MIT
+/*
+ * engine.c - the fault engine: one thread reads userfaultfd messages and sponsor replies and
+ * resolves page faults (DESIGN.md "The page"). It never waits for one request to finish.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "compat_uffd.h"
+#include "heca_int.h"
+#include "util.h"
+#include "wire.h"
+
+#define MSG_BATCH 64
+
+/* ---- segments (caller holds h->lock) ---- */
+
+struct seg *heca__seg_by_addr_locked(struct heca *h, uintptr_t addr)
+{
+	unsigned int lo = 0, hi = h->nsegs;
+
+	while (lo < hi) {
+		unsigned int mid = (lo + hi) / 2;
+		struct seg *s = h->segs[mid];
+		if (addr < s->base)
+			hi = mid;
+		else if (addr >= s->base + s->npages * PAGE_SZ)
+			lo = mid + 1;
+		else
+			return s;
+	}
+	return NULL;
+}
+
+struct seg *heca__seg_by_id_locked(struct heca *h, uint32_t id)
+{
+	for (unsigned int i = 0; i < h->nsegs; i++)
+		if (h->segs[i]->id == id)
+			return h->segs[i];
+	return NULL;
+}
+
+/* ---- FIFO of resident pages (caller holds h->lock) ---- */
+
+void heca__fifo_push_locked(struct heca *h, uint32_t seg, uint64_t page)
+{
+	if (h->fifo_tail - h->fifo_head == h->fifo_cap) {
+		uint64_t ncap = h->fifo_cap * 2;
+		uint64_t *n = malloc(ncap * sizeof(*n));
+		if (!n)
+			return; /* the page stays resident untracked: budget overshoot, no loss */
+		for (uint64_t i = h->fifo_head; i < h->fifo_tail; i++)
+			n[i - h->fifo_head] = h->fifo[i & (h->fifo_cap - 1)];
+		free(h->fifo);
+		h->fifo = n;
+		h->fifo_tail -= h->fifo_head;
+		h->fifo_head = 0;
+		h->fifo_cap = ncap;
+	}
+	h->fifo[h->fifo_tail++ & (h->fifo_cap - 1)] = ((uint64_t)seg << 32) | page;
+}
+
+/* ---- write-back table (caller holds h->lock) ---- */
+
+static unsigned int wb_slot(uint32_t seg, uint64_t page)
+{
+	uint64_t k = ((uint64_t)seg << 40) ^ page;
+	k *= 0x9e3779b97f4a7c15ull;
+	return (unsigned int)(k >> 52) & (WB_HASH - 1);
+}
+
+struct wb_entry *heca__wb_find_locked(struct heca *h, uint32_t seg, uint64_t page)
+{
+	for (struct wb_entry *e = h->wb_hash[wb_slot(seg, page)]; e; e = e->next)
+		if (e->seg == seg && e->page == page)
+			return e;
+	return NULL;
+}
+
+void heca__wb_insert_locked(struct heca *h, struct wb_entry *e)
+{
+	unsigned int s = wb_slot(e->seg, e->page);
+	e->next = h->wb_hash[s];
+	h->wb_hash[s] = e;
+}
+
+void heca__wb_remove_locked(struct heca *h, struct wb_entry *e)
+{
+	struct wb_entry **pp = &h->wb_hash[wb_slot(e->seg, e->page)];
+	while (*pp && *pp != e)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = e->next;
+	e->next = NULL;
+}
+
+static void wb_put_locked(struct heca *h, struct wb_entry *e)
+{
+	struct wb_batch *b = e->batch;
+	heca__wb_remove_locked(h, e);
+	h->wb_pages--;
+	if (--b->refs == 0) {
+		free(b->buf);
+		free(b);
+	}
+}
+
+/* ---- resolving faults ---- */
+
+void heca__engine_wake(struct heca *h)
+{
+	uint64_t one = 1;
+	ssize_t r = write(h->evfd, &one, sizeof(one));
+	(void)r;
+}
+
+static void record_lost_locked(struct heca *h, struct seg *s, uint64_t page, int err)
+{
+	heca__count(&h->c.pages_lost, 1);
+	if (!h->lost_any) {
+		h->lost_any = true;
+		h->lost_seg = s->id;
+		h->lost_page = page;
+	}
+	heca__log(h, HECA_LOG_ERROR,
+		  "segment %u page %llu (address %#lx) lost: %s; the access gets SIGBUS", s->id,
+		  (unsigned long long)page, (unsigned long)(s->base + page * PAGE_SZ),
+		  heca_strerror(err));
+}
+
+/* Make the faulting access fail loudly: UFFDIO_POISON where the kernel has it, else a SIGBUS
+ * sent to the faulting thread (it is blocked in the fault, so it takes the signal there). */
+static void fail_access(struct heca *h, uintptr_t addr, uint32_t tid)
+{
+	if (heca__uffd_poison(h, addr & ~(PAGE_SZ - 1), PAGE_SZ) == 0)
+		return;
+	if (tid)
+		syscall(SYS_tgkill, getpid(), tid, SIGBUS);
+	else
+		heca__uffd_wake(h, addr & ~(PAGE_SZ - 1), PAGE_SZ); /* it re-faults, with its tid */
+}
+
+static bool room_locked(struct heca *h, struct seg *s, uint64_t n)
+{
+	if (s->pinned)
+		return true; /* unregistering: the caller asked for the pages back */
+	return h->resident + h->fetching + n <= h->budget;
+}
+
+static void defer_locked(struct heca *h, uintptr_t addr, uint64_t flags, uint32_t tid,
+			 uint64_t t0)
+{
+	if (h->ndeferred == h->capdeferred) {
+		unsigned int ncap = h->capdeferred ? h->capdeferred * 2 : 64;
+		struct deferred *n = realloc(h->deferred, ncap * sizeof(*n));
+		if (!n)
+			return; /* the thread stays blocked; it is retried on its next fault */
+		h->deferred = n;
+		h->capdeferred = ncap;
+	}
+	h->deferred[h->ndeferred++] = (struct deferred){addr, flags, tid, t0};
+	heca__count(&h->c.faults_deferred, 1);
+	heca__evict_kick_locked(h);
+}
+
+/* Install content at a page that has no mapping and account it resident. */
+static int install_locked(struct heca *h, struct seg *s, uint64_t page, const void *src,
+			  bool write, bool wake)
+{
+	uintptr_t addr = s->base + page * PAGE_SZ;
+	bool wp = !write && (h->features & HECA_FEAT_WP);
+	int rc = heca__uffd_copy(h, addr, src, PAGE_SZ, wp, wake);
+
+	if (rc)
+		return rc;
+	h->resident++;
+	s->resident++;
+	heca__fifo_push_locked(h, s->id, page);
+	return 0;
+}
+
+/* Issue prefetch reads for REMOTE pages around `page`, within its stripe and the room left
+ * under the high watermark, as contiguous runs. */
+static void prefetch_locked(struct heca *h, struct seg *s, uint64_t page)
+{
+	uint64_t w = h->opt.prefetch_pages, stripe = h->opt.stripe_pages;
+	uint64_t lo, hi, room, sb = page / stripe * stripe, se = sb + stripe;
+
+	if (!w || s->pinned)
+		return;
+	room = h->resident + h->fetching < h->high ? h->high - h->resident - h->fetching : 0;
+	if (w > room)
+		w = room;
+	if (!w)
+		return;
+	/* Mostly ahead: scans go forward far more often than back. */
+	lo = page > w / 4 ? page - w / 4 : 0;
+	hi = lo + w + 1;
+	if (lo < sb)
+		lo = sb;
+	if (hi > se)
+		hi = se;
+	if (hi > s->npages)
+		hi = s->npages;
+	for (uint64_t p = lo; p < hi;) {
+		uint64_t q;
+		if (p == page || s->st[p] != PS_REMOTE) { /* REMOTE without any flag */
+			p++;
+			continue;
+		}
+		for (q = p; q < hi && q != page && s->st[q] == PS_REMOTE &&
+			    q - p < HECA_WIRE_MAX_PAGES;
+		     q++)
+			pset(&s->st[q], PS_FETCHING);
+		if (h->store->ops->read(h->store, HECA_PRIO_PREFETCH, s->id, p, (uint32_t)(q - p),
+					0) == 0) {
+			h->fetching += q - p;
+		} else {
+			for (uint64_t r = p; r < q; r++)
+				pset(&s->st[r], PS_REMOTE);
+		}
+		p = q;
+	}
+}
+
+static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, uint32_t tid,
+				uint64_t t0, bool retry)
+{
+	struct seg *s = heca__seg_by_addr_locked(h, addr);
+	uint64_t page;
+	uint8_t *b;
+	bool write = flags & UFFD_PAGEFAULT_FLAG_WRITE;
+	int st, rc;
+
+	if (!s) {
+		/* Unregistered meanwhile: let the thread retry as an ordinary fault. */
+		heca__uffd_wake(h, addr & ~(PAGE_SZ - 1), PAGE_SZ);
+		return;
+	}
+	page = (addr - s->base) / PAGE_SZ;
+	addr = s->base + page * PAGE_SZ;
+	b = &s->st[page];
+	st = pstate(*b);
+
+	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+		if (st == PS_CLEAN || st == PS_ZERO || st == PS_DIRTY) {
+			/* Mark DIRTY before lifting the protection, and lift it under the lock, so
+			 * the evictor cannot copy the page while the write lands. */
+			pset(b, PS_DIRTY);
+			heca__count(&h->c.faults_wp, 1);
+			rc = heca__uffd_wp(h, addr, PAGE_SZ, false, true);
+			if (rc)
+				heca__log(h, HECA_LOG_ERROR, "write-unprotect %#lx: %s",
+					  (unsigned long)addr, heca_strerror(rc));
+		} else if (st == PS_EVICTING) {
+			*b |= PF_WAITER; /* the evictor wakes it once the page is out */
+		} else {
+			heca__uffd_wake(h, addr, PAGE_SZ); /* stale: the page moved on */
+		}
+		return;
+	}
+
+	if (!retry) {
+		if (write)
+			heca__count(&h->c.faults_write, 1);
+		else
+			heca__count(&h->c.faults_read, 1);
+	}
+	switch (st) {
+	case PS_CLEAN:
+	case PS_ZERO:
+	case PS_DIRTY:
+		heca__uffd_wake(h, addr, PAGE_SZ); /* already resolved */
+		return;
+	case PS_EVICTING:
+	case PS_FETCHING:
+		*b |= PF_WAITER | (write ? PF_WANTW : 0);
+		return;
+	case PS_LOST:
+		fail_access(h, addr, tid);
+		return;
+	case PS_EMPTY:
+		if (!room_locked(h, s, 1))
+			goto defer;
+		/* Never written: no network. A read maps a write-protected zero page so that a
+		 * later write is seen (the kernel's shared zero page would hide it). */
+		rc = install_locked(h, s, page, h->zero_page, write, true);
+		if (rc)
+			goto fail;
+		pset(b, write ? PS_DIRTY : PS_ZERO);
+		heca__count(&h->c.faults_zero, 1);
+		heca__hist_add(&h->lat, heca__now_ns() - t0);
+		return;
+	case PS_REMOTE:
+		if (!room_locked(h, s, 1))
+			goto defer;
+		if (*b & PF_WB) {
+			struct wb_entry *e = heca__wb_find_locked(h, s->id, page);
+			if (e) {
+				rc = install_locked(h, s, page, e->data, write, true);
+				if (rc)
+					goto fail;
+				pset(b, write ? PS_DIRTY : PS_CLEAN);
+				heca__count(&h->c.faults_wb_hit, 1);
+				heca__hist_add(&h->lat, heca__now_ns() - t0);
+				return;
+			}
+			*b &= (uint8_t)~PF_WB; /* cannot happen; fetch instead */
+		}
+		pset(b, PS_FETCHING);
+		*b |= PF_DEMAND | (write ? PF_WANTW : 0);
+		rc = h->store->ops->read(h->store, HECA_PRIO_FAULT, s->id, page, 1, t0);
+		if (rc) {
+			pset(b, PS_LOST);
+			*b &= (uint8_t)~(PF_DEMAND | PF_WANTW);
+			record_lost_locked(h, s, page, rc);
+			fail_access(h, addr, tid);
+			return;
+		}
+		h->fetching++;
+		prefetch_locked(h, s, page);
+		return;
+	}
+	return;
+defer:
+	defer_locked(h, addr, flags, tid, t0);
+	return;
+fail:
+	heca__log(h, HECA_LOG_ERROR, "install segment %u page %llu: %s", s->id,
+		  (unsigned long long)page, heca_strerror(rc));
+	heca__uffd_wake(h, addr, PAGE_SZ);
+}
+
+static void retry_deferred_locked(struct heca *h)
+{
+	unsigned int n = h->ndeferred;
+	struct deferred *d;
+
+	if (!n)
+		return;
+	d = malloc(n * sizeof(*d));
+	if (!d)
+		return;
+	memcpy(d, h->deferred, n * sizeof(*d));
+	h->ndeferred = 0;
+	for (unsigned int i = 0; i < n; i++)
+		handle_fault_locked(h, d[i].addr, d[i].flags, d[i].tid, d[i].t0, true);
+	free(d);
+}
+
+/* A read finished (store callback, engine thread). */
+void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t segid, uint64_t page,
+			uint32_t count, const uint8_t *data)
+{
+	struct heca *h = arg;
+	uint64_t now = heca__now_ns();
+	struct seg *s;
+
+	pthread_mutex_lock(&h->lock);
+	s = heca__seg_by_id_locked(h, segid);
+	if (!s) {
+		pthread_mutex_unlock(&h->lock);
+		return; /* unregistered while in flight */
+	}
+	for (uint32_t i = 0; i < count && page + i < s->npages; i++) {
+		uint64_t p = page + i;
+		uint8_t *b = &s->st[p];
+		bool demand = *b & PF_DEMAND, wake = *b & (PF_WAITER | PF_DEMAND);
+		bool write = *b & PF_WANTW;
+		uintptr_t addr = s->base + p * PAGE_SZ;
+		int rc = status;
+
+		if (pstate(*b) != PS_FETCHING)
+			continue;
+		h->fetching--;
+		*b &= (uint8_t)~(PF_DEMAND | PF_WAITER | PF_WANTW);
+		if (!rc)
+			rc = install_locked(h, s, p, data + (size_t)i * PAGE_SZ, write, wake);
+		if (rc) {
+			pset(b, PS_LOST);
+			record_lost_locked(h, s, p, rc);
+			if (wake)
+				fail_access(h, addr, 0);
+			continue;
+		}
+		pset(b, write ? PS_DIRTY : PS_CLEAN);
+		if (demand) {
+			heca__count(&h->c.pages_fetched, 1);
+			if (cookie)
+				heca__hist_add(&h->lat, now - cookie);
+		} else {
+			heca__count(&h->c.pages_prefetched, 1);
+		}
+	}
+	if (h->resident + h->fetching >= h->high)
+		heca__evict_kick_locked(h);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* A write-back finished (store callback, engine thread). */
+void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid, uint64_t page,
+			 uint32_t count)
+{
+	struct heca *h = arg;
+	struct seg *s;
+	(void)cookie;
+
+	pthread_mutex_lock(&h->lock);
+	s = heca__seg_by_id_locked(h, segid);
+	for (uint32_t i = 0; i < count; i++) {
+		struct wb_entry *e = heca__wb_find_locked(h, segid, page + i);
+		uint8_t *b;
+		if (!e)
+			continue;
+		if (!s) {
+			wb_put_locked(h, e);
+			continue;
+		}
+		b = &s->st[page + i];
+		*b &= (uint8_t)~PF_WB;
+		if (status) {
+			/* Not stored remotely: keep the page here, mapped and never evicted
+			 * again, instead of dropping the only copy. */
+			heca__count(&h->c.writeback_errors, 1);
+			if (pstate(*b) == PS_REMOTE) {
+				int rc = install_locked(h, s, page + i, e->data, true, false);
+				if (rc) {
+					heca__log(h, HECA_LOG_ERROR,
+						  "cannot keep segment %u page %llu locally: %s",
+						  segid, (unsigned long long)(page + i),
+						  heca_strerror(rc));
+					pset(b, PS_LOST);
+				} else {
+					pset(b, PS_DIRTY);
+				}
+			} else if (pstate(*b) == PS_CLEAN) {
+				pset(b, PS_DIRTY);
+			}
+			*b |= PF_PINNED;
+			if (atomic_load_explicit(&h->c.writeback_errors, memory_order_relaxed) <= 10)
+				heca__log(h, HECA_LOG_ERROR,
+					  "write-back of segment %u page %llu failed: %s; page kept "
+					  "in local memory",
+					  segid, (unsigned long long)(page + i),
+					  heca_strerror(-status));
+		} else {
+			heca__count(&h->c.pages_written_back, 1);
+		}
+		wb_put_locked(h, e);
+	}
+	pthread_cond_broadcast(&h->evict_cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* ---- the loop ---- */
+
+static void read_faults(struct heca *h)
+{
+	struct uffd_msg msg[MSG_BATCH];
+
+	for (;;) {
+		ssize_t n = read(h->uffd, msg, sizeof(msg));
+		uint64_t t0 = heca__now_ns();
+		if (n <= 0)
+			return; /* EAGAIN: drained */
+		pthread_mutex_lock(&h->lock);
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msg[0]); i++) {
+			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			handle_fault_locked(h, (uintptr_t)msg[i].arg.pagefault.address,
+					    msg[i].arg.pagefault.flags,
+					    h->thread_id ? msg[i].arg.pagefault.feat.ptid : 0, t0,
+					    false);
+		}
+		pthread_mutex_unlock(&h->lock);
+		if ((size_t)n < sizeof(msg))
+			return;
+	}
+}
+
+void *heca__engine_main(void *arg)
+{
+	struct heca *h = arg;
+	int ep = epoll_create1(EPOLL_CLOEXEC), fds[64], nfds;
+	struct epoll_event ev = {.events = EPOLLIN}, evs[64];
+	uint64_t last_tick = 0;
+	sigset_t all;
+
+	/* Signals go to application threads, never to the engine: a handler touching sponsored
+	 * memory on this thread would wait for itself. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+
+	ev.data.fd = h->uffd;
+	epoll_ctl(ep, EPOLL_CTL_ADD, h->uffd, &ev);
+	ev.data.fd = h->evfd;
+	epoll_ctl(ep, EPOLL_CTL_ADD, h->evfd, &ev);
+	nfds = h->store->ops->fds(h->store, fds, 64);
+	for (int i = 0; i < nfds; i++) {
+		ev.data.fd = fds[i];
+		epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+	}
+
+	for (;;) {
+		int n, timeout = 20;
+		uint64_t now;
+
+		if (h->opt.spin_us) {
+			uint64_t until = heca__now_ns() + h->opt.spin_us * 1000ull;
+			do
+				n = epoll_wait(ep, evs, 64, 0);
+			while (n == 0 && heca__now_ns() < until);
+			if (n == 0)
+				n = epoll_wait(ep, evs, 64, timeout);
+		} else {
+			n = epoll_wait(ep, evs, 64, timeout);
+		}
+		if (__atomic_load_n(&h->stop, __ATOMIC_ACQUIRE))
+			break;
+		for (int i = 0; i < n; i++) {
+			int fd = evs[i].data.fd;
+			if (fd == h->uffd) {
+				read_faults(h);
+			} else if (fd == h->evfd) {
+				uint64_t v;
+				ssize_t r = read(h->evfd, &v, sizeof(v));
+				(void)r;
+				pthread_mutex_lock(&h->lock);
+				retry_deferred_locked(h);
+				pthread_mutex_unlock(&h->lock);
+			} else {
+				h->store->ops->dispatch(h->store, fd);
+			}
+		}
+		now = heca__now_ns();
+		if (now - last_tick > 20000000ull) {
+			last_tick = now;
+			h->store->ops->tick(h->store, now);
+			pthread_mutex_lock(&h->lock);
+			retry_deferred_locked(h);
+			pthread_mutex_unlock(&h->lock);
+		}
+	}
+	close(ep);
+	return NULL;
+}

@@ -1,1 +1,260 @@
-// placeholder
+// SPDX-License-Identifier: MIT
+/*
+ * evict.c - the evictor: keeps resident sponsored pages under the budget (high/low watermarks)
+ * by taking pages out in FIFO order, in batches, beside the engine so faults never queue
+ * behind write-backs. Clean pages are dropped; dirty ones are write-protected, copied, dropped
+ * and written back (DESIGN.md invariants 1-3).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "heca_int.h"
+#include "util.h"
+#include "wire.h"
+
+#define EVICT_BATCH 64
+#define WB_MAX_PAGES 4096 /* write-back pages in flight before the evictor waits for acks */
+
+struct victim {
+	struct seg *s; /* valid while the segment is registered: release waits for the evictor */
+	uint32_t seg;
+	uint64_t page;
+	uintptr_t addr;
+	int was; /* state before EVICTING */
+	uint8_t *copy;
+};
+
+void heca__evict_kick_locked(struct heca *h)
+{
+	pthread_cond_broadcast(&h->evict_cond);
+}
+
+static int cmp_victim(const void *a, const void *b)
+{
+	const struct victim *x = a, *y = b;
+	return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+static bool need_evict_locked(struct heca *h)
+{
+	if (h->resident + h->fetching >= h->high || (h->ndeferred && h->resident > 0))
+		h->evict_active = true;
+	else if (h->resident <= h->low)
+		h->evict_active = false;
+	return h->evict_active;
+}
+
+/* Pick up to max victims from the FIFO head and mark them EVICTING. */
+static unsigned int pick_locked(struct heca *h, struct victim *v, unsigned int max)
+{
+	unsigned int n = 0;
+	uint64_t scanned = 0, len = h->fifo_tail - h->fifo_head;
+
+	while (n < max && scanned < len && h->fifo_head != h->fifo_tail) {
+		uint64_t e = h->fifo[h->fifo_head++ & (h->fifo_cap - 1)];
+		uint32_t segid = (uint32_t)(e >> 32);
+		uint64_t page = e & 0xffffffffu;
+		struct seg *s = heca__seg_by_id_locked(h, segid);
+		uint8_t *b;
+		int st;
+
+		scanned++;
+		if (!s || page >= s->npages)
+			continue; /* stale: segment gone */
+		b = &s->st[page];
+		st = pstate(*b);
+		if (st != PS_CLEAN && st != PS_ZERO && st != PS_DIRTY)
+			continue; /* stale: no longer resident */
+		if (*b & PF_PINNED)
+			continue; /* kept here for good; it leaves the FIFO */
+		if ((*b & PF_WB) || s->pinned) {
+			/* At most one write-back per page in flight (invariant 3): try later. */
+			heca__fifo_push_locked(h, segid, page);
+			continue;
+		}
+		pset(b, PS_EVICTING);
+		v[n++] = (struct victim){.s = s,
+					 .seg = segid,
+					 .page = page,
+					 .addr = s->base + page * PAGE_SZ,
+					 .was = st};
+	}
+	return n;
+}
+
+/* Apply fn to each run of adjacent victims (v sorted by address) selected by want. */
+static void for_runs(struct heca *h, struct victim *v, unsigned int n, bool dirty_only,
+		     int (*fn)(struct heca *, uintptr_t, uint64_t))
+{
+	for (unsigned int i = 0; i < n;) {
+		unsigned int j = i;
+		if (dirty_only && v[i].was != PS_DIRTY) {
+			i++;
+			continue;
+		}
+		while (j + 1 < n && v[j + 1].addr == v[j].addr + PAGE_SZ &&
+		       (!dirty_only || v[j + 1].was == PS_DIRTY))
+			j++;
+		fn(h, v[i].addr, (uint64_t)(j - i + 1) * PAGE_SZ);
+		i = j + 1;
+	}
+}
+
+static int do_wp(struct heca *h, uintptr_t addr, uint64_t len)
+{
+	return heca__uffd_wp(h, addr, len, true, false);
+}
+
+static int do_zap(struct heca *h, uintptr_t addr, uint64_t len)
+{
+	(void)h;
+	return madvise((void *)addr, len, MADV_DONTNEED) ? -errno : 0;
+}
+
+static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
+{
+	unsigned int ndirty = 0;
+	struct wb_batch *wb = NULL;
+	bool wake_any = false;
+
+	qsort(v, n, sizeof(*v), cmp_victim);
+	for (unsigned int i = 0; i < n; i++)
+		ndirty += v[i].was == PS_DIRTY;
+	if (ndirty) {
+		wb = calloc(1, sizeof(*wb) + ndirty * sizeof(wb->ent[0]));
+		if (wb)
+			wb->buf = aligned_alloc(PAGE_SZ, ndirty * PAGE_SZ);
+		if (!wb || !wb->buf) {
+			/* No memory for the copy: put everything back as it was. */
+			free(wb);
+			pthread_mutex_lock(&h->lock);
+			for (unsigned int i = 0; i < n; i++) {
+				pset(&v[i].s->st[v[i].page], v[i].was);
+				heca__fifo_push_locked(h, v[i].seg, v[i].page);
+			}
+			pthread_mutex_unlock(&h->lock);
+			return;
+		}
+		wb->n = ndirty;
+		wb->refs = ndirty;
+		/* Write-protect first, copy second (invariant 2): a write after this faults and
+		 * waits for the page to come back. */
+		for_runs(h, v, n, true, do_wp);
+		for (unsigned int i = 0, k = 0; i < n; i++) {
+			if (v[i].was != PS_DIRTY)
+				continue;
+			v[i].copy = wb->buf + (size_t)k * PAGE_SZ;
+			memcpy(v[i].copy, (void *)v[i].addr, PAGE_SZ);
+			wb->ent[k] = (struct wb_entry){.seg = v[i].seg,
+						       .page = v[i].page,
+						       .data = v[i].copy,
+						       .batch = wb};
+			k++;
+		}
+	}
+	/* Drop them all: the content is in the WB buffer or at a sponsor. */
+	for_runs(h, v, n, false, do_zap);
+
+	pthread_mutex_lock(&h->lock);
+	for (unsigned int i = 0, k = 0; i < n; i++) {
+		uint8_t *b = &v[i].s->st[v[i].page];
+		if (*b & PF_WAITER)
+			wake_any = true;
+		*b &= (uint8_t)~(PF_WAITER | PF_WANTW);
+		h->resident--;
+		v[i].s->resident--;
+		heca__count(&h->c.pages_evicted, 1);
+		if (v[i].was == PS_DIRTY) {
+			pset(b, PS_REMOTE);
+			*b |= PF_WB;
+			heca__wb_insert_locked(h, &wb->ent[k++]);
+			h->wb_pages++;
+		} else {
+			pset(b, v[i].was == PS_ZERO ? PS_EMPTY : PS_REMOTE);
+			heca__count(&h->c.pages_dropped_clean, 1);
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (wake_any)
+		for_runs(h, v, n, false, heca__uffd_wake);
+	heca__engine_wake(h); /* room was made: deferred faults can go on */
+
+	/* Send the dirty runs, split at stripe boundaries and frame size. */
+	for (unsigned int i = 0; i < n;) {
+		unsigned int j = i;
+		uint64_t stripe = h->opt.stripe_pages;
+		int rc;
+		if (v[i].was != PS_DIRTY) {
+			i++;
+			continue;
+		}
+		while (j + 1 < n && v[j + 1].was == PS_DIRTY && v[j + 1].seg == v[i].seg &&
+		       v[j + 1].page == v[j].page + 1 && v[j + 1].page / stripe == v[i].page / stripe &&
+		       j + 1 - i < HECA_WIRE_MAX_PAGES)
+			j++;
+		rc = h->store->ops->write(h->store, v[i].seg, v[i].page, j - i + 1, v[i].copy, 0);
+		if (rc)
+			heca__on_write_done(h, 0, rc, v[i].seg, v[i].page, j - i + 1);
+		i = j + 1;
+	}
+}
+
+void *heca__evict_main(void *arg)
+{
+	struct heca *h = arg;
+	struct victim *v = malloc(EVICT_BATCH * sizeof(*v));
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	if (!v)
+		return NULL;
+	pthread_mutex_lock(&h->lock);
+	while (!h->stop) {
+		unsigned int n, max;
+
+		if (!need_evict_locked(h) || h->wb_pages >= WB_MAX_PAGES) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 50 * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&h->evict_cond, &h->lock, &ts);
+			continue;
+		}
+		/* Evict down to the low watermark, a batch at a time. */
+		max = EVICT_BATCH;
+		if (h->resident > h->low && h->resident - h->low < max)
+			max = (unsigned int)(h->resident - h->low);
+		if (max == 0)
+			max = 1;
+		n = pick_locked(h, v, max);
+		if (n == 0) {
+			/* Everything resident waits for write-back acks or is pinned. */
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 5 * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&h->evict_cond, &h->lock, &ts);
+			continue;
+		}
+		h->evicting++;
+		pthread_mutex_unlock(&h->lock);
+		evict_batch(h, v, n);
+		pthread_mutex_lock(&h->lock);
+		h->evicting--;
+		pthread_cond_broadcast(&h->evict_cond);
+	}
+	pthread_mutex_unlock(&h->lock);
+	free(v);
+	return NULL;
+}

@@ -1,1 +1,507 @@
-// placeholder
+// SPDX-License-Identifier: MIT
+/*
+ * heca.c - the public API: opening a handle (sponsors, userfaultfd, engine and evictor
+ * threads), registering and unregistering segments, statistics, errors and logging.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "heca_int.h"
+#include "util.h"
+
+static __thread char last_error[512];
+
+const char *heca_last_error(void)
+{
+	return last_error;
+}
+
+void heca__set_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+}
+
+void heca__log(struct heca *h, enum heca_log_level lvl, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	if (!h->opt.log || lvl > h->opt.log_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	h->opt.log(h->opt.log_arg, lvl, buf);
+}
+
+void heca_options_init(struct heca_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->local_budget = 64ull << 20;
+	o->budget_cgroup_pct = 75;
+	o->prefetch_pages = 16;
+	o->stripe_pages = 256;
+	o->timeout_ms = 5000;
+	o->log_level = HECA_LOG_INFO;
+}
+
+static void set_watermarks(struct heca *h)
+{
+	uint64_t b = h->budget, slack = b / 16, band = b / 16;
+
+	if (slack < 1)
+		slack = 1;
+	if (slack > 256)
+		slack = 256;
+	if (band < 1)
+		band = 1;
+	if (band > 1024)
+		band = 1024;
+	h->high = b - slack;
+	h->low = h->high > band ? h->high - band : 0;
+}
+
+int heca_open(const struct heca_options *opts, struct heca **out)
+{
+	struct heca *h;
+	int rc;
+
+	last_error[0] = '\0';
+	if (!opts || !out) {
+		heca__set_error("heca_open: options and handle pointer are required");
+		return -EINVAL;
+	}
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->opt = *opts;
+	h->uffd = h->evfd = -1;
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->evict_cond, NULL);
+	if (!h->opt.stripe_pages)
+		h->opt.stripe_pages = 256;
+	if (!h->opt.timeout_ms)
+		h->opt.timeout_ms = 5000;
+	if (h->opt.prefetch_pages > 255)
+		h->opt.prefetch_pages = 255;
+
+	h->budget = h->opt.local_budget / PAGE_SZ;
+	if (h->opt.flags & HECA_OPT_BUDGET_CGROUP) {
+		uint64_t lim;
+		char why[128];
+		rc = heca__cgroup_limit(&lim, why, sizeof(why));
+		if (rc) {
+			heca__set_error("local budget from cgroup: %s", why);
+			goto fail;
+		}
+		h->budget = lim / 100 * (h->opt.budget_cgroup_pct ? h->opt.budget_cgroup_pct : 75) /
+			    PAGE_SZ;
+	}
+	if (h->budget < 8) {
+		heca__set_error("local budget %llu bytes is below the minimum of 8 pages (32 KiB)",
+				(unsigned long long)(h->budget * PAGE_SZ));
+		rc = -EINVAL;
+		goto fail;
+	}
+	set_watermarks(h);
+	h->fifo_cap = 1024;
+	while (h->fifo_cap < h->budget * 2)
+		h->fifo_cap *= 2;
+	h->fifo = malloc(h->fifo_cap * sizeof(*h->fifo));
+	h->zero_page = aligned_alloc(PAGE_SZ, PAGE_SZ);
+	if (!h->fifo || !h->zero_page) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	memset(h->zero_page, 0, PAGE_SZ);
+	rc = heca__random(h->demander_id, sizeof(h->demander_id));
+	if (rc)
+		goto fail;
+	h->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (h->evfd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	rc = heca__uffd_open(h);
+	if (rc)
+		goto fail;
+	if (h->opt.sponsors && !strcmp(h->opt.sponsors, "mem"))
+		rc = heca__store_mem_open(h, &h->store);
+	else
+		rc = heca__store_remote_open(h, h->opt.sponsors, &h->store);
+	if (rc)
+		goto fail;
+	h->store->read_done = heca__on_read_done;
+	h->store->write_done = heca__on_write_done;
+	h->store->arg = h;
+
+	rc = -pthread_create(&h->engine_thread, NULL, heca__engine_main, h);
+	if (rc)
+		goto fail;
+	h->engine_started = true;
+	rc = -pthread_create(&h->evict_thread, NULL, heca__evict_main, h);
+	if (rc)
+		goto fail;
+	h->evict_started = true;
+	*out = h;
+	return 0;
+fail:
+	heca_close(h);
+	return rc;
+}
+
+static int insert_seg_locked(struct heca *h, struct seg *s)
+{
+	unsigned int i;
+
+	if (h->nsegs == h->capsegs) {
+		unsigned int ncap = h->capsegs ? h->capsegs * 2 : 8;
+		struct seg **n = realloc(h->segs, ncap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		h->segs = n;
+		h->capsegs = ncap;
+	}
+	for (i = h->nsegs; i > 0 && h->segs[i - 1]->base > s->base; i--)
+		h->segs[i] = h->segs[i - 1];
+	h->segs[i] = s;
+	h->nsegs++;
+	return 0;
+}
+
+static void remove_seg_locked(struct heca *h, struct seg *s)
+{
+	unsigned int i;
+	for (i = 0; i < h->nsegs && h->segs[i] != s; i++)
+		;
+	if (i == h->nsegs)
+		return;
+	memmove(&h->segs[i], &h->segs[i + 1], (h->nsegs - i - 1) * sizeof(*h->segs));
+	h->nsegs--;
+}
+
+static bool overlaps_locked(struct heca *h, uintptr_t a, uint64_t len)
+{
+	for (unsigned int i = 0; i < h->nsegs; i++) {
+		struct seg *s = h->segs[i];
+		if (a < s->base + s->npages * PAGE_SZ && s->base < a + len)
+			return true;
+	}
+	return false;
+}
+
+static int do_register(struct heca *h, void *addr, size_t len, bool owned)
+{
+	uintptr_t a = (uintptr_t)addr;
+	struct seg *s;
+	uint8_t *present = NULL;
+	int rc;
+
+	last_error[0] = '\0';
+	if (!h || !addr || !len || (a & (PAGE_SZ - 1)) || (len & (PAGE_SZ - 1))) {
+		heca__set_error("register: address and length must be non-zero and page-aligned");
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->base = a;
+	s->npages = len / PAGE_SZ;
+	s->owned = owned;
+	s->st = calloc(s->npages, 1);
+	present = malloc(s->npages);
+	if (!s->st || !present) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	pthread_mutex_lock(&h->lock);
+	if (overlaps_locked(h, a, len)) {
+		pthread_mutex_unlock(&h->lock);
+		heca__set_error("register: range overlaps a registered segment");
+		rc = -EBUSY;
+		goto fail;
+	}
+	s->id = h->next_seg_id++;
+	pthread_mutex_unlock(&h->lock);
+
+	rc = h->store->ops->alloc(h->store, s->id, s->npages);
+	if (rc) {
+		heca__set_error("register: sponsors refused segment %u: %s", s->id,
+				heca_strerror(rc));
+		goto fail;
+	}
+	madvise(addr, len, MADV_NOHUGEPAGE);
+	pthread_mutex_lock(&h->lock);
+	rc = insert_seg_locked(h, s);
+	pthread_mutex_unlock(&h->lock);
+	if (rc)
+		goto fail_release;
+	rc = heca__uffd_register(h, a, len);
+	if (rc) {
+		heca__set_error("register: UFFDIO_REGISTER: %s (private anonymous memory only)",
+				strerror(-rc));
+		pthread_mutex_lock(&h->lock);
+		remove_seg_locked(h, s);
+		pthread_mutex_unlock(&h->lock);
+		goto fail_release;
+	}
+	/* Pages already there hold the caller's data: adopt them as written. */
+	if (heca__pages_present(a, s->npages, present) == 0) {
+		pthread_mutex_lock(&h->lock);
+		for (uint64_t p = 0; p < s->npages; p++) {
+			if (!present[p] || s->st[p] != PS_EMPTY)
+				continue;
+			s->st[p] = PS_DIRTY;
+			h->resident++;
+			s->resident++;
+			heca__fifo_push_locked(h, s->id, p);
+		}
+		if (h->resident >= h->high)
+			heca__evict_kick_locked(h);
+		pthread_mutex_unlock(&h->lock);
+	}
+	free(present);
+	return (int)s->id;
+fail_release:
+	h->store->ops->release(h->store, s->id);
+fail:
+	free(present);
+	if (s)
+		free(s->st);
+	free(s);
+	return rc;
+}
+
+int heca_register(struct heca *h, void *addr, size_t len)
+{
+	return do_register(h, addr, len, false);
+}
+
+int heca_map(struct heca *h, size_t len, void **addr)
+{
+	void *p;
+	int rc;
+
+	if (!h || !addr || !len)
+		return -EINVAL;
+	len = (len + PAGE_SZ - 1) & ~(PAGE_SZ - 1);
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		 -1, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	rc = do_register(h, p, len, true);
+	if (rc < 0) {
+		munmap(p, len);
+		return rc;
+	}
+	*addr = p;
+	return 0;
+}
+
+/* Take s out of the table once the evictor holds no victim of it. */
+static void detach_locked(struct heca *h, struct seg *s)
+{
+	s->pinned = true;
+	while (h->evicting)
+		pthread_cond_wait(&h->evict_cond, &h->lock);
+	remove_seg_locked(h, s);
+	h->resident -= s->resident;
+	for (uint64_t p = 0; p < s->npages; p++)
+		if (pstate(s->st[p]) == PS_FETCHING)
+			h->fetching--;
+}
+
+static int do_unregister(struct heca *h, struct seg *s, unsigned int flags)
+{
+	uint64_t len = s->npages * PAGE_SZ;
+	int rc;
+
+	if (!(flags & HECA_UNREG_DISCARD)) {
+		/* Bring every page back by touching it; the engine serves the faults and, with
+		 * the segment pinned, neither defers them nor evicts the result. */
+		pthread_mutex_lock(&h->lock);
+		s->pinned = true;
+		while (h->evicting)
+			pthread_cond_wait(&h->evict_cond, &h->lock);
+		pthread_mutex_unlock(&h->lock);
+		for (uint64_t p = 0; p < s->npages; p++) {
+			int st;
+			pthread_mutex_lock(&h->lock);
+			st = pstate(s->st[p]);
+			pthread_mutex_unlock(&h->lock);
+			if (st == PS_REMOTE || st == PS_FETCHING)
+				(void)*(volatile char *)(s->base + p * PAGE_SZ);
+			if (st == PS_LOST) {
+				pthread_mutex_lock(&h->lock);
+				s->pinned = false;
+				pthread_mutex_unlock(&h->lock);
+				heca__set_error("unregister: segment %u page %llu is lost", s->id,
+						(unsigned long long)p);
+				return -EIO;
+			}
+		}
+	}
+	pthread_mutex_lock(&h->lock);
+	detach_locked(h, s);
+	pthread_mutex_unlock(&h->lock);
+	rc = heca__uffd_unregister(h, s->base, len);
+	if (flags & HECA_UNREG_DISCARD)
+		madvise((void *)s->base, len, MADV_DONTNEED);
+	h->store->ops->release(h->store, s->id);
+	if (s->owned && (flags & HECA_UNREG_DISCARD))
+		munmap((void *)s->base, len);
+	free(s->st);
+	free(s);
+	return rc;
+}
+
+static struct seg *find_base(struct heca *h, void *addr)
+{
+	struct seg *s;
+	pthread_mutex_lock(&h->lock);
+	s = heca__seg_by_addr_locked(h, (uintptr_t)addr);
+	if (s && s->base != (uintptr_t)addr)
+		s = NULL;
+	pthread_mutex_unlock(&h->lock);
+	return s;
+}
+
+int heca_unregister(struct heca *h, void *addr, unsigned int flags)
+{
+	struct seg *s;
+	if (!h)
+		return -EINVAL;
+	s = find_base(h, addr);
+	if (!s || (s->owned && !(flags & HECA_UNREG_DISCARD) && 0))
+		return -EINVAL;
+	if (s->owned && (flags & HECA_UNREG_DISCARD))
+		s->owned = false; /* the caller keeps the (now zero) mapping */
+	return do_unregister(h, s, flags);
+}
+
+int heca_unmap(struct heca *h, void *addr)
+{
+	struct seg *s;
+	if (!h)
+		return -EINVAL;
+	s = find_base(h, addr);
+	if (!s || !s->owned)
+		return -EINVAL;
+	return do_unregister(h, s, HECA_UNREG_DISCARD);
+}
+
+void heca_close(struct heca *h)
+{
+	if (!h)
+		return;
+	/* Release segments while the engine still runs: bringing pages back needs it. */
+	for (;;) {
+		struct seg *s = NULL;
+		pthread_mutex_lock(&h->lock);
+		if (h->nsegs)
+			s = h->segs[0];
+		pthread_mutex_unlock(&h->lock);
+		if (!s)
+			break;
+		if (do_unregister(h, s, s->owned ? HECA_UNREG_DISCARD : 0) == -EIO)
+			do_unregister(h, s, HECA_UNREG_DISCARD);
+	}
+	pthread_mutex_lock(&h->lock);
+	__atomic_store_n(&h->stop, true, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&h->evict_cond);
+	pthread_mutex_unlock(&h->lock);
+	if (h->evfd >= 0)
+		heca__engine_wake(h);
+	if (h->engine_started)
+		pthread_join(h->engine_thread, NULL);
+	if (h->evict_started)
+		pthread_join(h->evict_thread, NULL);
+	for (unsigned int i = 0; i < WB_HASH; i++) {
+		while (h->wb_hash[i]) {
+			struct wb_entry *e = h->wb_hash[i];
+			struct wb_batch *b = e->batch;
+			h->wb_hash[i] = e->next;
+			if (--b->refs == 0) {
+				free(b->buf);
+				free(b);
+			}
+		}
+	}
+	if (h->store)
+		h->store->ops->close(h->store);
+	if (h->uffd >= 0)
+		close(h->uffd);
+	if (h->evfd >= 0)
+		close(h->evfd);
+	pthread_mutex_destroy(&h->lock);
+	pthread_cond_destroy(&h->evict_cond);
+	free(h->segs);
+	free(h->fifo);
+	free(h->deferred);
+	free(h->zero_page);
+	free(h);
+}
+
+int heca_get_stats(struct heca *h, struct heca_stats *o)
+{
+#define LD(x) atomic_load_explicit(&h->c.x, memory_order_relaxed)
+	if (!h || !o)
+		return -EINVAL;
+	memset(o, 0, sizeof(*o));
+	o->faults_read = LD(faults_read);
+	o->faults_write = LD(faults_write);
+	o->faults_wp = LD(faults_wp);
+	o->faults_zero = LD(faults_zero);
+	o->faults_wb_hit = LD(faults_wb_hit);
+	o->faults_deferred = LD(faults_deferred);
+	o->pages_fetched = LD(pages_fetched);
+	o->pages_prefetched = LD(pages_prefetched);
+	o->pages_written_back = LD(pages_written_back);
+	o->pages_dropped_clean = LD(pages_dropped_clean);
+	o->pages_evicted = LD(pages_evicted);
+	o->pages_lost = LD(pages_lost);
+	o->writeback_errors = LD(writeback_errors);
+	o->bytes_sent = LD(bytes_sent);
+	o->bytes_received = LD(bytes_received);
+#undef LD
+	pthread_mutex_lock(&h->lock);
+	o->resident_pages = h->resident;
+	o->segments = h->nsegs;
+	pthread_mutex_unlock(&h->lock);
+	o->budget_pages = h->budget;
+	o->lat_count = atomic_load_explicit(&h->lat.count, memory_order_relaxed);
+	o->lat_max_ns = atomic_load_explicit(&h->lat.max, memory_order_relaxed);
+	o->lat_mean_ns = o->lat_count
+				 ? atomic_load_explicit(&h->lat.sum, memory_order_relaxed) / o->lat_count
+				 : 0;
+	o->lat_p50_ns = heca__hist_quantile(&h->lat, 0.50);
+	o->lat_p90_ns = heca__hist_quantile(&h->lat, 0.90);
+	o->lat_p99_ns = heca__hist_quantile(&h->lat, 0.99);
+	o->features = h->features;
+	return 0;
+}
+
+int heca_first_lost(struct heca *h, uint32_t *segment, uint64_t *page)
+{
+	int any;
+	if (!h)
+		return 0;
+	pthread_mutex_lock(&h->lock);
+	any = h->lost_any;
+	if (any) {
+		if (segment)
+			*segment = h->lost_seg;
+		if (page)
+			*page = h->lost_page;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return any;
+}

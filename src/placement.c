@@ -1,1 +1,37 @@
-// placeholder
+// SPDX-License-Identifier: MIT
+/*
+ * placement.c - which sponsor holds a stripe: rendezvous (highest random weight) hashing of
+ * (cluster, segment, stripe) over the sponsors, so membership changes move few stripes.
+ */
+#include <string.h>
+
+#include "heca_int.h"
+
+static uint64_t mix(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ull;
+	x ^= x >> 33;
+	return x;
+}
+
+unsigned int heca__place(const uint8_t cluster[16], uint32_t seg, uint64_t stripe,
+			 const uint64_t *sponsor_keys, unsigned int n)
+{
+	uint64_t c0, c1, base, best = 0;
+	unsigned int win = 0;
+
+	memcpy(&c0, cluster, 8);
+	memcpy(&c1, cluster + 8, 8);
+	base = mix(c0 ^ mix(c1 ^ mix(((uint64_t)seg << 32) ^ mix(stripe))));
+	for (unsigned int i = 0; i < n; i++) {
+		uint64_t score = mix(base ^ sponsor_keys[i]);
+		if (i == 0 || score > best) {
+			best = score;
+			win = i;
+		}
+	}
+	return win;
+}

@@ -1,1 +1,278 @@
-// placeholder
+// SPDX-License-Identifier: MIT
+/*
+ * uffd.c - userfaultfd set-up with run-time feature detection and words for why it cannot be
+ * used, and the page-table ioctls the engine and evictor need, as -errno-returning wrappers.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "compat_uffd.h"
+#include "heca_int.h"
+
+#ifndef PAGEMAP_SCAN
+/* PAGEMAP_SCAN (Linux 6.7) is tried first; /proc/self/pagemap is the fallback. */
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PAGE_IS_PRESENT (1 << 3)
+struct page_region {
+	__u64 start;
+	__u64 end;
+	__u64 categories;
+};
+struct pm_scan_arg {
+	__u64 size;
+	__u64 flags;
+	__u64 start;
+	__u64 end;
+	__u64 walk_end;
+	__u64 vec;
+	__u64 vec_len;
+	__u64 max_pages;
+	__u64 category_inverted;
+	__u64 category_mask;
+	__u64 category_anyof_mask;
+	__u64 return_mask;
+};
+#endif
+
+static int read_sysctl(const char *path)
+{
+	char buf[16] = {0};
+	int fd = open(path, O_RDONLY | O_CLOEXEC), v = -1;
+	if (fd >= 0) {
+		if (read(fd, buf, sizeof(buf) - 1) > 0)
+			v = buf[0] - '0';
+		close(fd);
+	}
+	return v;
+}
+
+int heca__uffd_open(struct heca *h)
+{
+	struct uffdio_api api = {.api = UFFD_API};
+	uint64_t want = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_THREAD_ID |
+			UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE;
+	int fd, err;
+
+	/* UFFD_USER_MODE_ONLY lets an unprivileged process use it when the sysctl is 0 (5.11+):
+	 * heca only needs faults from user space. */
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1 /* UFFD_USER_MODE_ONLY */);
+	if (fd < 0 && errno == EINVAL)
+		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		err = -errno;
+		if (err == -ENOSYS)
+			heca__set_error("userfaultfd: not in this kernel (needs Linux 4.11+ with "
+					"CONFIG_USERFAULTFD); heca cannot run here");
+		else if (err == -EPERM && read_sysctl("/proc/sys/vm/unprivileged_userfaultfd") == 0)
+			heca__set_error("userfaultfd: permission denied: vm.unprivileged_userfaultfd "
+					"is 0; run as root, grant CAP_SYS_PTRACE, or `sysctl "
+					"vm.unprivileged_userfaultfd=1`");
+		else if (err == -EPERM)
+			heca__set_error("userfaultfd: permission denied (a seccomp filter or "
+					"container policy forbids it?); allow the userfaultfd "
+					"system call");
+		else
+			heca__set_error("userfaultfd: %s", strerror(-err));
+		return err;
+	}
+	/* Ask for what the kernel offers of what heca uses; older kernels reject unknown bits. */
+	api.features = 0;
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		err = -errno;
+		heca__set_error("userfaultfd: UFFDIO_API failed: %s", strerror(-err));
+		close(fd);
+		return err;
+	}
+	close(fd);
+	want &= api.features;
+	if (h->opt.flags & HECA_OPT_NO_WP)
+		want &= ~(uint64_t)UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+	if (h->opt.flags & HECA_OPT_NO_POISON)
+		want &= ~(uint64_t)UFFD_FEATURE_POISON;
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1);
+	if (fd < 0)
+		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	api.api = UFFD_API;
+	api.features = want;
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		err = -errno;
+		heca__set_error("userfaultfd: UFFDIO_API with features %#llx failed: %s",
+				(unsigned long long)want, strerror(-err));
+		close(fd);
+		return err;
+	}
+	h->uffd = fd;
+	h->features = 0;
+	if (want & UFFD_FEATURE_PAGEFAULT_FLAG_WP)
+		h->features |= HECA_FEAT_WP;
+	if (want & UFFD_FEATURE_POISON)
+		h->features |= HECA_FEAT_POISON;
+	if (want & UFFD_FEATURE_MOVE)
+		h->features |= HECA_FEAT_MOVE;
+	h->thread_id = !!(want & UFFD_FEATURE_THREAD_ID);
+	if (!(h->features & HECA_FEAT_WP)) {
+		/* Without write-protect a write during the eviction copy could be lost
+		 * (DESIGN.md invariant 2). heca refuses instead of risking it. */
+		heca__set_error("userfaultfd: this kernel (or HECA_OPT_NO_WP) offers no "
+				"write-protect on anonymous memory (Linux 5.7+); heca needs it to "
+				"evict pages without losing writes");
+		close(fd);
+		h->uffd = -1;
+		return -ENOSYS;
+	}
+	return 0;
+}
+
+int heca__uffd_register(struct heca *h, uintptr_t addr, uint64_t len)
+{
+	struct uffdio_register r = {.range = {.start = addr, .len = len},
+				    .mode = UFFDIO_REGISTER_MODE_MISSING};
+
+	if (h->features & HECA_FEAT_WP)
+		r.mode |= UFFDIO_REGISTER_MODE_WP;
+	if (ioctl(h->uffd, UFFDIO_REGISTER, &r))
+		return -errno;
+	if ((h->features & HECA_FEAT_POISON) && !(r.ioctls & (1ull << _UFFDIO_POISON)))
+		h->features &= ~HECA_FEAT_POISON;
+	return 0;
+}
+
+int heca__uffd_unregister(struct heca *h, uintptr_t addr, uint64_t len)
+{
+	struct uffdio_range r = {.start = addr, .len = len};
+	if (ioctl(h->uffd, UFFDIO_UNREGISTER, &r))
+		return -errno;
+	return 0;
+}
+
+/* Returns 0 when the whole range is mapped (by this call or, for -EEXIST pages, by someone
+ * else), or -errno. */
+int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len, bool wp,
+		    bool wake)
+{
+	uint64_t done = 0;
+
+	while (done < len) {
+		struct uffdio_copy c = {.dst = dst + done,
+					.src = (uintptr_t)src + done,
+					.len = len - done,
+					.mode = (wp ? UFFDIO_COPY_MODE_WP : 0) |
+						(wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE)};
+		if (ioctl(h->uffd, UFFDIO_COPY, &c) == 0) {
+			done += (uint64_t)c.copy;
+			continue;
+		}
+		if (c.copy > 0) {
+			done += (uint64_t)c.copy;
+			continue;
+		}
+		if (errno == EAGAIN || errno == EINTR)
+			continue;
+		if (errno == EEXIST) {
+			/* Someone resolved this page: wake its waiters, go on with the rest. */
+			if (wake)
+				heca__uffd_wake(h, dst + done, PAGE_SZ);
+			done += PAGE_SZ;
+			continue;
+		}
+		return -errno;
+	}
+	return 0;
+}
+
+int heca__uffd_wp(struct heca *h, uintptr_t addr, uint64_t len, bool protect, bool wake)
+{
+	struct uffdio_writeprotect w = {.range = {.start = addr, .len = len},
+					.mode = (protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0) |
+						(wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE)};
+	while (ioctl(h->uffd, UFFDIO_WRITEPROTECT, &w)) {
+		if (errno != EAGAIN && errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+int heca__uffd_wake(struct heca *h, uintptr_t addr, uint64_t len)
+{
+	struct uffdio_range r = {.start = addr, .len = len};
+	if (ioctl(h->uffd, UFFDIO_WAKE, &r))
+		return -errno;
+	return 0;
+}
+
+int heca__uffd_poison(struct heca *h, uintptr_t addr, uint64_t len)
+{
+	struct uffdio_poison p = {.range = {.start = addr, .len = len}};
+
+	if (!(h->features & HECA_FEAT_POISON))
+		return -ENOSYS;
+	while (ioctl(h->uffd, UFFDIO_POISON, &p)) {
+		if (errno == EAGAIN || errno == EINTR)
+			continue;
+		if (errno == EEXIST)
+			return heca__uffd_wake(h, addr, len);
+		return -errno;
+	}
+	return 0;
+}
+
+static int present_pagemap_file(uintptr_t addr, uint64_t npages, uint8_t *present)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint64_t buf[512];
+
+	if (fd < 0)
+		return -errno;
+	for (uint64_t i = 0; i < npages;) {
+		uint64_t n = npages - i < 512 ? npages - i : 512;
+		ssize_t r = pread(fd, buf, n * 8, (off_t)((addr / PAGE_SZ + i) * 8));
+		if (r < (ssize_t)(n * 8)) {
+			close(fd);
+			return r < 0 ? -errno : -EIO;
+		}
+		for (uint64_t k = 0; k < n; k++)
+			present[i + k] = (buf[k] >> 63) & 1;
+		i += n;
+	}
+	close(fd);
+	return 0;
+}
+
+int heca__pages_present(uintptr_t addr, uint64_t npages, uint8_t *present)
+{
+	struct page_region reg[64];
+	struct pm_scan_arg a = {.size = sizeof(a),
+				.start = addr,
+				.end = addr + npages * PAGE_SZ,
+				.vec = (uintptr_t)reg,
+				.vec_len = 64,
+				.category_mask = PAGE_IS_PRESENT,
+				.return_mask = PAGE_IS_PRESENT};
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	memset(present, 0, npages);
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		long n = ioctl(fd, PAGEMAP_SCAN, &a);
+		if (n < 0) {
+			close(fd);
+			return present_pagemap_file(addr, npages, present);
+		}
+		for (long i = 0; i < n; i++)
+			for (uint64_t p = reg[i].start; p < reg[i].end; p += PAGE_SZ)
+				present[(p - addr) / PAGE_SZ] = 1;
+		if (a.walk_end >= a.end)
+			break;
+		a.start = a.walk_end;
+	}
+	close(fd);
+	return 0;
+}

@@ -45,8 +45,10 @@ long heca_wire_payload_len(uint8_t opcode, uint32_t count, int32_t status)
 
 	if (status < 0 || status > 4095)
 		return -EPROTO;
-	if (!reply && status != 0)
-		return -EPROTO;
+	if (!reply && status != 0 && op != HECA_OP_ERROR)
+		return -EPROTO; /* only ERROR frames and replies carry a status */
+	if (op < HECA_OP_HELLO || (op > HECA_OP_ECHO && op != HECA_OP_ERROR))
+		return -EPROTO; /* unknown opcode: caught here, or an error reply would pass */
 	if (op == HECA_OP_READ || op == HECA_OP_WRITE) {
 		if (count == 0 || count > HECA_WIRE_MAX_PAGES)
 			return -EPROTO;

@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * heca_int.h - libheca's internal structures: the page table the fault engine owns, segments,
+ * the write-back buffers, and the store interface the engine fetches from and writes to.
+ */
+#ifndef HECA_INT_H
+#define HECA_INT_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "heca.h"
+#include "stats.h"
+
+#define PAGE_SZ 4096ul
+
+/*
+ * Local page states (DESIGN.md "The page"). One byte per page: the low three bits are the
+ * state, the high bits flags. Owned by the engine; the evictor changes them only under h->lock
+ * and only for pages it marked EVICTING itself.
+ */
+enum pstate {
+	PS_EMPTY = 0,	 /* never written: no remote copy, unmapped */
+	PS_REMOTE = 1,	 /* unmapped, a sponsor holds the current copy (or the WB buffer does) */
+	PS_CLEAN = 2,	 /* mapped write-protected, remote copy current */
+	PS_ZERO = 3,	 /* mapped write-protected, all zero, no remote copy */
+	PS_DIRTY = 4,	 /* mapped writable (or content newer than any remote copy) */
+	PS_FETCHING = 5, /* unmapped, a read is in flight */
+	PS_EVICTING = 6, /* mapped, the evictor is taking it out */
+	PS_LOST = 7,	 /* no sponsor could serve it: accesses get SIGBUS */
+};
+#define PF_STATE 0x07
+#define PF_WB 0x08     /* a write-back of this page is in flight: its buffer holds the content */
+#define PF_WAITER 0x10 /* a thread faulted on it while FETCHING/EVICTING: wake it when done */
+#define PF_WANTW 0x20  /* a write fault waits on the fetch: install writable */
+#define PF_PINNED 0x40 /* never evict: the content could not be stored remotely */
+#define PF_DEMAND 0x80 /* the fetch in flight serves a fault (not only prefetch) */
+
+static inline int pstate(uint8_t b)
+{
+	return b & PF_STATE;
+}
+static inline void pset(uint8_t *b, int st)
+{
+	*b = (uint8_t)((*b & ~PF_STATE) | st);
+}
+static inline bool president(int st)
+{
+	return st == PS_CLEAN || st == PS_ZERO || st == PS_DIRTY || st == PS_EVICTING;
+}
+
+struct seg {
+	uint32_t id;
+	uintptr_t base;
+	uint64_t npages;
+	uint8_t *st;	  /* page states */
+	bool owned;	  /* made by heca_map(): unmapped on release */
+	bool pinned;	  /* being unregistered: the evictor leaves it alone */
+	uint64_t resident; /* pages of this segment counted in h->resident */
+};
+
+/* A write-back in flight: one page's content until the sponsor acknowledges it. */
+struct wb_entry {
+	struct wb_entry *next; /* hash chain */
+	uint32_t seg;
+	uint64_t page;
+	uint8_t *data;
+	struct wb_batch *batch;
+};
+
+struct wb_batch {
+	uint8_t *buf;	   /* n pages */
+	unsigned int refs; /* pages not yet acknowledged */
+	unsigned int n;
+	struct wb_entry ent[];
+};
+
+#define WB_HASH 4096
+
+/* ---- the store interface: where pages go when they leave local memory ---- */
+
+struct heca_store;
+
+/* Called by a store on the engine thread when a request finishes. data holds count pages for
+ * a successful read, NULL otherwise. */
+typedef void (*heca_read_done_fn)(void *arg, uint64_t cookie, int status, uint32_t seg,
+				  uint64_t page, uint32_t count, const uint8_t *data);
+typedef void (*heca_write_done_fn)(void *arg, uint64_t cookie, int status, uint32_t seg,
+				   uint64_t page, uint32_t count);
+
+enum heca_prio { HECA_PRIO_FAULT = 0, HECA_PRIO_PREFETCH = 1 };
+
+struct heca_store_ops {
+	const char *name;
+	/* Start reading count pages of one stripe; completion through read_done. Engine thread
+	 * only. Returns 0 or -errno (then no completion comes). */
+	int (*read)(struct heca_store *s, enum heca_prio prio, uint32_t seg, uint64_t page,
+		    uint32_t count, uint64_t cookie);
+	/* Start writing count pages of one stripe from data (kept valid until completion).
+	 * Evictor thread only. Returns 0 or -errno (then no completion comes). */
+	int (*write)(struct heca_store *s, uint32_t seg, uint64_t page, uint32_t count,
+		     const uint8_t *data, uint64_t cookie);
+	/* Synchronous, from any thread. */
+	int (*alloc)(struct heca_store *s, uint32_t seg, uint64_t npages);
+	int (*release)(struct heca_store *s, uint32_t seg);
+	/* Engine thread: fds to poll for input (returns count, up to max). */
+	int (*fds)(struct heca_store *s, int *fds, int max);
+	/* Engine thread: fd is readable; decode and complete what arrived. */
+	void (*dispatch)(struct heca_store *s, int fd);
+	/* Engine thread: fail requests past their deadline. */
+	void (*tick)(struct heca_store *s, uint64_t now_ns);
+	void (*close)(struct heca_store *s);
+};
+
+struct heca_store {
+	const struct heca_store_ops *ops;
+	heca_read_done_fn read_done;
+	heca_write_done_fn write_done;
+	void *arg;
+	struct heca *h; /* for logging and byte counters */
+};
+
+int heca__store_remote_open(struct heca *h, const char *sponsors, struct heca_store **out);
+int heca__store_mem_open(struct heca *h, struct heca_store **out);
+
+/* ---- placement ---- */
+
+/* The sponsor (index in [0, n)) that holds stripe `stripe` of segment `seg`: rendezvous
+ * hashing, so a sponsor joining or leaving moves only its own stripes. */
+unsigned int heca__place(const uint8_t cluster[16], uint32_t seg, uint64_t stripe,
+			 const uint64_t *sponsor_keys, unsigned int n);
+
+/* ---- the handle ---- */
+
+struct deferred {
+	uintptr_t addr;
+	uint64_t flags;
+	uint32_t tid;
+	uint64_t t0;
+};
+
+struct heca {
+	struct heca_options opt;
+	int uffd;
+	int evfd; /* wakes the engine: stop, or room was made */
+	unsigned int features; /* HECA_FEAT_* */
+	bool thread_id;	       /* uffd messages carry the faulting thread id */
+	uint8_t demander_id[16];
+
+	struct heca_store *store;
+
+	pthread_mutex_t lock; /* page states, segments, FIFO, WB table, counters below */
+	pthread_cond_t evict_cond; /* evictor waits for work or for WB acks */
+	struct seg **segs;	   /* sorted by base address */
+	unsigned int nsegs, capsegs;
+	uint32_t next_seg_id;
+
+	uint64_t budget;   /* pages */
+	uint64_t high, low; /* watermarks in pages */
+	uint64_t resident; /* mapped pages of all segments */
+	uint64_t fetching; /* pages being fetched */
+	uint64_t wb_pages; /* write-back pages in flight */
+	unsigned int evicting; /* batches the evictor is working on outside the lock */
+	bool evict_active;     /* between crossing the high and reaching the low watermark */
+
+	/* FIFO of resident pages (segment id, page): eviction order. */
+	uint64_t *fifo;
+	uint64_t fifo_head, fifo_tail, fifo_cap; /* cap is a power of two */
+
+	struct wb_entry *wb_hash[WB_HASH];
+
+	struct deferred *deferred;
+	unsigned int ndeferred, capdeferred;
+
+	bool stop;
+	pthread_t engine_thread, evict_thread;
+	bool engine_started, evict_started;
+
+	uint8_t *zero_page;
+
+	bool lost_any;
+	uint32_t lost_seg;
+	uint64_t lost_page;
+
+	struct heca_counters c; /* atomics: read by heca_get_stats() without the lock */
+	struct heca_hist lat;
+};
+
+/* engine.c */
+void *heca__engine_main(void *arg);
+void heca__engine_wake(struct heca *h);
+struct seg *heca__seg_by_id_locked(struct heca *h, uint32_t id);
+struct seg *heca__seg_by_addr_locked(struct heca *h, uintptr_t addr);
+void heca__fifo_push_locked(struct heca *h, uint32_t seg, uint64_t page);
+struct wb_entry *heca__wb_find_locked(struct heca *h, uint32_t seg, uint64_t page);
+void heca__wb_insert_locked(struct heca *h, struct wb_entry *e);
+void heca__wb_remove_locked(struct heca *h, struct wb_entry *e);
+void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t seg, uint64_t page,
+			uint32_t count, const uint8_t *data);
+void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t seg, uint64_t page,
+			 uint32_t count);
+
+/* evict.c */
+void *heca__evict_main(void *arg);
+void heca__evict_kick_locked(struct heca *h);
+
+/* uffd.c: thin wrappers that return -errno and retry EAGAIN/EINTR. */
+int heca__uffd_open(struct heca *h);
+int heca__uffd_register(struct heca *h, uintptr_t addr, uint64_t len);
+int heca__uffd_unregister(struct heca *h, uintptr_t addr, uint64_t len);
+int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len, bool wp,
+		    bool wake);
+int heca__uffd_wp(struct heca *h, uintptr_t addr, uint64_t len, bool protect, bool wake);
+int heca__uffd_wake(struct heca *h, uintptr_t addr, uint64_t len);
+int heca__uffd_poison(struct heca *h, uintptr_t addr, uint64_t len);
+/* Fill present[] (one byte per page, 1 = present) for [addr, addr+npages). */
+int heca__pages_present(uintptr_t addr, uint64_t npages, uint8_t *present);
+
+/* cgroup.c: the memory limit of this process's cgroup in bytes; -ENOENT if unlimited. */
+int heca__cgroup_limit(uint64_t *bytes, char *why, size_t whylen);
+
+/* heca.c */
+void heca__log(struct heca *h, enum heca_log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void heca__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
