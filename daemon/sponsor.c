@@ -1,1 +1,789 @@
-// placeholder
+// SPDX-License-Identifier: MIT
+/*
+ * sponsor.c - the sponsor's page store (slabs of 4 KiB slots, per-segment radix index) and
+ * the protocol state machine that serves HELLO/ALLOC/WRITE/READ/FREE/STAT/ECHO frames.
+ */
+#include "sponsor.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "util.h"
+#include "wire.h"
+
+#define PAGE HECA_WIRE_PAGE
+#define NO_SLOT UINT32_MAX
+#define RT_BITS 9
+#define RT_FAN (1u << RT_BITS)
+#define RT_MASK (RT_FAN - 1)
+#define RT_MAX_LEVELS 8 /* 8 x 9 bits cover any 64-bit page number */
+#define DEM_BUCKETS 256
+
+/*
+ * A slab is one anonymous mapping of up to SPONSOR_SLAB_PAGES slots. Slots never handed out
+ * are above `bump`; freed ones are chained through their own first four bytes, so the free
+ * list costs no memory of its own. A slab whose last slot is freed is given back to the
+ * kernel (MADV_DONTNEED) and starts over as fresh.
+ */
+struct slab {
+	uint8_t *mem;
+	uint32_t free_head; /* global slot number, or NO_SLOT */
+	uint16_t nslots;
+	uint16_t bump;
+	uint16_t used;
+	uint8_t in_avail;
+};
+
+/*
+ * A segment's page index is a radix tree of `levels` levels, 512 entries each, allocated as
+ * pages are written: a huge declared size costs nothing up front. Leaves hold slot + 1 (0 =
+ * never written) so calloc gives empty leaves.
+ */
+struct seg {
+	uint32_t id;
+	unsigned levels;
+	uint64_t size; /* pages */
+	uint64_t pages; /* pages stored */
+	void *root;
+	struct seg *next;
+};
+
+struct sponsor_demander {
+	uint8_t id[16];
+	unsigned conns;
+	uint64_t pages;
+	uint64_t nsegs;
+	struct seg **buckets; /* power-of-two table, chained */
+	size_t nbuckets;
+	struct sponsor_demander *next;
+};
+
+struct sponsor {
+	pthread_mutex_t lock; /* guards everything below except the constants */
+	uint64_t capacity_pages;
+	uint8_t cluster_id[16];
+	uint8_t id[16];
+
+	uint64_t used_pages;
+	uint64_t nsegs;
+	uint64_t ndemanders;
+	struct slab *slabs;
+	uint32_t *avail; /* stack of slabs that may have a free slot */
+	uint32_t nslabs, navail, slabs_cap, slabs_max;
+	struct sponsor_demander *dem[DEM_BUCKETS];
+};
+
+/* ---- slots ---------------------------------------------------------------------------- */
+
+static inline uint8_t *slot_mem(struct sponsor *sp, uint32_t slot)
+{
+	return sp->slabs[slot / SPONSOR_SLAB_PAGES].mem + (size_t)(slot % SPONSOR_SLAB_PAGES) * PAGE;
+}
+
+static int slab_new_locked(struct sponsor *sp)
+{
+	uint64_t first = (uint64_t)sp->nslabs * SPONSOR_SLAB_PAGES;
+	struct slab *s;
+	void *mem;
+
+	if (sp->nslabs >= sp->slabs_max)
+		return -ENOSPC;
+	if (sp->nslabs == sp->slabs_cap) {
+		uint32_t ncap = sp->slabs_cap ? sp->slabs_cap * 2 : 16;
+		struct slab *ns;
+		uint32_t *na;
+
+		ncap = HECA_MIN(ncap, sp->slabs_max);
+		ns = realloc(sp->slabs, ncap * sizeof(*ns));
+		if (!ns)
+			return -ENOMEM;
+		sp->slabs = ns;
+		na = realloc(sp->avail, ncap * sizeof(*na));
+		if (!na)
+			return -ENOMEM;
+		sp->avail = na;
+		sp->slabs_cap = ncap;
+	}
+	s = &sp->slabs[sp->nslabs];
+	memset(s, 0, sizeof(*s));
+	s->nslots = (uint16_t)HECA_MIN((uint64_t)SPONSOR_SLAB_PAGES, sp->capacity_pages - first);
+	/* NORESERVE: capacity is a promise to store, not memory to commit at start. */
+	mem = mmap(NULL, (size_t)s->nslots * PAGE, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (mem == MAP_FAILED)
+		return -ENOMEM;
+	s->mem = mem;
+	s->free_head = NO_SLOT;
+	s->in_avail = 1;
+	sp->avail[sp->navail++] = sp->nslabs++;
+	return 0;
+}
+
+/* Take a free slot. The caller has checked used_pages against the capacity. */
+static int slot_alloc_locked(struct sponsor *sp, uint32_t *out)
+{
+	for (;;) {
+		while (sp->navail) {
+			uint32_t si = sp->avail[sp->navail - 1];
+			struct slab *s = &sp->slabs[si];
+
+			if (s->free_head != NO_SLOT) {
+				*out = s->free_head;
+				memcpy(&s->free_head, slot_mem(sp, *out), sizeof(uint32_t));
+				s->used++;
+				return 0;
+			}
+			if (s->bump < s->nslots) {
+				*out = si * SPONSOR_SLAB_PAGES + s->bump++;
+				s->used++;
+				return 0;
+			}
+			s->in_avail = 0;
+			sp->navail--;
+		}
+		int rc = slab_new_locked(sp);
+		if (rc)
+			return rc;
+	}
+}
+
+static void slot_free_locked(struct sponsor *sp, uint32_t slot)
+{
+	uint32_t si = slot / SPONSOR_SLAB_PAGES;
+	struct slab *s = &sp->slabs[si];
+
+	if (--s->used == 0) {
+		/* Whole slab free: return its memory; its free list lived in it. */
+		madvise(s->mem, (size_t)s->nslots * PAGE, MADV_DONTNEED);
+		s->bump = 0;
+		s->free_head = NO_SLOT;
+	} else {
+		memcpy(slot_mem(sp, slot), &s->free_head, sizeof(uint32_t));
+		s->free_head = slot;
+	}
+	if (!s->in_avail) {
+		s->in_avail = 1;
+		sp->avail[sp->navail++] = si;
+	}
+}
+
+/* ---- per-segment radix index --------------------------------------------------------- */
+
+static unsigned rt_levels_for(uint64_t size)
+{
+	unsigned l = 1;
+
+	while (l < RT_MAX_LEVELS && size > 0 && ((size - 1) >> (RT_BITS * l)) != 0)
+		l++;
+	return l;
+}
+
+/* The leaf entry for page, creating index nodes if create. NULL if absent (or -ENOMEM when
+ * creating, reported through *err). */
+static uint32_t *rt_entry(struct seg *s, uint64_t page, int create, int *err)
+{
+	void **pp = &s->root;
+
+	for (unsigned l = s->levels;; l--) {
+		if (!*pp) {
+			if (!create)
+				return NULL;
+			*pp = calloc(RT_FAN, l == 1 ? sizeof(uint32_t) : sizeof(void *));
+			if (!*pp) {
+				*err = -ENOMEM;
+				return NULL;
+			}
+		}
+		if (l == 1)
+			return (uint32_t *)*pp + (page & RT_MASK);
+		pp = (void **)*pp + ((page >> (RT_BITS * (l - 1))) & RT_MASK);
+	}
+}
+
+static int rt_grow(struct seg *s, unsigned levels)
+{
+	while (s->levels < levels) {
+		if (s->root) {
+			void **n = calloc(RT_FAN, sizeof(void *));
+			if (!n)
+				return -ENOMEM;
+			n[0] = s->root;
+			s->root = n;
+		}
+		s->levels++;
+	}
+	return 0;
+}
+
+/* Free the nodes of a subtree, and with free_slots the slots its leaves point to. */
+static void rt_free_locked(struct sponsor *sp, void *node, unsigned level, int free_slots)
+{
+	if (!node)
+		return;
+	if (level == 1) {
+		uint32_t *leaf = node;
+		for (unsigned i = 0; free_slots && i < RT_FAN; i++)
+			if (leaf[i])
+				slot_free_locked(sp, leaf[i] - 1);
+	} else {
+		void **n = node;
+		for (unsigned i = 0; i < RT_FAN; i++)
+			rt_free_locked(sp, n[i], level - 1, free_slots);
+	}
+	free(node);
+}
+
+/* Count stored pages of a subtree (for sponsor_check). */
+static uint64_t rt_count(void *node, unsigned level)
+{
+	uint64_t n = 0;
+
+	if (!node)
+		return 0;
+	for (unsigned i = 0; i < RT_FAN; i++) {
+		if (level == 1)
+			n += ((uint32_t *)node)[i] != 0;
+		else
+			n += rt_count(((void **)node)[i], level - 1);
+	}
+	return n;
+}
+
+/* ---- demanders and segments ---------------------------------------------------------- */
+
+static size_t dem_hash(const uint8_t id[16])
+{
+	uint64_t a, b;
+
+	memcpy(&a, id, 8);
+	memcpy(&b, id + 8, 8);
+	return (size_t)(((a ^ (b * 0x9e3779b97f4a7c15ull)) * 0x9e3779b97f4a7c15ull) >> 56) %
+	       DEM_BUCKETS;
+}
+
+static size_t seg_hash(uint32_t id, size_t nbuckets)
+{
+	return (size_t)((id * 0x9e3779b97f4a7c15ull) >> 32) & (nbuckets - 1);
+}
+
+static struct seg *seg_find(struct sponsor_demander *d, uint32_t id)
+{
+	struct seg *s;
+
+	if (!d->nbuckets)
+		return NULL;
+	for (s = d->buckets[seg_hash(id, d->nbuckets)]; s; s = s->next)
+		if (s->id == id)
+			return s;
+	return NULL;
+}
+
+static int seg_table_grow(struct sponsor_demander *d)
+{
+	size_t n = d->nbuckets ? d->nbuckets * 2 : 16;
+	struct seg **b = calloc(n, sizeof(*b));
+
+	if (!b)
+		return -ENOMEM;
+	for (size_t i = 0; i < d->nbuckets; i++) {
+		struct seg *s = d->buckets[i], *next;
+		for (; s; s = next) {
+			size_t h = seg_hash(s->id, n);
+			next = s->next;
+			s->next = b[h];
+			b[h] = s;
+		}
+	}
+	free(d->buckets);
+	d->buckets = b;
+	d->nbuckets = n;
+	return 0;
+}
+
+static void seg_unlink(struct sponsor_demander *d, struct seg *s)
+{
+	struct seg **pp = &d->buckets[seg_hash(s->id, d->nbuckets)];
+
+	while (*pp != s)
+		pp = &(*pp)->next;
+	*pp = s->next;
+}
+
+static struct sponsor_demander *dem_get_locked(struct sponsor *sp, const uint8_t id[16])
+{
+	size_t h = dem_hash(id);
+	struct sponsor_demander *d;
+
+	for (d = sp->dem[h]; d; d = d->next)
+		if (!memcmp(d->id, id, 16))
+			return d;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	memcpy(d->id, id, 16);
+	d->next = sp->dem[h];
+	sp->dem[h] = d;
+	sp->ndemanders++;
+	return d;
+}
+
+/* Drop a demander that has neither connections nor segments. */
+static void dem_put_locked(struct sponsor *sp, struct sponsor_demander *d)
+{
+	struct sponsor_demander **pp;
+
+	if (d->conns || d->nsegs)
+		return;
+	for (pp = &sp->dem[dem_hash(d->id)]; *pp != d; pp = &(*pp)->next)
+		;
+	*pp = d->next;
+	sp->ndemanders--;
+	free(d->buckets);
+	free(d);
+}
+
+/* ---- lifetime -------------------------------------------------------------------------- */
+
+int sponsor_open(const struct sponsor_config *cfg, struct sponsor **out)
+{
+	struct sponsor *sp;
+	uint64_t cap = cfg->capacity / PAGE;
+	int rc;
+
+	if (cap > SPONSOR_MAX_CAPACITY_PAGES)
+		return -EINVAL;
+	sp = calloc(1, sizeof(*sp));
+	if (!sp)
+		return -ENOMEM;
+	rc = heca__random(sp->id, sizeof(sp->id));
+	if (rc)
+		goto out_free;
+	pthread_mutex_init(&sp->lock, NULL);
+	sp->capacity_pages = cap;
+	sp->slabs_max = (uint32_t)((cap + SPONSOR_SLAB_PAGES - 1) / SPONSOR_SLAB_PAGES);
+	memcpy(sp->cluster_id, cfg->cluster_id, 16);
+	*out = sp;
+	return 0;
+out_free:
+	free(sp);
+	return rc;
+}
+
+void sponsor_close(struct sponsor *sp)
+{
+	if (!sp)
+		return;
+	for (size_t h = 0; h < DEM_BUCKETS; h++) {
+		struct sponsor_demander *d, *dn;
+		for (d = sp->dem[h]; d; d = dn) {
+			dn = d->next;
+			for (size_t i = 0; i < d->nbuckets; i++) {
+				struct seg *s, *sn;
+				for (s = d->buckets[i]; s; s = sn) {
+					sn = s->next;
+					rt_free_locked(sp, s->root, s->levels, 0);
+					free(s);
+				}
+			}
+			free(d->buckets);
+			free(d);
+		}
+	}
+	for (uint32_t i = 0; i < sp->nslabs; i++)
+		munmap(sp->slabs[i].mem, (size_t)sp->slabs[i].nslots * PAGE);
+	free(sp->slabs);
+	free(sp->avail);
+	pthread_mutex_destroy(&sp->lock);
+	free(sp);
+}
+
+void sponsor_get_id(const struct sponsor *sp, uint8_t id[16])
+{
+	memcpy(id, sp->id, 16);
+}
+
+void sponsor_get_stats(struct sponsor *sp, struct sponsor_stats *st)
+{
+	pthread_mutex_lock(&sp->lock);
+	st->capacity_pages = sp->capacity_pages;
+	st->used_pages = sp->used_pages;
+	st->segments = sp->nsegs;
+	st->demanders = sp->ndemanders;
+	st->slabs = sp->nslabs;
+	pthread_mutex_unlock(&sp->lock);
+}
+
+void sponsor_conn_init(struct sponsor_conn *c)
+{
+	memset(c, 0, sizeof(*c));
+}
+
+void sponsor_conn_exit(struct sponsor *sp, struct sponsor_conn *c)
+{
+	if (c->dem) {
+		pthread_mutex_lock(&sp->lock);
+		c->dem->conns--;
+		dem_put_locked(sp, c->dem);
+		pthread_mutex_unlock(&sp->lock);
+	}
+	c->dem = NULL;
+}
+
+void sponsor_buf_free(struct sponsor_buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+int sponsor_check(struct sponsor *sp)
+{
+	uint64_t used = 0, dem_pages = 0, segs = 0, ndem = 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->lock);
+	for (uint32_t i = 0; i < sp->nslabs; i++) {
+		struct slab *s = &sp->slabs[i];
+		uint32_t nfree = 0;
+		for (uint32_t f = s->free_head; f != NO_SLOT && nfree <= s->nslots; nfree++) {
+			if (f / SPONSOR_SLAB_PAGES != i || f % SPONSOR_SLAB_PAGES >= s->bump) {
+				rc = -EUCLEAN;
+				break;
+			}
+			memcpy(&f, slot_mem(sp, f), sizeof(f));
+		}
+		if (s->bump > s->nslots || (uint32_t)s->used + nfree != s->bump)
+			rc = -EUCLEAN;
+		used += s->used;
+	}
+	for (size_t h = 0; h < DEM_BUCKETS; h++) {
+		for (struct sponsor_demander *d = sp->dem[h]; d; d = d->next) {
+			uint64_t dsegs = 0, dp = 0;
+			ndem++;
+			if (!d->conns && !d->nsegs)
+				rc = -EUCLEAN;
+			for (size_t i = 0; i < d->nbuckets; i++) {
+				for (struct seg *s = d->buckets[i]; s; s = s->next) {
+					if (rt_count(s->root, s->levels) != s->pages)
+						rc = -EUCLEAN;
+					dp += s->pages;
+					dsegs++;
+				}
+			}
+			if (dsegs != d->nsegs || dp != d->pages)
+				rc = -EUCLEAN;
+			segs += dsegs;
+			dem_pages += dp;
+		}
+	}
+	if (used != sp->used_pages || dem_pages != used || segs != sp->nsegs ||
+	    ndem != sp->ndemanders || used > sp->capacity_pages)
+		rc = -EUCLEAN;
+	pthread_mutex_unlock(&sp->lock);
+	return rc;
+}
+
+/* ---- replies --------------------------------------------------------------------------- */
+
+static int buf_reserve(struct sponsor_buf *b, size_t more)
+{
+	size_t need = b->len + more, ncap;
+	uint8_t *n;
+
+	if (need <= b->cap)
+		return 0;
+	ncap = b->cap ? b->cap : 64 * 1024;
+	while (ncap < need)
+		ncap *= 2;
+	n = realloc(b->data, ncap);
+	if (!n)
+		return -ENOMEM;
+	b->data = n;
+	b->cap = ncap;
+	return 0;
+}
+
+/* Encode the header of a reply at out->data + at whose payload (plen bytes) already sits
+ * right behind it, and commit it. The space was reserved by the caller. */
+static void reply_commit(struct sponsor_buf *out, size_t at, const struct heca_frame *req,
+			 int status, uint32_t plen)
+{
+	struct heca_frame r = {
+		.opcode = (uint8_t)(req->opcode | HECA_OP_REPLY),
+		.req_id = req->req_id,
+		.segment = req->segment,
+		.status = status,
+		.page = req->page,
+		.count = req->count,
+		.payload_len = status ? 0 : plen,
+	};
+
+	r.payload = r.payload_len ? out->data + at + HECA_WIRE_HDR : NULL;
+	heca_wire_encode(out->data + at, &r);
+	out->len = at + HECA_WIRE_HDR + r.payload_len;
+}
+
+static int reply_status(struct sponsor_buf *out, const struct heca_frame *req, int status)
+{
+	if (buf_reserve(out, HECA_WIRE_HDR))
+		return -ENOMEM;
+	reply_commit(out, out->len, req, status, 0);
+	return 0;
+}
+
+/* Append an ERROR frame and return -err: the connection is to be closed. */
+static int proto_error(struct sponsor_buf *out, int err)
+{
+	struct heca_frame r = {.opcode = HECA_OP_ERROR, .status = err};
+
+	if (buf_reserve(out, HECA_WIRE_HDR))
+		return -ENOMEM;
+	heca_wire_encode(out->data + out->len, &r);
+	out->len += HECA_WIRE_HDR;
+	return -err;
+}
+
+/* ---- requests -------------------------------------------------------------------------- */
+
+static int do_hello(struct sponsor *sp, struct sponsor_conn *c, const struct heca_frame *f,
+		    struct sponsor_buf *out)
+{
+	const uint8_t *p = f->payload;
+	struct sponsor_demander *d;
+	uint8_t *r;
+	size_t at = out->len;
+
+	if (memcmp(p, sp->cluster_id, 16)) {
+		if (reply_status(out, f, EACCES))
+			return -ENOMEM;
+		return -EACCES;
+	}
+	if (buf_reserve(out, HECA_WIRE_HDR + HECA_WIRE_HELLO_REPLY_LEN))
+		return -ENOMEM;
+	r = out->data + at + HECA_WIRE_HDR;
+	pthread_mutex_lock(&sp->lock);
+	d = dem_get_locked(sp, p + 16);
+	if (d)
+		d->conns++;
+	memcpy(r, sp->id, 16);
+	heca_put64(r + 16, sp->capacity_pages);
+	heca_put64(r + 24, sp->used_pages);
+	pthread_mutex_unlock(&sp->lock);
+	if (!d)
+		return reply_status(out, f, ENOMEM);
+	c->dem = d;
+	c->channel = heca_get32(p + 32);
+	reply_commit(out, at, f, 0, HECA_WIRE_HELLO_REPLY_LEN);
+	return 0;
+}
+
+static int alloc_locked(struct sponsor *sp, struct sponsor_demander *d, uint32_t id,
+			uint64_t size)
+{
+	struct seg *s = seg_find(d, id);
+
+	if (s) {
+		if (size <= s->size)
+			return 0; /* idempotent; segments never shrink */
+		if (rt_grow(s, rt_levels_for(size)))
+			return ENOMEM;
+		s->size = size;
+		return 0;
+	}
+	if (d->nsegs >= d->nbuckets && seg_table_grow(d))
+		return ENOMEM;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return ENOMEM;
+	s->id = id;
+	s->size = size;
+	s->levels = rt_levels_for(size);
+	s->next = d->buckets[seg_hash(id, d->nbuckets)];
+	d->buckets[seg_hash(id, d->nbuckets)] = s;
+	d->nsegs++;
+	sp->nsegs++;
+	return 0;
+}
+
+static int range_ok(const struct seg *s, const struct heca_frame *f)
+{
+	return f->page <= s->size && f->count <= s->size - f->page;
+}
+
+/* Store count pages atomically: either all land or none does and nothing changes. */
+static int write_locked(struct sponsor *sp, struct sponsor_demander *d,
+			const struct heca_frame *f)
+{
+	struct seg *s = seg_find(d, f->segment);
+	uint32_t *ent[HECA_WIRE_MAX_PAGES];
+	uint32_t fresh[HECA_WIRE_MAX_PAGES];
+	uint32_t nfresh = 0, i, k;
+	int err = 0;
+
+	if (!s)
+		return ENOENT;
+	if (!range_ok(s, f))
+		return EINVAL;
+	/* Index nodes are metadata, not capacity: creating them early is harmless. */
+	for (i = 0; i < f->count; i++) {
+		ent[i] = rt_entry(s, f->page + i, 1, &err);
+		if (!ent[i])
+			return ENOMEM;
+		nfresh += *ent[i] == 0;
+	}
+	if (nfresh > sp->capacity_pages - sp->used_pages)
+		return ENOSPC;
+	for (k = 0; k < nfresh; k++) {
+		int rc = slot_alloc_locked(sp, &fresh[k]);
+		if (rc) {
+			while (k--)
+				slot_free_locked(sp, fresh[k]);
+			return -rc;
+		}
+	}
+	for (i = 0, k = 0; i < f->count; i++) {
+		if (!*ent[i])
+			*ent[i] = fresh[k++] + 1;
+		memcpy(slot_mem(sp, *ent[i] - 1), f->payload + (size_t)i * PAGE, PAGE);
+	}
+	s->pages += nfresh;
+	d->pages += nfresh;
+	sp->used_pages += nfresh;
+	return 0;
+}
+
+static int read_locked(struct sponsor *sp, struct sponsor_demander *d,
+		       const struct heca_frame *f, uint8_t *dst)
+{
+	struct seg *s = seg_find(d, f->segment);
+	uint32_t *leaf = NULL;
+	uint64_t leaf_base = 0;
+
+	if (!s)
+		return ENOENT;
+	if (!range_ok(s, f))
+		return EINVAL;
+	for (uint32_t i = 0; i < f->count; i++) {
+		uint64_t pg = f->page + i;
+		uint32_t e;
+
+		/* Look a leaf up once per 512 pages, not once per page. */
+		if (!leaf || (pg & ~(uint64_t)RT_MASK) != leaf_base) {
+			int err = 0;
+			leaf = rt_entry(s, pg & ~(uint64_t)RT_MASK, 0, &err);
+			leaf_base = pg & ~(uint64_t)RT_MASK;
+			if (!leaf)
+				return ENOENT;
+		}
+		e = leaf[pg & RT_MASK];
+		if (!e)
+			return ENOENT;
+		memcpy(dst + (size_t)i * PAGE, slot_mem(sp, e - 1), PAGE);
+	}
+	return 0;
+}
+
+static int free_locked(struct sponsor *sp, struct sponsor_demander *d, uint32_t id)
+{
+	struct seg *s = seg_find(d, id);
+
+	if (!s)
+		return ENOENT;
+	seg_unlink(d, s);
+	rt_free_locked(sp, s->root, s->levels, 1);
+	sp->used_pages -= s->pages;
+	d->pages -= s->pages;
+	d->nsegs--;
+	sp->nsegs--;
+	free(s);
+	return 0;
+}
+
+static int handle_frame(struct sponsor *sp, struct sponsor_conn *c, const struct heca_frame *f,
+			struct sponsor_buf *out)
+{
+	struct sponsor_demander *d = c->dem;
+	size_t at = out->len;
+	uint8_t *p;
+	int st;
+
+	if ((f->opcode & HECA_OP_REPLY) || f->opcode == HECA_OP_ERROR)
+		return proto_error(out, EPROTO);
+	if (!d)
+		return f->opcode == HECA_OP_HELLO ? do_hello(sp, c, f, out)
+						  : proto_error(out, EPROTO);
+	switch (f->opcode) {
+	case HECA_OP_ALLOC:
+		pthread_mutex_lock(&sp->lock);
+		st = alloc_locked(sp, d, f->segment, f->page);
+		pthread_mutex_unlock(&sp->lock);
+		return reply_status(out, f, st);
+	case HECA_OP_FREE:
+		pthread_mutex_lock(&sp->lock);
+		st = free_locked(sp, d, f->segment);
+		pthread_mutex_unlock(&sp->lock);
+		return reply_status(out, f, st);
+	case HECA_OP_WRITE:
+		pthread_mutex_lock(&sp->lock);
+		st = write_locked(sp, d, f);
+		pthread_mutex_unlock(&sp->lock);
+		return reply_status(out, f, st);
+	case HECA_OP_READ:
+		if (buf_reserve(out, HECA_WIRE_HDR + (size_t)f->count * PAGE))
+			return -ENOMEM;
+		pthread_mutex_lock(&sp->lock);
+		st = read_locked(sp, d, f, out->data + at + HECA_WIRE_HDR);
+		pthread_mutex_unlock(&sp->lock);
+		reply_commit(out, at, f, st, f->count * PAGE);
+		return 0;
+	case HECA_OP_STAT:
+		if (buf_reserve(out, HECA_WIRE_HDR + HECA_WIRE_STAT_LEN))
+			return -ENOMEM;
+		p = out->data + at + HECA_WIRE_HDR;
+		pthread_mutex_lock(&sp->lock);
+		heca_put64(p, sp->capacity_pages);
+		heca_put64(p + 8, sp->used_pages);
+		heca_put64(p + 16, sp->nsegs);
+		heca_put64(p + 24, sp->ndemanders);
+		heca_put64(p + 32, d->pages);
+		pthread_mutex_unlock(&sp->lock);
+		reply_commit(out, at, f, 0, HECA_WIRE_STAT_LEN);
+		return 0;
+	case HECA_OP_ECHO:
+		if (buf_reserve(out, HECA_WIRE_HDR + f->payload_len))
+			return -ENOMEM;
+		if (f->payload_len)
+			memcpy(out->data + at + HECA_WIRE_HDR, f->payload, f->payload_len);
+		reply_commit(out, at, f, 0, f->payload_len);
+		return 0;
+	case HECA_OP_HELLO:
+		/* A connection speaks for one demander for its whole life. */
+		return proto_error(out, EPROTO);
+	}
+	return proto_error(out, EPROTO);
+}
+
+long sponsor_handle(struct sponsor *sp, struct sponsor_conn *c, const uint8_t *buf, size_t len,
+		    struct sponsor_buf *out)
+{
+	size_t off = 0;
+
+	while (off < len && out->len < SPONSOR_OUT_SOFT_MAX) {
+		struct heca_frame f;
+		int n = heca_wire_decode(buf + off, len - off, &f);
+		int rc;
+
+		if (n == -EAGAIN)
+			break;
+		if (n < 0)
+			return proto_error(out, -n);
+		rc = handle_frame(sp, c, &f, out);
+		if (rc < 0)
+			return rc;
+		off += (size_t)n;
+	}
+	return (long)off;
+}

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -43,6 +44,8 @@ void t_sponsor_start(struct t_sponsor *s, const char *capacity, const char *cons
 	if (s->pid < 0)
 		T_FAILF("fork: %s", strerror(errno));
 	if (s->pid == 0) {
+		/* A test that dies must not leave its sponsor behind. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(pfd[1], 1);
 		execv(bin, (char *const *)argv);
 		fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sponsor.h - the memory sponsor's page store and request handling, free of sockets so that
+ * unit tests and the fuzzer drive it with byte buffers; hecad.c owns the network and printing.
+ */
+#ifndef HECA_SPONSOR_H
+#define HECA_SPONSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SPONSOR_SLAB_PAGES 512u /* 2 MiB of 4 KiB slots per anonymous mmap */
+/* sponsor_handle() stops decoding once this much reply data is pending, so the caller can
+ * send it and the reply buffer stays bounded (one more frame may overshoot it by 1 MiB). */
+#define SPONSOR_OUT_SOFT_MAX (4u << 20)
+/* Largest capacity: slot numbers are 32-bit. */
+#define SPONSOR_MAX_CAPACITY_PAGES 0xfffffff0ull
+
+struct sponsor;
+struct sponsor_demander;
+
+struct sponsor_config {
+	uint64_t capacity;      /* bytes; rounded down to whole 4 KiB pages */
+	uint8_t cluster_id[16]; /* a HELLO naming another cluster is refused with EACCES */
+};
+
+/* One client connection's protocol state. Owned by the caller; one thread at a time. */
+struct sponsor_conn {
+	struct sponsor_demander *dem; /* NULL until a HELLO was accepted */
+	uint32_t channel;             /* HECA_CHAN_* named in HELLO */
+};
+
+/* A growable byte buffer that replies are appended to. Zero-initialise; free with
+ * sponsor_buf_free(). The caller sends data[0..len) and resets len to 0. */
+struct sponsor_buf {
+	uint8_t *data;
+	size_t len, cap;
+};
+
+struct sponsor_stats {
+	uint64_t capacity_pages;
+	uint64_t used_pages;
+	uint64_t segments;
+	uint64_t demanders;
+	uint64_t slabs; /* slabs mapped so far (2 MiB of address space each) */
+};
+
+/* Create a sponsor. Nothing is mapped until the first page is stored. Returns 0 and *out,
+ * -EINVAL if the capacity exceeds SPONSOR_MAX_CAPACITY_PAGES pages, -ENOMEM, or the error
+ * of getrandom() for the sponsor id. */
+int sponsor_open(const struct sponsor_config *cfg, struct sponsor **out);
+
+/* Free everything, unmap every slab. All connections must have been sponsor_conn_exit()ed.
+ * Accepts NULL. */
+void sponsor_close(struct sponsor *sp);
+
+/* The random 128-bit id of this sponsor (reported in HELLO replies). */
+void sponsor_get_id(const struct sponsor *sp, uint8_t id[16]);
+
+/* Counters as STAT reports them. Thread-safe. */
+void sponsor_get_stats(struct sponsor *sp, struct sponsor_stats *st);
+
+void sponsor_conn_init(struct sponsor_conn *c);
+
+/* Forget a connection: its demander keeps its segments (they live until FREE). */
+void sponsor_conn_exit(struct sponsor *sp, struct sponsor_conn *c);
+
+/*
+ * Decode and serve the complete frames at the start of buf[0..len) for connection c,
+ * appending one reply per request to *out in request order. Stops at a partial frame or once
+ * out->len >= SPONSOR_OUT_SOFT_MAX. Returns the number of bytes consumed (0 if buf does not
+ * hold a whole frame), or -errno if the connection must be closed after *out has been sent:
+ * -EPROTO/-EBADMSG (malformed frame, frame before HELLO, a reply or ERROR opcode from the
+ * client: an ERROR frame was appended), -EACCES (wrong cluster id: the HELLO reply says so),
+ * -ENOMEM (reply buffer could not grow). Thread-safe for distinct connections.
+ */
+long sponsor_handle(struct sponsor *sp, struct sponsor_conn *c, const uint8_t *buf, size_t len,
+		    struct sponsor_buf *out);
+
+void sponsor_buf_free(struct sponsor_buf *b);
+
+/* Check the store's internal accounting (slab counts, free lists, per-segment and
+ * per-demander page counts against the total). Returns 0, or -EUCLEAN if inconsistent.
+ * For tests and the fuzzer; walks everything under the lock. */
+int sponsor_check(struct sponsor *sp);
+
+#endif

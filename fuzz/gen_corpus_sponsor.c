@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: MIT
+/*
+ * gen_corpus_sponsor.c - writes the seed inputs of fuzz_sponsor into a directory: short valid
+ * sessions in raw and record form (see fuzz_sponsor.c for the input format), a few bad ones.
+ * Build: cc -Isrc -D_GNU_SOURCE fuzz/gen_corpus_sponsor.c src/wire.c src/crc32c.c
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wire.h"
+
+static uint8_t buf[64 * 1024];
+static size_t len;
+
+static void frame(uint8_t op, uint64_t req, uint32_t seg, uint64_t page, uint32_t count,
+		  uint32_t plen, uint8_t fill)
+{
+	struct heca_frame f = {.opcode = op, .req_id = req, .segment = seg, .page = page,
+			       .count = count, .payload_len = plen};
+
+	memset(buf + len + HECA_WIRE_HDR, fill, plen);
+	f.payload = plen ? buf + len + HECA_WIRE_HDR : NULL;
+	heca_wire_encode(buf + len, &f);
+	len += HECA_WIRE_HDR + plen;
+}
+
+static void rec(uint8_t op, uint8_t seg, uint16_t page, uint8_t count, uint8_t arg)
+{
+	uint8_t r[6] = {op, seg, (uint8_t)page, (uint8_t)(page >> 8), count, arg};
+
+	memcpy(buf + len, r, sizeof(r));
+	len += sizeof(r);
+}
+
+static void save(const char *dir, const char *name)
+{
+	char path[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "wb");
+	if (!f || fwrite(buf, 1, len, f) != len || fclose(f)) {
+		perror(path);
+		exit(1);
+	}
+	len = 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *dir = argc > 1 ? argv[1] : "fuzz/corpus/sponsor";
+	uint8_t hello[HECA_WIRE_HELLO_LEN] = {0};
+
+	/* Raw stream after a HELLO, capacity 8 pages: every opcode once. */
+	buf[len++] = 0x01;
+	frame(HECA_OP_ALLOC, 1, 1, 16, 0, 0, 0);
+	frame(HECA_OP_WRITE, 2, 1, 3, 1, HECA_WIRE_PAGE, 0xaa);
+	frame(HECA_OP_READ, 3, 1, 3, 1, 0, 0);
+	frame(HECA_OP_READ, 4, 1, 4, 1, 0, 0);
+	frame(HECA_OP_STAT, 5, 0, 0, 0, 0, 0);
+	frame(HECA_OP_ECHO, 6, 0, 0, 0, 32, 0x55);
+	frame(HECA_OP_FREE, 7, 1, 0, 0, 0, 0);
+	frame(HECA_OP_FREE, 8, 1, 0, 0, 0, 0);
+	save(dir, "raw_session");
+
+	/* Raw stream that says HELLO itself, arriving in 47-byte pieces. */
+	buf[len++] = 0x08;
+	hello[16] = 3;
+	memcpy(buf + len + HECA_WIRE_HDR, hello, sizeof(hello));
+	{
+		struct heca_frame f = {.opcode = HECA_OP_HELLO, .req_id = 1,
+				       .payload = buf + len + HECA_WIRE_HDR,
+				       .payload_len = sizeof(hello)};
+		heca_wire_encode(buf + len, &f);
+		len += HECA_WIRE_HDR + sizeof(hello);
+	}
+	frame(HECA_OP_ALLOC, 2, 9, UINT64_MAX, 0, 0, 0);
+	frame(HECA_OP_WRITE, 3, 9, UINT64_MAX - 1, 1, HECA_WIRE_PAGE, 1);
+	frame(HECA_OP_READ, 4, 9, UINT64_MAX - 1, 1, 0, 0);
+	frame(HECA_OP_HELLO | HECA_OP_REPLY, 5, 0, 0, 0, 0, 0);
+	save(dir, "raw_hello_then_reply");
+
+	/* Frame before HELLO; garbage after a good frame. */
+	buf[len++] = 0x00;
+	frame(HECA_OP_STAT, 1, 0, 0, 0, 0, 0);
+	save(dir, "raw_before_hello");
+	buf[len++] = 0x01;
+	frame(HECA_OP_STAT, 1, 0, 0, 0, 0, 0);
+	memcpy(buf + len, "HECA\x01\x00garbage-garbage-garbage-garbage-garbage-garbage", 52);
+	len += 52;
+	save(dir, "raw_garbage");
+
+	/* Records: fill past capacity on two connections, overwrite, free, refill. */
+	buf[len++] = 0x03;
+	rec(HECA_OP_ALLOC, 1, 40, 0, 0);
+	rec(HECA_OP_WRITE, 1, 0, 4, 0x11);
+	rec(HECA_OP_WRITE, 1, 4, 5, 0x12); /* 9 > 8: ENOSPC */
+	rec(HECA_OP_WRITE, 1, 0, 4, 0x13); /* overwrite */
+	rec(HECA_OP_READ, 1, 0, 4, 0);
+	rec(0x80 | HECA_OP_ALLOC, 1, 40, 0, 0);
+	rec(0x80 | HECA_OP_WRITE, 1, 0, 4, 0x21);
+	rec(0x80 | HECA_OP_WRITE, 1, 4, 1, 0x22); /* ENOSPC */
+	rec(HECA_OP_STAT, 0, 0, 0, 0);
+	rec(HECA_OP_FREE, 1, 0, 0, 0);
+	rec(0x80 | HECA_OP_WRITE, 1, 4, 4, 0x23);
+	rec(0x80 | HECA_OP_READ, 1, 0, 8, 0);
+	rec(HECA_OP_READ, 1, 0, 1, 0); /* ENOENT after FREE */
+	rec(HECA_OP_ECHO, 0, 0, 0, 20);
+	save(dir, "rec_capacity");
+
+	/* Records: corrupted frames, a second HELLO, bad counts, out-of-range pages. */
+	buf[len++] = 0x07;
+	rec(HECA_OP_ALLOC, 2, 10, 0, 0);
+	rec(HECA_OP_WRITE, 2, 9, 2, 0x31);     /* EINVAL */
+	rec(HECA_OP_WRITE, 2, 0, 0, 0x31);     /* count 0: malformed */
+	rec(HECA_OP_ALLOC, 2, 0xff0a, 0, 0);   /* grow to near 2^64 */
+	rec(0x40 | HECA_OP_WRITE, 2, 0, 1, 100); /* corrupted */
+	rec(HECA_OP_WRITE, 2, 0, 1, 0x32);
+	rec(0x0f, 0, 0, 0, 0); /* HELLO again */
+	rec(HECA_OP_READ, 2, 0, 1, 0);
+	save(dir, "rec_errors");
+	return 0;
+}

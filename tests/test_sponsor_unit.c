@@ -1,0 +1,585 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_sponsor_unit.c - sponsor request handling driven as a pure function over byte buffers:
+ * every opcode, error statuses, truncated and garbage input, capacity and index edge cases.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "sponsor.h"
+#include "util.h"
+#include "wire.h"
+
+#define PG HECA_WIRE_PAGE
+
+static const uint8_t DEM_A[16] = {0xa};
+static const uint8_t DEM_B[16] = {0xb};
+static uint8_t pagebuf[HECA_WIRE_MAX_PAYLOAD];
+
+/* Append one request frame to buf at *len. */
+static void enc(uint8_t *buf, size_t *len, uint8_t op, uint64_t req, uint32_t seg, uint64_t page,
+		uint32_t count, const void *payload, uint32_t plen)
+{
+	struct heca_frame f = {.opcode = op, .req_id = req, .segment = seg, .page = page,
+			       .count = count, .payload = payload, .payload_len = plen};
+
+	heca_wire_encode(buf + *len, &f);
+	if (plen)
+		memcpy(buf + *len + HECA_WIRE_HDR, payload, plen);
+	*len += HECA_WIRE_HDR + plen;
+}
+
+static void fill(uint8_t *p, uint32_t npages, uint32_t seed)
+{
+	for (size_t i = 0; i < (size_t)npages * PG / 4; i++) {
+		uint32_t v = seed * 2654435761u + (uint32_t)i * 40503u;
+		memcpy(p + 4 * i, &v, 4);
+	}
+}
+
+static struct sponsor_buf g_out;
+static struct heca_frame g_rep[64];
+static int g_nrep;
+
+/* Feed buf whole; expect rc from sponsor_handle; decode the replies into g_rep. */
+static long feed(struct sponsor *sp, struct sponsor_conn *c, const uint8_t *buf, size_t len)
+{
+	long rc = sponsor_handle(sp, c, buf, len, &g_out);
+	size_t off = 0;
+
+	g_nrep = 0;
+	while (off < g_out.len) {
+		int n = heca_wire_decode(g_out.data + off, g_out.len - off, &g_rep[g_nrep]);
+		if (n <= 0)
+			T_FAILF("sponsor sent an undecodable reply: %d", n);
+		ASSERT_TRUE(g_nrep < 63);
+		g_nrep++;
+		off += (size_t)n;
+	}
+	ASSERT_EQ(sponsor_check(sp), 0);
+	return rc;
+}
+
+/* Send one request, expect exactly one reply with opcode|REPLY and the given status. */
+static const struct heca_frame *req(struct sponsor *sp, struct sponsor_conn *c, uint8_t op,
+				    uint32_t seg, uint64_t page, uint32_t count,
+				    const void *payload, uint32_t plen, int status)
+{
+	static uint8_t buf[HECA_WIRE_HDR + HECA_WIRE_MAX_PAYLOAD];
+	static uint64_t id = 100;
+	size_t len = 0;
+	long rc;
+
+	g_out.len = 0;
+	enc(buf, &len, op, ++id, seg, page, count, payload, plen);
+	rc = feed(sp, c, buf, len);
+	ASSERT_EQ(rc, (long)len);
+	ASSERT_EQ(g_nrep, 1);
+	ASSERT_EQ(g_rep[0].opcode, op | HECA_OP_REPLY);
+	ASSERT_EQ(g_rep[0].req_id, id);
+	ASSERT_EQ(g_rep[0].segment, seg);
+	ASSERT_EQ(g_rep[0].page, page);
+	ASSERT_EQ(g_rep[0].count, count);
+	if (g_rep[0].status != status)
+		T_FAILF("%s seg %u page %llu count %u: status %d, want %d", heca_wire_opname(op),
+			seg, (unsigned long long)page, count, g_rep[0].status, status);
+	return &g_rep[0];
+}
+
+static void hello(struct sponsor *sp, struct sponsor_conn *c, const uint8_t dem[16])
+{
+	uint8_t p[HECA_WIRE_HELLO_LEN] = {0};
+	const struct heca_frame *r;
+
+	memcpy(p + 16, dem, 16);
+	r = req(sp, c, HECA_OP_HELLO, 0, 0, 0, p, sizeof(p), 0);
+	ASSERT_EQ(r->payload_len, HECA_WIRE_HELLO_REPLY_LEN);
+}
+
+static void do_stat(struct sponsor *sp, struct sponsor_conn *c, uint64_t v[5])
+{
+	const struct heca_frame *r = req(sp, c, HECA_OP_STAT, 0, 0, 0, NULL, 0, 0);
+
+	ASSERT_EQ(r->payload_len, HECA_WIRE_STAT_LEN);
+	for (int i = 0; i < 5; i++)
+		v[i] = heca_get64(r->payload + 8 * i);
+}
+
+static void expect_error(long rc, int err)
+{
+	ASSERT_EQ(rc, -err);
+	ASSERT_EQ(g_nrep, 1);
+	ASSERT_EQ(g_rep[0].opcode, HECA_OP_ERROR);
+	ASSERT_EQ(g_rep[0].status, err);
+	ASSERT_EQ(g_rep[0].req_id, 0);
+}
+
+static struct sponsor *open_sp(uint64_t bytes)
+{
+	struct sponsor_config cfg = {.capacity = bytes};
+	struct sponsor *sp;
+
+	ASSERT_EQ(sponsor_open(&cfg, &sp), 0);
+	return sp;
+}
+
+static void test_hello_rules(void)
+{
+	struct sponsor_config cfg = {.capacity = 64 * PG};
+	uint8_t buf[4096], p[HECA_WIRE_HELLO_LEN] = {0}, id[16];
+	struct sponsor_conn c;
+	struct sponsor *sp;
+	size_t len = 0;
+
+	memset(cfg.cluster_id, 0x5c, 16);
+	ASSERT_EQ(sponsor_open(&cfg, &sp), 0);
+	sponsor_get_id(sp, id);
+
+	/* Anything before HELLO: ERROR EPROTO. */
+	sponsor_conn_init(&c);
+	enc(buf, &len, HECA_OP_STAT, 1, 0, 0, 0, NULL, 0);
+	g_out.len = 0;
+	expect_error(feed(sp, &c, buf, len), EPROTO);
+	sponsor_conn_exit(sp, &c);
+
+	/* Wrong cluster id: HELLO reply EACCES and a disconnect. */
+	sponsor_conn_init(&c);
+	len = 0;
+	memcpy(p + 16, DEM_A, 16);
+	enc(buf, &len, HECA_OP_HELLO, 7, 0, 0, 0, p, sizeof(p));
+	g_out.len = 0;
+	ASSERT_EQ(feed(sp, &c, buf, len), -EACCES);
+	ASSERT_EQ(g_nrep, 1);
+	ASSERT_EQ(g_rep[0].opcode, HECA_OP_HELLO | HECA_OP_REPLY);
+	ASSERT_EQ(g_rep[0].status, EACCES);
+	ASSERT_EQ(g_rep[0].req_id, 7);
+	sponsor_conn_exit(sp, &c);
+
+	/* Right cluster id: sponsor id, capacity, used. */
+	sponsor_conn_init(&c);
+	len = 0;
+	memset(p, 0x5c, 16);
+	heca_put32(p + 32, HECA_CHAN_FAULT);
+	enc(buf, &len, HECA_OP_HELLO, 8, 0, 0, 0, p, sizeof(p));
+	g_out.len = 0;
+	ASSERT_EQ(feed(sp, &c, buf, len), (long)len);
+	ASSERT_EQ(g_nrep, 1);
+	ASSERT_EQ(g_rep[0].status, 0);
+	ASSERT_EQ(g_rep[0].payload_len, 32);
+	ASSERT_TRUE(!memcmp(g_rep[0].payload, id, 16));
+	ASSERT_EQ(heca_get64(g_rep[0].payload + 16), 64);
+	ASSERT_EQ(heca_get64(g_rep[0].payload + 24), 0);
+	ASSERT_EQ(c.channel, HECA_CHAN_FAULT);
+
+	/* A second HELLO on the same connection is a protocol error. */
+	g_out.len = 0;
+	expect_error(feed(sp, &c, buf, len), EPROTO);
+	sponsor_conn_exit(sp, &c);
+	sponsor_close(sp);
+}
+
+static void test_store(void)
+{
+	struct sponsor *sp = open_sp(64 * PG);
+	struct sponsor_conn a, a2, b;
+	static uint8_t w[64 * PG];
+	const struct heca_frame *r;
+	uint64_t st[5];
+
+	sponsor_conn_init(&a);
+	sponsor_conn_init(&a2);
+	sponsor_conn_init(&b);
+	hello(sp, &a, DEM_A);
+	hello(sp, &b, DEM_B);
+	hello(sp, &a2, DEM_A);
+
+	/* Segment must exist; range must fit. */
+	fill(w, 2, 1);
+	req(sp, &a, HECA_OP_WRITE, 1, 0, 1, w, PG, ENOENT);
+	req(sp, &a, HECA_OP_READ, 1, 0, 1, NULL, 0, ENOENT);
+	req(sp, &a, HECA_OP_ALLOC, 1, 100, 0, NULL, 0, 0);
+	req(sp, &a, HECA_OP_ALLOC, 1, 100, 0, NULL, 0, 0); /* idempotent */
+	req(sp, &a, HECA_OP_WRITE, 1, 99, 2, w, 2 * PG, EINVAL);
+	req(sp, &a, HECA_OP_WRITE, 1, 100, 1, w, PG, EINVAL);
+	req(sp, &a, HECA_OP_WRITE, 1, UINT64_MAX, 1, w, PG, EINVAL);
+	req(sp, &a, HECA_OP_READ, 1, UINT64_MAX - 1, 2, NULL, 0, EINVAL);
+	req(sp, &a, HECA_OP_WRITE, 1, 99, 1, w, PG, 0); /* last page */
+
+	/* Round trip, never-written pages, partially written ranges. */
+	fill(w, 10, 2);
+	req(sp, &a, HECA_OP_WRITE, 1, 0, 10, w, 10 * PG, 0);
+	r = req(sp, &a, HECA_OP_READ, 1, 0, 10, NULL, 0, 0);
+	ASSERT_EQ(r->payload_len, 10 * PG);
+	ASSERT_TRUE(!memcmp(r->payload, w, 10 * PG));
+	r = req(sp, &a2, HECA_OP_READ, 1, 3, 1, NULL, 0, 0); /* same demander, other conn */
+	ASSERT_TRUE(!memcmp(r->payload, w + 3 * PG, PG));
+	r = req(sp, &a, HECA_OP_READ, 1, 10, 1, NULL, 0, ENOENT);
+	ASSERT_EQ(r->payload_len, 0);
+	req(sp, &a, HECA_OP_READ, 1, 8, 4, NULL, 0, ENOENT);
+
+	/* Isolation: demander B's segment 1 is not A's. */
+	req(sp, &b, HECA_OP_READ, 1, 0, 1, NULL, 0, ENOENT);
+	req(sp, &b, HECA_OP_ALLOC, 1, 100, 0, NULL, 0, 0);
+	req(sp, &b, HECA_OP_READ, 1, 0, 1, NULL, 0, ENOENT);
+	fill(w, 1, 3);
+	req(sp, &b, HECA_OP_WRITE, 1, 0, 1, w, PG, 0);
+	fill(w, 10, 2);
+	r = req(sp, &a, HECA_OP_READ, 1, 0, 1, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(r->payload, w, PG));
+
+	do_stat(sp, &a, st);
+	ASSERT_EQ(st[0], 64);
+	ASSERT_EQ(st[1], 12);
+	ASSERT_EQ(st[2], 2);
+	ASSERT_EQ(st[3], 2);
+	ASSERT_EQ(st[4], 11);
+
+	/* Overwrite costs no slot. */
+	fill(w, 10, 4);
+	req(sp, &a, HECA_OP_WRITE, 1, 0, 10, w, 10 * PG, 0);
+	do_stat(sp, &a, st);
+	ASSERT_EQ(st[1], 12);
+
+	/* Capacity: 52 free slots. 53 new pages are refused whole; 52 fit. */
+	req(sp, &a, HECA_OP_ALLOC, 2, 1000, 0, NULL, 0, 0);
+	fill(w, 53, 5);
+	req(sp, &a, HECA_OP_WRITE, 2, 0, 53, w, 53 * PG, ENOSPC);
+	do_stat(sp, &a, st);
+	ASSERT_EQ(st[1], 12);
+	req(sp, &a, HECA_OP_READ, 2, 0, 1, NULL, 0, ENOENT);
+	/* A mix of overwrites (9) and new pages (53) beyond capacity: refused whole too. */
+	req(sp, &a, HECA_OP_WRITE, 1, 1, 62, w, 62 * PG, ENOSPC);
+	fill(w, 10, 4);
+	r = req(sp, &a, HECA_OP_READ, 1, 0, 10, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(r->payload, w, 10 * PG));
+	fill(w, 52, 6);
+	req(sp, &a, HECA_OP_WRITE, 2, 0, 52, w, 52 * PG, 0);
+	do_stat(sp, &a, st);
+	ASSERT_EQ(st[1], 64);
+	req(sp, &a, HECA_OP_WRITE, 2, 52, 1, w, PG, ENOSPC);
+	req(sp, &a, HECA_OP_WRITE, 2, 51, 1, w, PG, 0); /* overwrite when full */
+	r = req(sp, &a, HECA_OP_READ, 2, 0, 52, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(r->payload, w, 51 * PG));
+	ASSERT_TRUE(!memcmp(r->payload + 51 * PG, w, PG));
+
+	/* FREE gives slots back; a freed segment is gone. */
+	req(sp, &a, HECA_OP_FREE, 2, 0, 0, NULL, 0, 0);
+	req(sp, &a, HECA_OP_FREE, 2, 0, 0, NULL, 0, ENOENT);
+	req(sp, &a, HECA_OP_READ, 2, 0, 1, NULL, 0, ENOENT);
+	do_stat(sp, &a, st);
+	ASSERT_EQ(st[1], 12);
+	ASSERT_EQ(st[2], 2);
+	req(sp, &a, HECA_OP_ALLOC, 2, 1000, 0, NULL, 0, 0);
+	fill(w, 52, 7);
+	req(sp, &a, HECA_OP_WRITE, 2, 100, 52, w, 52 * PG, 0);
+	r = req(sp, &a, HECA_OP_READ, 2, 100, 52, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(r->payload, w, 52 * PG));
+
+	/* A demander that disconnects keeps its segments; demanders count until FREE. */
+	sponsor_conn_exit(sp, &b);
+	do_stat(sp, &a, st);
+	ASSERT_EQ(st[3], 2);
+	sponsor_conn_init(&b);
+	hello(sp, &b, DEM_B);
+	fill(w, 1, 3);
+	r = req(sp, &b, HECA_OP_READ, 1, 0, 1, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(r->payload, w, PG));
+	req(sp, &b, HECA_OP_FREE, 1, 0, 0, NULL, 0, 0);
+	sponsor_conn_exit(sp, &b);
+	do_stat(sp, &a, st);
+	ASSERT_EQ(st[3], 1);
+	ASSERT_EQ(st[4], 63);
+
+	sponsor_conn_exit(sp, &a);
+	sponsor_conn_exit(sp, &a2);
+	sponsor_close(sp); /* with segments still held: must not leak */
+}
+
+static void test_echo_and_pipeline(void)
+{
+	struct sponsor *sp = open_sp(16 * PG);
+	static uint8_t buf[8 << 20];
+	struct sponsor_conn c;
+	const struct heca_frame *r;
+	size_t len = 0;
+	long rc;
+
+	sponsor_conn_init(&c);
+	hello(sp, &c, DEM_A);
+	req(sp, &c, HECA_OP_ECHO, 9, 9, 9, NULL, 0, 0);
+	fill(pagebuf, HECA_WIRE_MAX_PAGES, 8);
+	r = req(sp, &c, HECA_OP_ECHO, 0, 0, 0, pagebuf, 1000, 0);
+	ASSERT_EQ(r->payload_len, 1000);
+	ASSERT_TRUE(!memcmp(r->payload, pagebuf, 1000));
+	r = req(sp, &c, HECA_OP_ECHO, 0, 0, 0, pagebuf, HECA_WIRE_MAX_PAYLOAD, 0);
+	ASSERT_EQ(r->payload_len, HECA_WIRE_MAX_PAYLOAD);
+	ASSERT_TRUE(!memcmp(r->payload, pagebuf, HECA_WIRE_MAX_PAYLOAD));
+
+	/* Pipelined frames: replies in request order; a partial tail is left unconsumed. */
+	enc(buf, &len, HECA_OP_ALLOC, 1, 5, 4, 0, NULL, 0);
+	enc(buf, &len, HECA_OP_WRITE, 2, 5, 0, 4, pagebuf, 4 * PG);
+	enc(buf, &len, HECA_OP_READ, 3, 5, 1, 2, NULL, 0);
+	enc(buf, &len, HECA_OP_STAT, 4, 0, 0, 0, NULL, 0);
+	enc(buf, &len, HECA_OP_ECHO, 5, 0, 0, 0, pagebuf, 10);
+	g_out.len = 0;
+	rc = feed(sp, &c, buf, len - 1);
+	ASSERT_EQ(rc, (long)(len - HECA_WIRE_HDR - 10));
+	ASSERT_EQ(g_nrep, 4);
+	for (int i = 0; i < 4; i++)
+		ASSERT_EQ(g_rep[i].req_id, i + 1);
+	ASSERT_TRUE(!memcmp(g_rep[2].payload, pagebuf + PG, 2 * PG));
+
+	/* Truncated input byte by byte: nothing consumed until the frame is whole. */
+	len = 0;
+	enc(buf, &len, HECA_OP_WRITE, 6, 5, 3, 1, pagebuf, PG);
+	for (size_t k = 0; k < len; k++) {
+		g_out.len = 0;
+		ASSERT_EQ(feed(sp, &c, buf, k), 0);
+		ASSERT_EQ(g_nrep, 0);
+	}
+	g_out.len = 0;
+	ASSERT_EQ(feed(sp, &c, buf, len), (long)len);
+	ASSERT_EQ(g_rep[0].status, 0);
+
+	/* Truncated input right before a guard page: no over-read. */
+	{
+		long ps = sysconf(_SC_PAGESIZE);
+		uint8_t *m = mmap(NULL, (size_t)ps * 4, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		ASSERT_TRUE(m != MAP_FAILED);
+		ASSERT_EQ(mprotect(m + 3 * ps, (size_t)ps, PROT_NONE), 0);
+		for (size_t k = 0; k < (size_t)HECA_WIRE_HDR + 100; k++) {
+			uint8_t *at = m + 3 * ps - k;
+			memcpy(at, buf, HECA_MIN(k, len));
+			g_out.len = 0;
+			ASSERT_EQ(sponsor_handle(sp, &c, at, k, &g_out), 0);
+		}
+		munmap(m, (size_t)ps * 4);
+	}
+
+	/* Reply output is bounded: 8 x 1 MiB READs stop after ~4 MiB, the rest is left. */
+	sponsor_conn_exit(sp, &c);
+	sponsor_close(sp);
+	sp = open_sp(HECA_WIRE_MAX_PAGES * PG);
+	sponsor_conn_init(&c);
+	hello(sp, &c, DEM_A);
+	req(sp, &c, HECA_OP_ALLOC, 1, HECA_WIRE_MAX_PAGES, 0, NULL, 0, 0);
+	req(sp, &c, HECA_OP_WRITE, 1, 0, HECA_WIRE_MAX_PAGES, pagebuf, HECA_WIRE_MAX_PAYLOAD, 0);
+	len = 0;
+	for (int i = 0; i < 8; i++)
+		enc(buf, &len, HECA_OP_READ, 10 + (uint64_t)i, 1, 0, HECA_WIRE_MAX_PAGES, NULL, 0);
+	{
+		size_t off = 0;
+		int got = 0;
+		while (off < len) {
+			g_out.len = 0;
+			rc = feed(sp, &c, buf + off, len - off);
+			ASSERT_TRUE(rc > 0);
+			ASSERT_LE(g_out.len, SPONSOR_OUT_SOFT_MAX + HECA_WIRE_HDR +
+						     HECA_WIRE_MAX_PAYLOAD);
+			ASSERT_TRUE(g_nrep < 8);
+			for (int i = 0; i < g_nrep; i++) {
+				ASSERT_EQ(g_rep[i].req_id, 10 + (uint64_t)got++);
+				ASSERT_TRUE(!memcmp(g_rep[i].payload, pagebuf,
+						    HECA_WIRE_MAX_PAYLOAD));
+			}
+			off += (size_t)rc;
+		}
+		ASSERT_EQ(got, 8);
+	}
+	sponsor_conn_exit(sp, &c);
+	sponsor_close(sp);
+}
+
+static void test_garbage(void)
+{
+	struct sponsor *sp = open_sp(16 * PG);
+	uint8_t buf[16384], junk[200];
+	struct sponsor_conn c;
+	size_t len;
+
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (uint8_t)(i * 37 + 11);
+
+	struct {
+		const char *what;
+		int err;
+	} cases[] = {
+		{"garbage", EPROTO},      {"bad payload crc", EBADMSG}, {"reply opcode", EPROTO},
+		{"error opcode", EPROTO}, {"unknown opcode", EPROTO},   {"bad magic", EPROTO},
+	};
+	for (size_t k = 0; k < HECA_ARRAY_SIZE(cases); k++) {
+		sponsor_conn_init(&c);
+		hello(sp, &c, DEM_A);
+		req(sp, &c, HECA_OP_ALLOC, 1, 10, 0, NULL, 0, 0);
+		len = 0;
+		/* A good frame first: its reply must come before the ERROR frame. */
+		enc(buf, &len, HECA_OP_STAT, 1, 0, 0, 0, NULL, 0);
+		switch (k) {
+		case 0: memcpy(buf + len, junk, sizeof(junk)); len += sizeof(junk); break;
+		case 1:
+			enc(buf, &len, HECA_OP_WRITE, 2, 1, 0, 1, pagebuf, PG);
+			buf[len - 1] ^= 1;
+			break;
+		case 2: {
+			struct heca_frame f = {.opcode = HECA_OP_STAT | HECA_OP_REPLY};
+			heca_wire_encode(buf + len, &f);
+			len += HECA_WIRE_HDR;
+			break;
+		}
+		case 3: {
+			struct heca_frame f = {.opcode = HECA_OP_ERROR, .status = EIO};
+			heca_wire_encode(buf + len, &f);
+			len += HECA_WIRE_HDR;
+			break;
+		}
+		case 4: {
+			struct heca_frame f = {.opcode = 0x42};
+			heca_wire_encode(buf + len, &f);
+			len += HECA_WIRE_HDR;
+			break;
+		}
+		case 5:
+			enc(buf, &len, HECA_OP_STAT, 2, 0, 0, 0, NULL, 0);
+			buf[len - HECA_WIRE_HDR] ^= 0xff;
+			break;
+		}
+		/* A following good frame must not be served. */
+		enc(buf, &len, HECA_OP_STAT, 3, 0, 0, 0, NULL, 0);
+		g_out.len = 0;
+		long rc = feed(sp, &c, buf, len);
+		if (rc != -cases[k].err)
+			T_FAILF("%s: rc %ld", cases[k].what, rc);
+		ASSERT_EQ(g_nrep, 2);
+		ASSERT_EQ(g_rep[0].req_id, 1);
+		ASSERT_EQ(g_rep[1].opcode, HECA_OP_ERROR);
+		ASSERT_EQ(g_rep[1].status, cases[k].err);
+		sponsor_conn_exit(sp, &c);
+	}
+	sponsor_close(sp);
+}
+
+static void test_index_and_slabs(void)
+{
+	struct sponsor *sp = open_sp(3 * SPONSOR_SLAB_PAGES * PG + 5 * PG);
+	struct sponsor_conn c;
+	const struct heca_frame *r;
+	struct sponsor_stats ss;
+	uint64_t far[] = {0, 511, 512, 262143, 262144, 1ull << 40, (1ull << 62) + 12345,
+			  UINT64_MAX - 1};
+
+	sponsor_conn_init(&c);
+	hello(sp, &c, DEM_A);
+
+	/* A huge declared size costs nothing up front; pages anywhere in it work. */
+	req(sp, &c, HECA_OP_ALLOC, 7, UINT64_MAX, 0, NULL, 0, 0);
+	for (size_t i = 0; i < HECA_ARRAY_SIZE(far); i++) {
+		fill(pagebuf, 1, (uint32_t)i + 100);
+		req(sp, &c, HECA_OP_WRITE, 7, far[i], 1, pagebuf, PG, 0);
+	}
+	for (size_t i = 0; i < HECA_ARRAY_SIZE(far); i++) {
+		fill(pagebuf, 1, (uint32_t)i + 100);
+		r = req(sp, &c, HECA_OP_READ, 7, far[i], 1, NULL, 0, 0);
+		ASSERT_TRUE(!memcmp(r->payload, pagebuf, PG));
+	}
+	req(sp, &c, HECA_OP_READ, 7, 1ull << 41, 1, NULL, 0, ENOENT);
+
+	/* Growing a segment keeps its pages (the index gains levels above the old root). */
+	req(sp, &c, HECA_OP_ALLOC, 8, 10, 0, NULL, 0, 0);
+	fill(pagebuf, 10, 55);
+	req(sp, &c, HECA_OP_WRITE, 8, 0, 10, pagebuf, 10 * PG, 0);
+	req(sp, &c, HECA_OP_ALLOC, 8, 5, 0, NULL, 0, 0); /* never shrinks */
+	req(sp, &c, HECA_OP_WRITE, 8, 9, 1, pagebuf + 9 * PG, PG, 0);
+	req(sp, &c, HECA_OP_ALLOC, 8, 1ull << 36, 0, NULL, 0, 0);
+	r = req(sp, &c, HECA_OP_READ, 8, 0, 10, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(r->payload, pagebuf, 10 * PG));
+	req(sp, &c, HECA_OP_WRITE, 8, (1ull << 36) - 1, 1, pagebuf, PG, 0);
+
+	/* Reads and writes across leaf boundaries (512 pages per leaf). */
+	req(sp, &c, HECA_OP_ALLOC, 9, 2048, 0, NULL, 0, 0);
+	fill(pagebuf, 256, 77);
+	req(sp, &c, HECA_OP_WRITE, 9, 400, 256, pagebuf, 256 * PG, 0);
+	r = req(sp, &c, HECA_OP_READ, 9, 400, 256, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(r->payload, pagebuf, 256 * PG));
+	r = req(sp, &c, HECA_OP_READ, 9, 500, 100, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(r->payload, pagebuf + 100 * PG, 100 * PG));
+	req(sp, &c, HECA_OP_READ, 9, 600, 100, NULL, 0, ENOENT);
+
+	/* Fill all slabs (incl. the short last one), free, refill: slabs are reused. */
+	req(sp, &c, HECA_OP_FREE, 7, 0, 0, NULL, 0, 0);
+	req(sp, &c, HECA_OP_FREE, 8, 0, 0, NULL, 0, 0);
+	req(sp, &c, HECA_OP_FREE, 9, 0, 0, NULL, 0, 0);
+	for (int round = 0; round < 3; round++) {
+		uint64_t cap = 3 * SPONSOR_SLAB_PAGES + 5;
+		req(sp, &c, HECA_OP_ALLOC, 1, cap + 10, 0, NULL, 0, 0);
+		for (uint64_t p = 0; p < cap; p += 256) {
+			uint32_t n = (uint32_t)HECA_MIN(256, cap - p);
+			fill(pagebuf, n, (uint32_t)(p + (uint64_t)round));
+			req(sp, &c, HECA_OP_WRITE, 1, p, n, pagebuf, n * PG, 0);
+		}
+		req(sp, &c, HECA_OP_WRITE, 1, cap, 1, pagebuf, PG, ENOSPC);
+		for (uint64_t p = 0; p < cap; p += 256) {
+			uint32_t n = (uint32_t)HECA_MIN(256, cap - p);
+			fill(pagebuf, n, (uint32_t)(p + (uint64_t)round));
+			r = req(sp, &c, HECA_OP_READ, 1, p, n, NULL, 0, 0);
+			ASSERT_TRUE(!memcmp(r->payload, pagebuf, (size_t)n * PG));
+		}
+		sponsor_get_stats(sp, &ss);
+		ASSERT_EQ(ss.used_pages, cap);
+		ASSERT_EQ(ss.slabs, 4);
+		req(sp, &c, HECA_OP_FREE, 1, 0, 0, NULL, 0, 0);
+		sponsor_get_stats(sp, &ss);
+		ASSERT_EQ(ss.used_pages, 0);
+	}
+
+	/* Many segments: the per-demander table grows. */
+	for (uint32_t s = 0; s < 1000; s++)
+		req(sp, &c, HECA_OP_ALLOC, s * 7919, 4, 0, NULL, 0, 0);
+	for (uint32_t s = 0; s < 1000; s += 3) {
+		fill(pagebuf, 1, s);
+		req(sp, &c, HECA_OP_WRITE, s * 7919, 3, 1, pagebuf, PG, 0);
+	}
+	for (uint32_t s = 0; s < 1000; s += 3) {
+		fill(pagebuf, 1, s);
+		r = req(sp, &c, HECA_OP_READ, s * 7919, 3, 1, NULL, 0, 0);
+		ASSERT_TRUE(!memcmp(r->payload, pagebuf, PG));
+	}
+	sponsor_get_stats(sp, &ss);
+	ASSERT_EQ(ss.segments, 1000);
+	sponsor_conn_exit(sp, &c);
+	sponsor_close(sp);
+}
+
+static void test_open_limits(void)
+{
+	struct sponsor_config cfg = {.capacity = (SPONSOR_MAX_CAPACITY_PAGES + 1) * PG};
+	struct sponsor *sp = NULL;
+
+	ASSERT_EQ(sponsor_open(&cfg, &sp), -EINVAL);
+	sponsor_close(NULL);
+	/* Zero capacity: everything is ENOSPC, nothing crashes. */
+	sp = open_sp(100); /* < one page */
+	struct sponsor_conn c;
+	sponsor_conn_init(&c);
+	hello(sp, &c, DEM_A);
+	req(sp, &c, HECA_OP_ALLOC, 1, 10, 0, NULL, 0, 0);
+	req(sp, &c, HECA_OP_WRITE, 1, 0, 1, pagebuf, PG, ENOSPC);
+	sponsor_conn_exit(sp, &c);
+	sponsor_close(sp);
+}
+
+int main(void)
+{
+	test_hello_rules();
+	test_store();
+	test_echo_and_pipeline();
+	test_garbage();
+	test_index_and_slabs();
+	test_open_limits();
+	sponsor_buf_free(&g_out);
+	printf("test_sponsor_unit: ok\n");
+	return T_PASS;
+}
