@@ -38,49 +38,42 @@ static inline uint64_t pattern(uint64_t seed, uint64_t page, uint64_t word)
 	return x;
 }
 
-/* A permutation of [0, n): a stride coprime with n, so reads go in an order unlike the
- * writes' and each thread's reads are spread over the whole region. */
-static uint64_t stride_for(uint64_t n)
+static void check_page(struct demo *d, uint64_t page)
 {
-	uint64_t s = n / 2 + 7919;
-	while (1) {
-		uint64_t a = s, b = n;
-		while (b) {
-			uint64_t t = a % b;
-			a = b;
-			b = t;
+	uint64_t *p = (uint64_t *)(d->base + page * HECA_PAGE_SIZE);
+
+	for (uint64_t k = 0; k < HECA_PAGE_SIZE / 8; k++) {
+		if (p[k] != pattern(d->seed, page, k)) {
+			uint64_t cur = atomic_load(&d->first_bad);
+			atomic_fetch_add(&d->bad, 1);
+			while ((cur == 0 || page + 1 < cur) &&
+			       !atomic_compare_exchange_weak(&d->first_bad, &cur, page + 1))
+				;
+			return;
 		}
-		if (a == 1)
-			return s % n ? s % n : 1;
-		s++;
 	}
 }
 
+/* Writes interleave pages over the threads; reads give each thread one contiguous block, so
+ * every page is read back by another thread than the one that wrote it, long after it left
+ * local memory. */
 static void *work(void *arg)
 {
 	struct worker *w = arg;
 	struct demo *d = w->d;
-	uint64_t n = d->npages, stride = stride_for(n);
+	uint64_t n = d->npages, lo = n * w->idx / d->threads, hi = n * (w->idx + 1) / d->threads;
 
-	for (uint64_t i = w->idx; i < n; i += d->threads) {
-		uint64_t page = d->phase == 0 ? i : (i * stride) % n;
-		uint64_t *p = (uint64_t *)(d->base + page * HECA_PAGE_SIZE);
-		if (d->phase == 0) {
+	if (d->phase == 0) {
+		for (uint64_t page = w->idx; page < n; page += d->threads) {
+			uint64_t *p = (uint64_t *)(d->base + page * HECA_PAGE_SIZE);
 			for (uint64_t k = 0; k < HECA_PAGE_SIZE / 8; k++)
 				p[k] = pattern(d->seed, page, k);
-		} else {
-			for (uint64_t k = 0; k < HECA_PAGE_SIZE / 8; k++) {
-				if (p[k] != pattern(d->seed, page, k)) {
-					uint64_t cur = atomic_load(&d->first_bad);
-					atomic_fetch_add(&d->bad, 1);
-					while ((cur == 0 || page + 1 < cur) &&
-					       !atomic_compare_exchange_weak(&d->first_bad, &cur,
-									     page + 1))
-						;
-					break;
-				}
-			}
+			atomic_fetch_add_explicit(&d->done, 1, memory_order_relaxed);
 		}
+		return NULL;
+	}
+	for (uint64_t page = lo; page < hi; page++) {
+		check_page(d, page);
 		atomic_fetch_add_explicit(&d->done, 1, memory_order_relaxed);
 	}
 	return NULL;

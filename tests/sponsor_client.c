@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: MIT
+/*
+ * sponsor_client.c - synchronous STAT over a fresh connection, for tests.
+ */
+#include "sponsor_client.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "net.h"
+#include "util.h"
+#include "wire.h"
+
+static int call(int fd, struct heca_frame *req, struct heca_frame *rep, uint8_t *buf, size_t len)
+{
+	uint8_t hdr[HECA_WIRE_HDR];
+	struct iovec iov[2] = {{hdr, HECA_WIRE_HDR}, {(void *)req->payload, req->payload_len}};
+	size_t have = 0;
+	int rc;
+
+	heca_wire_encode(hdr, req);
+	rc = heca__send_all(fd, iov, req->payload_len ? 2 : 1);
+	if (rc)
+		return rc;
+	for (;;) {
+		rc = heca_wire_decode(buf, have, rep);
+		if (rc > 0)
+			return rep->status ? -rep->status : 0;
+		if (rc != -EAGAIN || have == len)
+			return rc == -EAGAIN ? -EMSGSIZE : rc;
+		ssize_t n = read(fd, buf + have, len - have);
+		if (n <= 0)
+			return n == 0 ? -ECONNRESET : -errno;
+		have += (size_t)n;
+	}
+}
+
+int t_sponsor_stat(const char *addr, struct t_stat *st)
+{
+	uint8_t hello[HECA_WIRE_HELLO_LEN] = {0}, buf[512];
+	struct heca_frame req = {.opcode = HECA_OP_HELLO, .req_id = 1, .payload = hello,
+				 .payload_len = sizeof(hello)}, rep;
+	int fd = heca__tcp_connect(addr, 2000), rc;
+
+	if (fd < 0)
+		return fd;
+	heca__random(hello + 16, 16);
+	rc = call(fd, &req, &rep, buf, sizeof(buf));
+	if (!rc) {
+		req = (struct heca_frame){.opcode = HECA_OP_STAT, .req_id = 2};
+		rc = call(fd, &req, &rep, buf, sizeof(buf));
+	}
+	if (!rc) {
+		st->capacity_pages = heca_get64(rep.payload);
+		st->used_pages = heca_get64(rep.payload + 8);
+		st->segments = heca_get64(rep.payload + 16);
+		st->demanders = heca_get64(rep.payload + 24);
+		st->mine = heca_get64(rep.payload + 32);
+	}
+	close(fd);
+	return rc;
+}
