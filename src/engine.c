@@ -256,9 +256,11 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 			pset(b, PS_DIRTY);
 			heca__count(&h->c.faults_wp, 1);
 			rc = heca__uffd_wp(h, addr, PAGE_SZ, false, true);
-			if (rc)
+			if (rc) {
 				heca__log(h, HECA_LOG_ERROR, "write-unprotect %#lx: %s",
 					  (unsigned long)addr, heca_strerror(rc));
+				heca__uffd_wake(h, addr, PAGE_SZ);
+			}
 		} else if (st == PS_EVICTING) {
 			*b |= PF_WAITER; /* the evictor wakes it once the page is out */
 		} else {

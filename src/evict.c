@@ -17,6 +17,7 @@
 #include "wire.h"
 
 #define EVICT_BATCH 64
+#define VICTIM_KEEP (-1) /* could not be protected: goes back to DIRTY */
 #define WB_MAX_PAGES 4096 /* write-back pages in flight before the evictor waits for acks */
 
 struct victim {
@@ -24,7 +25,7 @@ struct victim {
 	uint32_t seg;
 	uint64_t page;
 	uintptr_t addr;
-	int was; /* state before EVICTING */
+	int was; /* state before EVICTING, or VICTIM_KEEP */
 	uint8_t *copy;
 };
 
@@ -86,22 +87,27 @@ static unsigned int pick_locked(struct heca *h, struct victim *v, unsigned int m
 	return n;
 }
 
-/* Apply fn to each run of adjacent victims (v sorted by address) selected by want. */
-static void for_runs(struct heca *h, struct victim *v, unsigned int n, bool dirty_only,
+/* Apply fn to each run of adjacent victims (v sorted by address) whose state before eviction
+ * satisfies want(was). */
+static void for_runs(struct heca *h, struct victim *v, unsigned int n, bool (*want)(int),
 		     int (*fn)(struct heca *, uintptr_t, uint64_t))
 {
 	for (unsigned int i = 0; i < n;) {
 		unsigned int j = i;
-		if (dirty_only && v[i].was != PS_DIRTY) {
+		if (!want(v[i].was)) {
 			i++;
 			continue;
 		}
-		while (j + 1 < n && v[j + 1].addr == v[j].addr + PAGE_SZ &&
-		       (!dirty_only || v[j + 1].was == PS_DIRTY))
+		while (j + 1 < n && v[j + 1].addr == v[j].addr + PAGE_SZ && want(v[j + 1].was))
 			j++;
 		fn(h, v[i].addr, (uint64_t)(j - i + 1) * PAGE_SZ);
 		i = j + 1;
 	}
+}
+
+static bool is_leaving(int was)
+{
+	return was != VICTIM_KEEP;
 }
 
 static int do_wp(struct heca *h, uintptr_t addr, uint64_t len)
@@ -115,13 +121,36 @@ static int do_zap(struct heca *h, uintptr_t addr, uint64_t len)
 	return madvise((void *)addr, len, MADV_DONTNEED) ? -errno : 0;
 }
 
+/* Write-protect the dirty victims, a run per call. A run that cannot be protected stays
+ * resident and dirty: copying it unprotected could lose a write (invariant 2). */
+static void protect_dirty(struct heca *h, struct victim *v, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++) {
+		unsigned int j = i;
+		int rc;
+		if (v[i].was != PS_DIRTY)
+			continue;
+		while (j + 1 < n && v[j + 1].was == PS_DIRTY && v[j + 1].addr == v[j].addr + PAGE_SZ)
+			j++;
+		rc = do_wp(h, v[i].addr, (uint64_t)(j - i + 1) * PAGE_SZ);
+		if (rc) {
+			heca__log(h, HECA_LOG_ERROR, "write-protect %#lx: %s; pages kept",
+				  (unsigned long)v[i].addr, heca_strerror(rc));
+			for (unsigned int k = i; k <= j; k++)
+				v[k].was = VICTIM_KEEP;
+		}
+		i = j;
+	}
+}
+
 static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 {
-	unsigned int ndirty = 0;
+	unsigned int ndirty = 0, k;
 	struct wb_batch *wb = NULL;
 	bool wake_any = false;
 
 	qsort(v, n, sizeof(*v), cmp_victim);
+	protect_dirty(h, v, n);
 	for (unsigned int i = 0; i < n; i++)
 		ndirty += v[i].was == PS_DIRTY;
 	if (ndirty) {
@@ -129,39 +158,43 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		if (wb)
 			wb->buf = aligned_alloc(PAGE_SZ, ndirty * PAGE_SZ);
 		if (!wb || !wb->buf) {
-			/* No memory for the copy: put everything back as it was. */
 			free(wb);
-			pthread_mutex_lock(&h->lock);
-			for (unsigned int i = 0; i < n; i++) {
-				pset(&v[i].s->st[v[i].page], v[i].was);
-				heca__fifo_push_locked(h, v[i].seg, v[i].page);
-			}
-			pthread_mutex_unlock(&h->lock);
-			return;
-		}
-		wb->n = ndirty;
-		wb->refs = ndirty;
-		/* Write-protect first, copy second (invariant 2): a write after this faults and
-		 * waits for the page to come back. */
-		for_runs(h, v, n, true, do_wp);
-		for (unsigned int i = 0, k = 0; i < n; i++) {
-			if (v[i].was != PS_DIRTY)
-				continue;
-			v[i].copy = wb->buf + (size_t)k * PAGE_SZ;
-			memcpy(v[i].copy, (void *)v[i].addr, PAGE_SZ);
-			wb->ent[k] = (struct wb_entry){.seg = v[i].seg,
-						       .page = v[i].page,
-						       .data = v[i].copy,
-						       .batch = wb};
-			k++;
+			wb = NULL;
+			for (unsigned int i = 0; i < n; i++)
+				if (v[i].was == PS_DIRTY)
+					v[i].was = VICTIM_KEEP; /* no room for the copy */
+			ndirty = 0;
 		}
 	}
-	/* Drop them all: the content is in the WB buffer or at a sponsor. */
-	for_runs(h, v, n, false, do_zap);
+	k = 0;
+	for (unsigned int i = 0; i < n && wb; i++) {
+		if (v[i].was != PS_DIRTY)
+			continue;
+		v[i].copy = wb->buf + (size_t)k * PAGE_SZ;
+		memcpy(v[i].copy, (void *)v[i].addr, PAGE_SZ);
+		wb->ent[k++] =
+			(struct wb_entry){.seg = v[i].seg, .page = v[i].page, .data = v[i].copy, .batch = wb};
+	}
+	if (wb) {
+		wb->n = ndirty;
+		wb->refs = ndirty;
+	}
+	/* Drop them: the content is in the WB buffer or at a sponsor. */
+	for_runs(h, v, n, is_leaving, do_zap);
 
 	pthread_mutex_lock(&h->lock);
-	for (unsigned int i = 0, k = 0; i < n; i++) {
+	k = 0;
+	for (unsigned int i = 0; i < n; i++) {
 		uint8_t *b = &v[i].s->st[v[i].page];
+		if (v[i].was == VICTIM_KEEP) {
+			/* Still mapped and writable (or protected: a write faults and is seen). */
+			pset(b, PS_DIRTY);
+			heca__fifo_push_locked(h, v[i].seg, v[i].page);
+			if (*b & PF_WAITER)
+				heca__uffd_wake(h, v[i].addr, PAGE_SZ);
+			*b &= (uint8_t)~(PF_WAITER | PF_WANTW);
+			continue;
+		}
 		if (*b & PF_WAITER)
 			wake_any = true;
 		*b &= (uint8_t)~(PF_WAITER | PF_WANTW);
@@ -180,7 +213,7 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 	}
 	pthread_mutex_unlock(&h->lock);
 	if (wake_any)
-		for_runs(h, v, n, false, heca__uffd_wake);
+		for_runs(h, v, n, is_leaving, heca__uffd_wake);
 	heca__engine_wake(h); /* room was made: deferred faults can go on */
 
 	/* Send the dirty runs, split at stripe boundaries and frame size. */
@@ -193,8 +226,8 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 			continue;
 		}
 		while (j + 1 < n && v[j + 1].was == PS_DIRTY && v[j + 1].seg == v[i].seg &&
-		       v[j + 1].page == v[j].page + 1 && v[j + 1].page / stripe == v[i].page / stripe &&
-		       j + 1 - i < HECA_WIRE_MAX_PAGES)
+		       v[j + 1].page == v[j].page + 1 &&
+		       v[j + 1].page / stripe == v[i].page / stripe && j + 1 - i < HECA_WIRE_MAX_PAGES)
 			j++;
 		rc = h->store->ops->write(h->store, v[i].seg, v[i].page, j - i + 1, v[i].copy, 0);
 		if (rc)

@@ -189,9 +189,11 @@ int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len
 
 int heca__uffd_wp(struct heca *h, uintptr_t addr, uint64_t len, bool protect, bool wake)
 {
-	struct uffdio_writeprotect w = {.range = {.start = addr, .len = len},
-					.mode = (protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0) |
-						(wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE)};
+	/* The kernel rejects WP together with DONTWAKE: protecting never wakes anyone. */
+	struct uffdio_writeprotect w = {
+		.range = {.start = addr, .len = len},
+		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP
+				: (wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE)};
 	while (ioctl(h->uffd, UFFDIO_WRITEPROTECT, &w)) {
 		if (errno != EAGAIN && errno != EINTR)
 			return -errno;
