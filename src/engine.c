@@ -141,9 +141,16 @@ static void fail_access(struct heca *h, uintptr_t addr, uint32_t tid)
 {
 	if (heca__uffd_poison(h, addr & ~(PAGE_SZ - 1), PAGE_SZ) == 0)
 		return;
-	if (tid)
-		syscall(SYS_tgkill, getpid(), tid, SIGBUS);
-	else
+	if (tid) {
+		/* Queued with the address, as a handler expects it in si_addr. */
+		siginfo_t si;
+		memset(&si, 0, sizeof(si));
+		si.si_signo = SIGBUS;
+		si.si_code = SI_QUEUE;
+		si.si_addr = (void *)(addr & ~(PAGE_SZ - 1));
+		if (syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, SIGBUS, &si))
+			syscall(SYS_tgkill, getpid(), tid, SIGBUS);
+	} else
 		heca__uffd_wake(h, addr & ~(PAGE_SZ - 1), PAGE_SZ); /* it re-faults, with its tid */
 }
 
