@@ -115,9 +115,11 @@ void cli_print_stats(const struct heca_stats *st)
 	       (unsigned long long)st->faults_wb_hit, (unsigned long long)st->faults_deferred);
 	printf("  pages in      fetched %llu, prefetched %llu\n",
 	       (unsigned long long)st->pages_fetched, (unsigned long long)st->pages_prefetched);
-	printf("  pages out     written back %llu, dropped clean %llu (of %llu evicted)\n",
+	printf("  pages out     written back %llu, dropped clean %llu, dropped zero %llu (of %llu "
+	       "evicted)\n",
 	       (unsigned long long)st->pages_written_back,
-	       (unsigned long long)st->pages_dropped_clean, (unsigned long long)st->pages_evicted);
+	       (unsigned long long)st->pages_dropped_clean,
+	       (unsigned long long)st->pages_dropped_zero, (unsigned long long)st->pages_evicted);
 	printf("  bytes         sent %.1f MiB, received %.1f MiB\n",
 	       (double)st->bytes_sent / 1048576.0, (double)st->bytes_received / 1048576.0);
 	us(a, sizeof(a), st->lat_p50_ns);

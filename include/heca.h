@@ -122,6 +122,7 @@ struct heca_stats {
 	uint64_t prefetch_hits;	    /* prefetched pages later touched */
 	uint64_t pages_written_back;/* dirty pages sent to sponsors (acknowledged) */
 	uint64_t pages_dropped_clean;/* clean pages dropped without any network */
+	uint64_t pages_dropped_zero;/* written pages found all zero: dropped, no network */
 	uint64_t pages_evicted;	    /* all pages evicted */
 	uint64_t pages_lost;	    /* pages that could not be fetched: accesses got SIGBUS */
 	uint64_t writeback_errors;  /* write-backs refused or failed: pages kept locally */

@@ -237,6 +237,47 @@ static void prefetch_locked(struct heca *h, struct seg *s, uint64_t page)
 	}
 }
 
+/*
+ * First touch of a never-written page: map its never-written neighbours too (the prefetch
+ * window, within the room left), so a thread filling memory does not fault on every page.
+ * After a write fault they are mapped writable; the evictor drops them again without any
+ * network if they are still all zero when they leave.
+ */
+static void zero_ahead_locked(struct heca *h, struct seg *s, uint64_t page, bool write)
+{
+	uint64_t w = h->opt.prefetch_pages, room, lo, hi;
+	bool wp = !write && (h->features & HECA_FEAT_WP);
+
+	if (!w || s->pinned)
+		return;
+	room = h->resident + h->fetching < h->high ? h->high - h->resident - h->fetching : 0;
+	if (w > room)
+		w = room;
+	if (!w)
+		return;
+	lo = page > w / 4 ? page - w / 4 : 0;
+	hi = HECA_MIN(lo + w + 1, s->npages);
+	for (uint64_t p = lo; p < hi;) {
+		uint64_t q;
+		if (s->st[p] != PS_EMPTY) {
+			p++;
+			continue;
+		}
+		for (q = p; q < hi && s->st[q] == PS_EMPTY; q++)
+			;
+		if (heca__uffd_copy(h, s->base + p * PAGE_SZ, h->zero_run, (q - p) * PAGE_SZ, wp,
+				    false) == 0) {
+			for (uint64_t r = p; r < q; r++) {
+				pset(&s->st[r], write ? PS_DIRTY : PS_ZERO);
+				h->resident++;
+				s->resident++;
+				heca__fifo_push_locked(h, s->id, r);
+			}
+		}
+		p = q;
+	}
+}
+
 static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, uint32_t tid,
 				uint64_t t0, bool retry)
 {
@@ -306,6 +347,7 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 		pset(b, write ? PS_DIRTY : PS_ZERO);
 		heca__count(&h->c.faults_zero, 1);
 		heca__hist_add(&h->lat, heca__now_ns() - t0);
+		zero_ahead_locked(h, s, page, write);
 		return;
 	case PS_REMOTE:
 		if (!room_locked(h, s, 1))
@@ -364,7 +406,43 @@ static void retry_deferred_locked(struct heca *h)
 	free(d);
 }
 
-/* A read finished (store callback, engine thread). */
+/* Account a page that a read mapped: state, counters, latency. Caller holds h->lock. */
+static void fetched_locked(struct heca *h, struct seg *s, uint64_t p, uint8_t was, bool write,
+			   uint64_t cookie, uint64_t now)
+{
+	uint8_t *b = &s->st[p];
+
+	*b &= (uint8_t)~(PF_DEMAND | PF_WAITER | PF_WANTW);
+	pset(b, write ? PS_DIRTY : PS_CLEAN);
+	h->resident++;
+	s->resident++;
+	heca__fifo_push_locked(h, s->id, p);
+	if (was & PF_DEMAND) {
+		heca__count(&h->c.pages_fetched, 1);
+		if (cookie)
+			heca__hist_add(&h->lat, now - cookie);
+	} else {
+		heca__count(&h->c.pages_prefetched, 1);
+	}
+}
+
+static void read_failed_locked(struct heca *h, struct seg *s, uint64_t p, int err)
+{
+	uint8_t *b = &s->st[p];
+	bool wake = *b & (PF_WAITER | PF_DEMAND);
+
+	*b &= (uint8_t)~(PF_DEMAND | PF_WAITER | PF_WANTW);
+	pset(b, PS_LOST);
+	record_lost_locked(h, s, p, err);
+	if (wake)
+		fail_access(h, s->base + p * PAGE_SZ, 0);
+}
+
+/*
+ * A read finished (store callback, engine thread). Pages still FETCHING are mapped in runs of
+ * the same mode with one UFFDIO_COPY each, without waking anyone; then only the runs that have
+ * a waiting thread are woken, with one UFFDIO_WAKE each.
+ */
 void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t segid, uint64_t page,
 			uint32_t count, const uint8_t *data)
 {
@@ -374,39 +452,42 @@ void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t segid, 
 
 	pthread_mutex_lock(&h->lock);
 	s = heca__seg_by_id_locked(h, segid);
-	if (!s) {
+	if (!s || page >= s->npages) {
 		pthread_mutex_unlock(&h->lock);
 		return; /* unregistered while in flight */
 	}
-	for (uint32_t i = 0; i < count && page + i < s->npages; i++) {
-		uint64_t p = page + i;
-		uint8_t *b = &s->st[p];
-		bool demand = *b & PF_DEMAND, wake = *b & (PF_WAITER | PF_DEMAND);
-		bool write = *b & PF_WANTW;
-		uintptr_t addr = s->base + p * PAGE_SZ;
-		int rc = status;
+	if (page + count > s->npages)
+		count = (uint32_t)(s->npages - page);
+	for (uint32_t i = 0; i < count;) {
+		uint8_t *b = &s->st[page + i];
+		uint32_t j;
+		bool write, wake = false;
+		int rc;
 
-		if (pstate(*b) != PS_FETCHING)
+		if (pstate(*b) != PS_FETCHING) {
+			i++;
 			continue;
-		h->fetching--;
-		*b &= (uint8_t)~(PF_DEMAND | PF_WAITER | PF_WANTW);
+		}
+		write = *b & PF_WANTW;
+		for (j = i; j < count && pstate(s->st[page + j]) == PS_FETCHING &&
+			    !!(s->st[page + j] & PF_WANTW) == write;
+		     j++)
+			wake |= !!(s->st[page + j] & (PF_WAITER | PF_DEMAND));
+		h->fetching -= j - i;
+		rc = status;
 		if (!rc)
-			rc = install_locked(h, s, p, data + (size_t)i * PAGE_SZ, write, wake);
-		if (rc) {
-			pset(b, PS_LOST);
-			record_lost_locked(h, s, p, rc);
-			if (wake)
-				fail_access(h, addr, 0);
-			continue;
+			rc = heca__uffd_copy(h, s->base + (page + i) * PAGE_SZ,
+					     data + (size_t)i * PAGE_SZ, (uint64_t)(j - i) * PAGE_SZ,
+					     !write && (h->features & HECA_FEAT_WP), false);
+		for (uint32_t k = i; k < j; k++) {
+			if (rc)
+				read_failed_locked(h, s, page + k, rc);
+			else
+				fetched_locked(h, s, page + k, s->st[page + k], write, cookie, now);
 		}
-		pset(b, write ? PS_DIRTY : PS_CLEAN);
-		if (demand) {
-			heca__count(&h->c.pages_fetched, 1);
-			if (cookie)
-				heca__hist_add(&h->lat, now - cookie);
-		} else {
-			heca__count(&h->c.pages_prefetched, 1);
-		}
+		if (!rc && wake)
+			heca__uffd_wake(h, s->base + (page + i) * PAGE_SZ, (uint64_t)(j - i) * PAGE_SZ);
+		i = j;
 	}
 	if (h->resident + h->fetching >= h->high)
 		heca__evict_kick_locked(h);

@@ -16,8 +16,9 @@
 #include "util.h"
 #include "wire.h"
 
-#define EVICT_BATCH 64
+#define EVICT_BATCH 256 /* victims per batch: page-table calls cost an IPI each, not per page */
 #define VICTIM_KEEP (-1) /* could not be protected: goes back to DIRTY */
+#define VICTIM_ZERO (-2) /* dirty but all zero: leaves as never written, no network */
 #define WB_MAX_PAGES 4096 /* write-back pages in flight before the evictor waits for acks */
 
 struct victim {
@@ -32,6 +33,15 @@ struct victim {
 void heca__evict_kick_locked(struct heca *h)
 {
 	pthread_cond_broadcast(&h->evict_cond);
+}
+
+static bool is_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	uint64_t acc = 0;
+	for (size_t i = 0; i < PAGE_SZ / 8; i++)
+		acc |= w[i];
+	return acc == 0;
 }
 
 static int cmp_victim(const void *a, const void *b)
@@ -172,12 +182,23 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 			continue;
 		v[i].copy = wb->buf + (size_t)k * PAGE_SZ;
 		memcpy(v[i].copy, (void *)v[i].addr, PAGE_SZ);
+		if (is_zero(v[i].copy)) {
+			/* Reads as zero like a never-written page: no copy needs to be kept. A
+			 * stale remote copy is never read again and goes with the segment. */
+			v[i].was = VICTIM_ZERO;
+			continue;
+		}
 		wb->ent[k++] =
 			(struct wb_entry){.seg = v[i].seg, .page = v[i].page, .data = v[i].copy, .batch = wb};
 	}
 	if (wb) {
-		wb->n = ndirty;
-		wb->refs = ndirty;
+		wb->n = k;
+		wb->refs = k;
+		if (k == 0) {
+			free(wb->buf);
+			free(wb);
+			wb = NULL;
+		}
 	}
 	/* Drop them: the content is in the WB buffer or at a sponsor. */
 	for_runs(h, v, n, is_leaving, do_zap);
@@ -206,6 +227,9 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 			*b |= PF_WB;
 			heca__wb_insert_locked(h, &wb->ent[k++]);
 			h->wb_pages++;
+		} else if (v[i].was == VICTIM_ZERO) {
+			pset(b, PS_EMPTY);
+			heca__count(&h->c.pages_dropped_zero, 1);
 		} else {
 			pset(b, v[i].was == PS_ZERO ? PS_EMPTY : PS_REMOTE);
 			heca__count(&h->c.pages_dropped_clean, 1);

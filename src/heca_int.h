@@ -180,6 +180,7 @@ struct heca {
 	bool engine_started, evict_started;
 
 	uint8_t *zero_page;
+	uint8_t *zero_run; /* HECA_WIRE_MAX_PAGES zero pages, the source of zero-ahead */
 
 	bool lost_any;
 	uint32_t lost_seg;

@@ -12,7 +12,7 @@
 struct heca_counters {
 	atomic_uint_least64_t faults_read, faults_write, faults_wp, faults_zero, faults_wb_hit,
 		faults_deferred, pages_fetched, pages_prefetched, pages_written_back,
-		pages_dropped_clean, pages_evicted, pages_lost, writeback_errors, bytes_sent,
+		pages_dropped_clean, pages_dropped_zero, pages_evicted, pages_lost, writeback_errors, bytes_sent,
 		bytes_received;
 };
 
