@@ -102,8 +102,8 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 			heca__set_error("local budget from cgroup: %s", why);
 			goto fail;
 		}
-		h->budget = lim / 100 * (h->opt.budget_cgroup_pct ? h->opt.budget_cgroup_pct : 75) /
-			    PAGE_SZ;
+		h->budget = lim / PAGE_SZ *
+			    (h->opt.budget_cgroup_pct ? h->opt.budget_cgroup_pct : 75) / 100;
 	}
 	if (h->budget < 8) {
 		heca__set_error("local budget %llu bytes is below the minimum of 8 pages (32 KiB)",

@@ -51,6 +51,21 @@ static int read_sysctl(const char *path)
 	return v;
 }
 
+/* The Seccomp: field of /proc/self/status: 0 none, 1 strict, 2 filter; -1 unknown. */
+static int seccomp_mode(void)
+{
+	char line[128];
+	int mode = -1;
+	FILE *f = fopen("/proc/self/status", "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Seccomp: %d", &mode) == 1)
+			break;
+	fclose(f);
+	return mode;
+}
+
 int heca__uffd_open(struct heca *h)
 {
 	struct uffdio_api api = {.api = UFFD_API};
@@ -68,13 +83,18 @@ int heca__uffd_open(struct heca *h)
 		if (err == -ENOSYS)
 			heca__set_error("userfaultfd: not in this kernel (needs Linux 4.11+ with "
 					"CONFIG_USERFAULTFD); heca cannot run here");
-		else if (err == -EPERM && read_sysctl("/proc/sys/vm/unprivileged_userfaultfd") == 0)
+		else if (err == -EPERM && seccomp_mode() > 0)
+			heca__set_error("userfaultfd: permission denied by this process's seccomp "
+					"filter (a container or sandbox policy); allow the "
+					"userfaultfd system call");
+		else if (err == -EPERM && geteuid() != 0 &&
+			 read_sysctl("/proc/sys/vm/unprivileged_userfaultfd") == 0)
 			heca__set_error("userfaultfd: permission denied: vm.unprivileged_userfaultfd "
 					"is 0; run as root, grant CAP_SYS_PTRACE, or `sysctl "
 					"vm.unprivileged_userfaultfd=1`");
 		else if (err == -EPERM)
-			heca__set_error("userfaultfd: permission denied (a seccomp filter or "
-					"container policy forbids it?); allow the userfaultfd "
+			heca__set_error("userfaultfd: permission denied (a security module or "
+					"container policy forbids it); allow the userfaultfd "
 					"system call");
 		else
 			heca__set_error("userfaultfd: %s", strerror(-err));

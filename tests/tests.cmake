@@ -41,5 +41,19 @@ heca_test(test_lib LABELS integration TIMEOUT 300 LIBS heca_static
 heca_test(test_churn LABELS stress TIMEOUT 300 LIBS heca_static)
 # The only sponsor dies: faulting access gets SIGBUS in bounded time (integration).
 heca_test(test_sigbus LABELS integration TIMEOUT 120 LIBS heca_static)
+# The budget from the memory cgroup; userfaultfd forbidden by seccomp (unit).
+heca_test(test_setup LABELS unit TIMEOUT 60 LIBS heca_static)
 # heca demo end to end (integration).
 heca_test(test_demo LABELS integration TIMEOUT 300)
+# The qsort benchmark's workload: fill, parallel sort, verify (unit).
+heca_test(test_qsort_work LABELS unit TIMEOUT 120 SOURCES tests/test_qsort_work.c bench/qsort_work.c)
+# The kernel-swap baseline of the qsort benchmark: zram swap + memory cgroup, as root (integration).
+heca_test(test_swapbase LABELS integration TIMEOUT 300
+  SOURCES tests/test_swapbase.c bench/swapbase.c bench/qsort_work.c)
+
+# Sponsors in their own network namespaces joined by veth (integration; needs root).
+add_test(NAME test_cluster COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_cluster.sh)
+set_tests_properties(test_cluster PROPERTIES LABELS integration TIMEOUT 120 SKIP_RETURN_CODE 77
+  ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
+# heca bench workloads at tiny sizes: exit status, table rows, valid JSON (integration).
+heca_test(test_bench LABELS integration TIMEOUT 300)
