@@ -130,7 +130,8 @@ void cli_print_stats(const struct heca_stats *st)
 	printf("  fault latency p50 %s, p90 %s, p99 %s, mean %s, max %s (%llu faults)\n", a, b, c,
 	       d, e, (unsigned long long)st->lat_count);
 	printf("  resident      %llu of %llu budget pages; lost pages %llu, write-back errors "
-	       "%llu\n",
+	       "%llu, kept locally %llu\n",
 	       (unsigned long long)st->resident_pages, (unsigned long long)st->budget_pages,
-	       (unsigned long long)st->pages_lost, (unsigned long long)st->writeback_errors);
+	       (unsigned long long)st->pages_lost, (unsigned long long)st->writeback_errors,
+	       (unsigned long long)st->pinned_pages);
 }

@@ -128,7 +128,9 @@ struct heca_stats {
 	uint64_t writeback_errors;  /* write-backs refused or failed: pages kept locally */
 	uint64_t bytes_sent;	    /* bytes sent to sponsors, all frames */
 	uint64_t bytes_received;    /* bytes received from sponsors, all frames */
-	uint64_t resident_pages;    /* sponsored pages mapped now */
+	uint64_t resident_pages;    /* sponsored pages mapped now, counted against the budget */
+	uint64_t pinned_pages;	    /* pages kept locally, outside the budget, because no
+				       sponsor would store them (see writeback_errors) */
 	uint64_t budget_pages;	    /* the local budget in pages */
 	uint64_t segments;	    /* registered segments now */
 	/* Engine fault latency (fault message read to page mapped), in nanoseconds. */

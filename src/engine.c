@@ -156,7 +156,7 @@ static void fail_access(struct heca *h, uintptr_t addr, uint32_t tid)
 
 static bool room_locked(struct heca *h, struct seg *s, uint64_t n)
 {
-	if (s->pinned)
+	if (s->leaving)
 		return true; /* unregistering: the caller asked for the pages back */
 	return h->resident + h->fetching + n <= h->budget;
 }
@@ -200,7 +200,7 @@ static void prefetch_locked(struct heca *h, struct seg *s, uint64_t page)
 	uint64_t w = h->opt.prefetch_pages, stripe = h->opt.stripe_pages;
 	uint64_t lo, hi, room, sb = page / stripe * stripe, se = sb + stripe;
 
-	if (!w || s->pinned)
+	if (!w || s->leaving)
 		return;
 	room = h->resident + h->fetching < h->high ? h->high - h->resident - h->fetching : 0;
 	if (w > room)
@@ -248,7 +248,7 @@ static void zero_ahead_locked(struct heca *h, struct seg *s, uint64_t page, bool
 	uint64_t w = h->opt.prefetch_pages, room, lo, hi;
 	bool wp = !write && (h->features & HECA_FEAT_WP);
 
-	if (!w || s->pinned)
+	if (!w || s->leaving)
 		return;
 	room = h->resident + h->fetching < h->high ? h->high - h->resident - h->fetching : 0;
 	if (w > room)
@@ -517,29 +517,32 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid,
 		*b &= (uint8_t)~PF_WB;
 		if (status) {
 			/* Not stored remotely: keep the page here, mapped and never evicted
-			 * again, instead of dropping the only copy. */
+			 * again, instead of dropping the only copy. It no longer counts against
+			 * the budget, which it could otherwise fill for good. */
+			int st = pstate(*b), rc = 0;
+
 			heca__count(&h->c.writeback_errors, 1);
-			if (pstate(*b) == PS_REMOTE) {
-				int rc = install_locked(h, s, page + i, e->data, true, false);
-				if (rc) {
-					heca__log(h, HECA_LOG_ERROR,
-						  "cannot keep segment %u page %llu locally: %s",
-						  segid, (unsigned long long)(page + i),
-						  heca_strerror(rc));
-					pset(b, PS_LOST);
-				} else {
-					pset(b, PS_DIRTY);
-				}
-			} else if (pstate(*b) == PS_CLEAN) {
+			if (st == PS_REMOTE)
+				rc = install_locked(h, s, page + i, e->data, true, false);
+			if (rc) {
+				heca__log(h, HECA_LOG_ERROR,
+					  "cannot keep segment %u page %llu locally: %s", segid,
+					  (unsigned long long)(page + i), heca_strerror(rc));
+				pset(b, PS_LOST);
+			} else {
 				pset(b, PS_DIRTY);
+				*b |= PF_PINNED;
+				h->resident--;
+				s->resident--;
+				h->pinned++;
+				s->pinned_pages++;
 			}
-			*b |= PF_PINNED;
 			if (atomic_load_explicit(&h->c.writeback_errors, memory_order_relaxed) <= 10)
 				heca__log(h, HECA_LOG_ERROR,
 					  "write-back of segment %u page %llu failed: %s; page kept "
 					  "in local memory",
 					  segid, (unsigned long long)(page + i),
-					  heca_strerror(-status));
+					  heca_strerror(status));
 		} else {
 			heca__count(&h->c.pages_written_back, 1);
 		}

@@ -82,7 +82,7 @@ static unsigned int pick_locked(struct heca *h, struct victim *v, unsigned int m
 			continue; /* stale: no longer resident */
 		if (*b & PF_PINNED)
 			continue; /* kept here for good; it leaves the FIFO */
-		if ((*b & PF_WB) || s->pinned) {
+		if ((*b & PF_WB) || s->leaving) {
 			/* At most one write-back per page in flight (invariant 3): try later. */
 			heca__fifo_push_locked(h, segid, page);
 			continue;
@@ -115,7 +115,7 @@ static void for_runs(struct heca *h, struct victim *v, unsigned int n, bool (*wa
 	}
 }
 
-static bool is_leaving(int was)
+static bool goes_out(int was)
 {
 	return was != VICTIM_KEEP;
 }
@@ -201,7 +201,7 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		}
 	}
 	/* Drop them: the content is in the WB buffer or at a sponsor. */
-	for_runs(h, v, n, is_leaving, do_zap);
+	for_runs(h, v, n, goes_out, do_zap);
 
 	pthread_mutex_lock(&h->lock);
 	k = 0;
@@ -237,7 +237,7 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 	}
 	pthread_mutex_unlock(&h->lock);
 	if (wake_any)
-		for_runs(h, v, n, is_leaving, heca__uffd_wake);
+		for_runs(h, v, n, goes_out, heca__uffd_wake);
 	heca__engine_wake(h); /* room was made: deferred faults can go on */
 
 	/* Send the dirty runs, split at stripe boundaries and frame size. */

@@ -313,11 +313,12 @@ int heca_map(struct heca *h, size_t len, void **addr)
 /* Take s out of the table once the evictor holds no victim of it. */
 static void detach_locked(struct heca *h, struct seg *s)
 {
-	s->pinned = true;
+	s->leaving = true;
 	while (h->evicting)
 		pthread_cond_wait(&h->evict_cond, &h->lock);
 	remove_seg_locked(h, s);
 	h->resident -= s->resident;
+	h->pinned -= s->pinned_pages;
 	for (uint64_t p = 0; p < s->npages; p++)
 		if (pstate(s->st[p]) == PS_FETCHING)
 			h->fetching--;
@@ -332,7 +333,7 @@ static int do_unregister(struct heca *h, struct seg *s, unsigned int flags)
 		/* Bring every page back by touching it; the engine serves the faults and, with
 		 * the segment pinned, neither defers them nor evicts the result. */
 		pthread_mutex_lock(&h->lock);
-		s->pinned = true;
+		s->leaving = true;
 		while (h->evicting)
 			pthread_cond_wait(&h->evict_cond, &h->lock);
 		pthread_mutex_unlock(&h->lock);
@@ -345,7 +346,7 @@ static int do_unregister(struct heca *h, struct seg *s, unsigned int flags)
 				(void)*(volatile char *)(s->base + p * PAGE_SZ);
 			if (st == PS_LOST) {
 				pthread_mutex_lock(&h->lock);
-				s->pinned = false;
+				s->leaving = false;
 				pthread_mutex_unlock(&h->lock);
 				heca__set_error("unregister: segment %u page %llu is lost", s->id,
 						(unsigned long long)p);
@@ -481,6 +482,7 @@ int heca_get_stats(struct heca *h, struct heca_stats *o)
 #undef LD
 	pthread_mutex_lock(&h->lock);
 	o->resident_pages = h->resident;
+	o->pinned_pages = h->pinned;
 	o->segments = h->nsegs;
 	pthread_mutex_unlock(&h->lock);
 	o->budget_pages = h->budget;

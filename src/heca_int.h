@@ -58,8 +58,9 @@ struct seg {
 	uint64_t npages;
 	uint8_t *st;	  /* page states */
 	bool owned;	  /* made by heca_map(): unmapped on release */
-	bool pinned;	  /* being unregistered: the evictor leaves it alone */
+	bool leaving;	  /* being unregistered: the evictor leaves it alone */
 	uint64_t resident; /* pages of this segment counted in h->resident */
+	uint64_t pinned_pages; /* of them kept locally for good, outside the budget */
 };
 
 /* A write-back in flight: one page's content until the sponsor acknowledges it. */
@@ -163,6 +164,7 @@ struct heca {
 	uint64_t resident; /* mapped pages of all segments */
 	uint64_t fetching; /* pages being fetched */
 	uint64_t wb_pages; /* write-back pages in flight */
+	uint64_t pinned;   /* pages kept locally because no sponsor would store them */
 	unsigned int evicting; /* batches the evictor is working on outside the lock */
 	bool evict_active;     /* between crossing the high and reaching the low watermark */
 

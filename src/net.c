@@ -127,11 +127,8 @@ int heca__send_all(int fd, struct iovec *iov, int iovcnt)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno == EAGAIN) {
-				struct pollfd p = {.fd = fd, .events = POLLOUT};
-				poll(&p, 1, 1000);
-				continue;
-			}
+			if (errno == EAGAIN)
+				return -ETIMEDOUT; /* SO_SNDTIMEO expired: the peer stopped reading */
 			return -errno;
 		}
 		while (iovcnt > 0 && (size_t)n >= iov->iov_len) {

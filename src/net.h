@@ -16,7 +16,8 @@ int heca__tcp_connect(const char *hostport, int timeout_ms);
  * written to bound[boundlen] as "HOST:PORT". */
 int heca__tcp_listen(const char *hostport, char *bound, size_t boundlen);
 
-/* Send all of iov (blocking socket; EINTR retried, MSG_NOSIGNAL). Returns 0 or -errno. */
+/* Send all of iov on a blocking socket (EINTR retried, MSG_NOSIGNAL). Returns 0 or -errno;
+ * -ETIMEDOUT if the socket's SO_SNDTIMEO expired before everything was sent. */
 int heca__send_all(int fd, struct iovec *iov, int iovcnt);
 
 /* Receive exactly len bytes (blocking). Returns 0, -ECONNRESET on EOF, or -errno. */

@@ -34,7 +34,8 @@ struct conn {
 	int fd;
 	enum heca_channel chan;
 	struct sponsor *sp;
-	pthread_mutex_t mu; /* pending queue and sends */
+	pthread_mutex_t mu;  /* the pending queue; never held across a system call */
+	pthread_mutex_t smu; /* sending: queue order must be send order */
 	struct pending *q;  /* ring: replies come in request order */
 	uint32_t qhead, qtail, qcap;
 	uint8_t *rbuf;
@@ -47,7 +48,7 @@ struct sponsor {
 	uint8_t id[16];
 	uint64_t key; /* placement key derived from the id */
 	uint64_t capacity_pages;
-	bool down;
+	bool down; /* atomic: set by the engine, read by every sender */
 	struct conn ctl, fault, prefetch, bulk;
 };
 
@@ -138,6 +139,8 @@ static int conn_open(struct remote *r, struct sponsor *sp, struct conn *c, enum 
 	}
 	/* Replies to requests sent on a blocking socket must not hang a caller forever. */
 	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	/* A sponsor that stops reading must not block a sender (the evictor) for ever. */
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	memcpy(hello, h->opt.cluster_id, 16);
 	memcpy(hello + 16, h->demander_id, 16);
 	heca_put32(hello + 32, (uint32_t)ch);
@@ -149,6 +152,7 @@ static int conn_open(struct remote *r, struct sponsor *sp, struct conn *c, enum 
 	memcpy(sp->id, rep.payload, 16);
 	sp->capacity_pages = heca_get64(rep.payload + 16);
 	pthread_mutex_init(&c->mu, NULL);
+	pthread_mutex_init(&c->smu, NULL);
 	if (ch != HECA_CHAN_CONTROL) {
 		struct timeval none = {0};
 		setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
@@ -180,9 +184,11 @@ static int conn_request(struct remote *r, struct conn *c, struct heca_frame *f, 
 	struct pending *p;
 	int rc;
 
+	pthread_mutex_lock(&c->smu);
 	pthread_mutex_lock(&c->mu);
-	if (c->broken || c->sp->down) {
+	if (c->broken || __atomic_load_n(&c->sp->down, __ATOMIC_ACQUIRE)) {
 		pthread_mutex_unlock(&c->mu);
+		pthread_mutex_unlock(&c->smu);
 		return -ENOTCONN;
 	}
 	if (c->qtail - c->qhead == c->qcap) {
@@ -190,6 +196,7 @@ static int conn_request(struct remote *r, struct conn *c, struct heca_frame *f, 
 		struct pending *nq = malloc(ncap * sizeof(*nq));
 		if (!nq) {
 			pthread_mutex_unlock(&c->mu);
+			pthread_mutex_unlock(&c->smu);
 			return -ENOMEM;
 		}
 		for (uint32_t i = c->qhead; i != c->qtail; i++)
@@ -209,12 +216,16 @@ static int conn_request(struct remote *r, struct conn *c, struct heca_frame *f, 
 			      .count = f->count,
 			      .cookie = cookie,
 			      .deadline = heca__now_ns() + h->opt.timeout_ms * 1000000ull};
+	pthread_mutex_unlock(&c->mu);
+	/* Sent outside the queue lock: the engine may fail or complete the queue meanwhile. */
 	rc = conn_send(r, c, f);
 	if (rc) {
+		pthread_mutex_lock(&c->mu);
 		c->broken = true;
+		pthread_mutex_unlock(&c->mu);
 		shutdown(c->fd, SHUT_RDWR);
 	}
-	pthread_mutex_unlock(&c->mu);
+	pthread_mutex_unlock(&c->smu);
 	return 0;
 }
 
@@ -232,10 +243,10 @@ static void conn_fail(struct remote *r, struct conn *c, int err)
 {
 	struct sponsor *sp = c->sp;
 
-	if (!sp->down)
+	if (!__atomic_load_n(&sp->down, __ATOMIC_ACQUIRE))
 		heca__log(r->base.h, HECA_LOG_ERROR, "sponsor %s: %s; its pages are unreachable",
 			  sp->addr, heca_strerror(err));
-	sp->down = true;
+	__atomic_store_n(&sp->down, true, __ATOMIC_RELEASE);
 	for (;;) {
 		struct pending p;
 		pthread_mutex_lock(&c->mu);
@@ -384,12 +395,12 @@ static int ctl_call_all(struct remote *r, uint8_t op, uint32_t seg, uint64_t arg
 		uint8_t buf[256];
 		int rc;
 
-		if (sp->down) {
+		if (__atomic_load_n(&sp->down, __ATOMIC_ACQUIRE)) {
 			rc = -ENOTCONN;
 		} else {
-			pthread_mutex_lock(&sp->ctl.mu);
+			pthread_mutex_lock(&sp->ctl.smu);
 			rc = conn_call(r, &sp->ctl, &req, &rep, buf, sizeof(buf));
-			pthread_mutex_unlock(&sp->ctl.mu);
+			pthread_mutex_unlock(&sp->ctl.smu);
 		}
 		if (rc && !first)
 			first = rc;

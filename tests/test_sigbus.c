@@ -113,6 +113,53 @@ static void run(int how, unsigned int flags)
 	t_sponsor_stop(&sp, 1);
 }
 
+/* The sponsor stops answering while pages are being written out: nothing written is lost,
+ * the writer never hangs; pages that cannot be stored stay in local memory. */
+static void run_stop_during_writes(void)
+{
+	struct t_sponsor sp;
+	struct heca_options o;
+	struct heca *h;
+	struct heca_stats st;
+	uint64_t n = 2048;
+	uint8_t *b;
+	double t0;
+	int rc;
+
+	t_sponsor_start(&sp, "64M", NULL);
+	heca_options_init(&o);
+	o.sponsors = sp.addr;
+	o.local_budget = 64 * PG;
+	o.timeout_ms = 1000;
+	o.log = lg;
+	o.log_level = HECA_LOG_ERROR;
+	rc = heca_open(&o, &h);
+	if (rc)
+		T_FAILF("heca_open: %s %s", heca_strerror(rc), heca_last_error());
+	ASSERT_EQ(heca_map(h, n * PG, (void **)&b), 0);
+	for (uint64_t i = 0; i < n / 4; i++)
+		memset(b + i * PG, (int)(i % 251) + 1, PG);
+	kill(sp.pid, SIGSTOP);
+	alarm(60);
+	t0 = t_now_ms();
+	for (uint64_t i = n / 4; i < n; i++) /* never-written pages: no fetch needed */
+		memset(b + i * PG, (int)(i % 251) + 1, PG);
+	for (uint64_t i = n / 4; i < n; i++)
+		for (uint64_t k = 0; k < PG; k += 256)
+			if (b[i * PG + k] != (uint8_t)((i % 251) + 1))
+				T_FAILF("page %llu lost its content", (unsigned long long)i);
+	alarm(0);
+	heca_get_stats(h, &st);
+	printf("  sponsor stopped during write-back: writer done in %.0f ms, %llu write-backs "
+	       "failed and kept locally, resident %llu (budget %llu)\n",
+	       t_now_ms() - t0, (unsigned long long)st.writeback_errors,
+	       (unsigned long long)st.resident_pages, (unsigned long long)st.budget_pages);
+	ASSERT_GE(st.writeback_errors, 1);
+	kill(sp.pid, SIGCONT);
+	heca_close(h);
+	t_sponsor_stop(&sp, 1);
+}
+
 int main(void)
 {
 	struct sigaction sa = {.sa_sigaction = on_bus, .sa_flags = SA_SIGINFO | SA_NODEFER};
@@ -123,6 +170,7 @@ int main(void)
 	run(SIGKILL, 0);
 	run(SIGSTOP, 0);
 	run(SIGKILL, HECA_OPT_NO_POISON);
+	run_stop_during_writes();
 	printf("test_sigbus: all passed\n");
 	return 0;
 }
