@@ -15,6 +15,7 @@
 
 #include "compat_uffd.h"
 #include "heca_int.h"
+#include "prefetch.h"
 #include "util.h"
 #include "wire.h"
 
@@ -193,48 +194,88 @@ static int install_locked(struct heca *h, struct seg *s, uint64_t page, const vo
 	return 0;
 }
 
-/* Issue prefetch reads for REMOTE pages around `page`, within its stripe and the room left
- * under the high watermark, as contiguous runs. */
-static void prefetch_locked(struct heca *h, struct seg *s, uint64_t page)
+/* Pages that prefetch may still bring in: up to the budget, less a reserve kept for demand
+ * faults. Going past the high watermark wakes the evictor, which makes room again. */
+static uint64_t prefetch_room_locked(struct heca *h)
 {
-	uint64_t w = h->opt.prefetch_pages, stripe = h->opt.stripe_pages;
-	uint64_t lo, hi, room, sb = page / stripe * stripe, se = sb + stripe;
+	uint64_t used = h->resident + h->fetching, reserve = (h->budget - h->high) / 2;
+	return used + reserve < h->budget ? h->budget - reserve - used : 0;
+}
 
-	if (!w || s->leaving)
-		return;
-	room = h->resident + h->fetching < h->high ? h->high - h->resident - h->fetching : 0;
-	if (w > room)
-		w = room;
-	if (!w)
-		return;
-	/* Mostly ahead: scans go forward far more often than back. */
-	lo = page > w / 4 ? page - w / 4 : 0;
-	hi = lo + w + 1;
-	if (lo < sb)
-		lo = sb;
-	if (hi > se)
-		hi = se;
-	if (hi > s->npages)
-		hi = s->npages;
+/* Issue one read for [p, q) on the prefetch channel, or put the pages back. */
+static void prefetch_run_locked(struct heca *h, struct seg *s, uint64_t p, uint64_t q)
+{
+	for (uint64_t r = p; r < q; r++)
+		pset(&s->st[r], PS_FETCHING);
+	if (h->store->ops->read(h->store, HECA_PRIO_PREFETCH, s->id, p, (uint32_t)(q - p), 0) == 0) {
+		h->fetching += q - p;
+	} else {
+		for (uint64_t r = p; r < q; r++)
+			pset(&s->st[r], PS_REMOTE);
+	}
+}
+
+/* Fetch the REMOTE pages of [lo, hi) other than `page`, as contiguous runs cut at stripe
+ * boundaries and the frame size. */
+static void prefetch_range_locked(struct heca *h, struct seg *s, uint64_t page, uint64_t lo,
+				  uint64_t hi)
+{
+	uint64_t stripe = h->opt.stripe_pages;
+
 	for (uint64_t p = lo; p < hi;) {
 		uint64_t q;
-		if (p == page || s->st[p] != PS_REMOTE) { /* REMOTE without any flag */
+		if (p == page || s->st[p] != PS_REMOTE) { /* REMOTE with no flag set */
 			p++;
 			continue;
 		}
-		for (q = p; q < hi && q != page && s->st[q] == PS_REMOTE &&
-			    q - p < HECA_WIRE_MAX_PAGES;
+		for (q = p; q < hi && q != page && s->st[q] == PS_REMOTE && q - p < HECA_WIRE_MAX_PAGES &&
+			    (q == p || q % stripe != 0);
 		     q++)
-			pset(&s->st[q], PS_FETCHING);
-		if (h->store->ops->read(h->store, HECA_PRIO_PREFETCH, s->id, p, (uint32_t)(q - p),
-					0) == 0) {
-			h->fetching += q - p;
-		} else {
-			for (uint64_t r = p; r < q; r++)
-				pset(&s->st[r], PS_REMOTE);
-		}
+			;
+		prefetch_run_locked(h, s, p, q);
 		p = q;
 	}
+}
+
+/* Prefetch around a demand fault of thread tid at `page`, as the thread's trend says, within
+ * the room left under the high watermark. */
+static void prefetch_locked(struct heca *h, struct seg *s, uint64_t page, uint32_t tid)
+{
+	uint64_t w = h->opt.prefetch_pages, room, lo, hi;
+	struct prefetch_plan plan;
+
+	if (!w || s->leaving)
+		return;
+	plan = heca__prefetch_plan(&h->trends, tid, s->base / PAGE_SZ + page, (unsigned int)w);
+	room = prefetch_room_locked(h);
+	if (w > room)
+		w = room;
+	if (!w || plan.mode == PF_MODE_NONE)
+		return;
+	switch (plan.mode) {
+	case PF_MODE_STRIDE:
+		for (uint64_t k = 1; k <= w; k++) {
+			int64_t p = (int64_t)page + plan.stride * (int64_t)k;
+			if (p < 0 || (uint64_t)p >= s->npages)
+				break;
+			if (s->st[p] == PS_REMOTE)
+				prefetch_run_locked(h, s, (uint64_t)p, (uint64_t)p + 1);
+		}
+		return;
+	case PF_MODE_BEHIND:
+		lo = page > w ? page - w : 0;
+		hi = page;
+		break;
+	case PF_MODE_AROUND:
+		lo = page > w / 2 ? page - w / 2 : 0;
+		hi = page + w / 2 + 1;
+		break;
+	default: /* ahead, with a little behind for a scan that has just turned */
+		lo = page > w / 8 ? page - w / 8 : 0;
+		hi = lo + w + 1;
+		break;
+	}
+	prefetch_range_locked(h, s, page, lo, HECA_MIN(hi, s->npages));
 }
 
 /*
@@ -250,7 +291,7 @@ static void zero_ahead_locked(struct heca *h, struct seg *s, uint64_t page, bool
 
 	if (!w || s->leaving)
 		return;
-	room = h->resident + h->fetching < h->high ? h->high - h->resident - h->fetching : 0;
+	room = prefetch_room_locked(h);
 	if (w > room)
 		w = room;
 	if (!w)
@@ -276,6 +317,8 @@ static void zero_ahead_locked(struct heca *h, struct seg *s, uint64_t page, bool
 		}
 		p = q;
 	}
+	if (h->resident + h->fetching >= h->high)
+		heca__evict_kick_locked(h);
 }
 
 static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, uint32_t tid,
@@ -376,7 +419,7 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 			return;
 		}
 		h->fetching++;
-		prefetch_locked(h, s, page);
+		prefetch_locked(h, s, page, tid);
 		return;
 	}
 	return;

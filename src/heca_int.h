@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "heca.h"
+#include "prefetch.h"
 #include "stats.h"
 
 #define PAGE_SZ 4096ul
@@ -173,6 +174,8 @@ struct heca {
 	uint64_t fifo_head, fifo_tail, fifo_cap; /* cap is a power of two */
 
 	struct wb_entry *wb_hash[WB_HASH];
+
+	struct trend_table trends; /* per-thread fault trends for prefetch */
 
 	struct deferred *deferred;
 	unsigned int ndeferred, capdeferred;

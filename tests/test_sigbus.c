@@ -74,8 +74,14 @@ static void run(int how, unsigned int flags)
 	ASSERT_EQ(heca_map(h, n * PG, (void **)&p), 0);
 	for (uint64_t i = 0; i < n; i++)
 		memset((void *)(p + i * PG), (int)(i & 0xff) | 1, PG);
-	/* Page 0 is long gone to the sponsor; let write-backs settle. */
-	usleep(200000);
+	/* Page 0 is long gone to the sponsor; wait until every write-back is acknowledged. */
+	for (int i = 0; i < 1000; i++) {
+		heca_get_stats(h, &st);
+		if (st.pages_written_back + st.pages_dropped_clean + st.pages_dropped_zero ==
+		    st.pages_evicted)
+			break;
+		usleep(10000);
+	}
 	kill(sp.pid, how);
 	got_bus = 0;
 	lost_lines = 0;
