@@ -246,7 +246,9 @@ static void prefetch_locked(struct heca *h, struct seg *s, uint64_t page, uint32
 
 	if (!w || s->leaving)
 		return;
-	plan = heca__prefetch_plan(&h->trends, tid, s->base / PAGE_SZ + page, (unsigned int)w);
+	plan = heca__prefetch_plan(&h->trends, tid, s->base / PAGE_SZ + page, (unsigned int)w,
+				   HECA_WIRE_MAX_PAGES - 1);
+	w = plan.window;
 	room = prefetch_room_locked(h);
 	if (w > room)
 		w = room;

@@ -21,11 +21,12 @@ static struct trend *lookup(struct trend_table *tt, uint32_t tid)
 }
 
 struct prefetch_plan heca__prefetch_plan(struct trend_table *tt, uint32_t tid, uint64_t vpn,
-					 unsigned int w)
+					 unsigned int w, unsigned int max)
 {
 	struct trend *t = lookup(tt, tid);
-	struct prefetch_plan plan = {.mode = PF_MODE_AHEAD};
-	int64_t cand = 0, local_lim = 2 * (int64_t)w + 2;
+	struct prefetch_plan plan = {.mode = PF_MODE_AHEAD, .window = w};
+	unsigned int grown = w * 8 < max ? w * 8 : max;
+	int64_t cand = 0, local_lim;
 	unsigned int votes = 0, local = 0, fwd = 0, back = 0, agree = 0;
 
 	if (t->last) {
@@ -35,6 +36,9 @@ struct prefetch_plan heca__prefetch_plan(struct trend_table *tt, uint32_t tid, u
 			t->n++;
 	}
 	t->last = vpn;
+	if (t->win < w)
+		t->win = w;
+	local_lim = 2 * (int64_t)t->win + 2;
 	if (t->n < 3)
 		return plan; /* too little history: the default, mostly ahead */
 	/* Boyer-Moore majority vote over the deltas, then a count to confirm it. */
@@ -68,5 +72,11 @@ struct prefetch_plan heca__prefetch_plan(struct trend_table *tt, uint32_t tid, u
 	} else {
 		plan.mode = PF_MODE_NONE; /* random: prefetch would only waste bandwidth */
 	}
+	/* Leap's window: double while the scan keeps going one way, back to w otherwise. */
+	if (plan.mode == PF_MODE_AHEAD || plan.mode == PF_MODE_BEHIND)
+		t->win = t->win * 2 < grown ? t->win * 2 : grown;
+	else
+		t->win = w;
+	plan.window = t->win;
 	return plan;
 }

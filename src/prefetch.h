@@ -17,6 +17,7 @@ struct trend {
 	uint32_t n;   /* deltas recorded, up to TREND_HIST */
 	uint32_t pos; /* next slot in hist */
 	uint64_t last; /* virtual page number of the thread's last fault */
+	uint32_t win;  /* current window: grows while a scan keeps its direction */
 	int64_t hist[TREND_HIST];
 };
 
@@ -30,11 +31,13 @@ enum prefetch_mode { PF_MODE_NONE, PF_MODE_AHEAD, PF_MODE_BEHIND, PF_MODE_AROUND
 struct prefetch_plan {
 	enum prefetch_mode mode;
 	int64_t stride; /* PF_MODE_STRIDE: pages between fetched pages */
+	unsigned int window; /* pages to fetch */
 };
 
-/* Record a fault of thread tid at virtual page vpn and say how to prefetch around it for a
- * window of w pages. Not thread-safe: the engine calls it under its lock. */
+/* Record a fault of thread tid at virtual page vpn and say how to prefetch around it, starting
+ * from a window of w pages; a scan that keeps its direction gets up to 8w (at most max) pages
+ * per fault. Not thread-safe: the engine calls it under its lock. */
 struct prefetch_plan heca__prefetch_plan(struct trend_table *tt, uint32_t tid, uint64_t vpn,
-					 unsigned int w);
+					 unsigned int w, unsigned int max);
 
 #endif
