@@ -50,6 +50,12 @@ struct heca_options {
 	unsigned int timeout_ms;
 	/* Microseconds the engine spins on the fault fd before it sleeps. Default 0. */
 	unsigned int spin_us;
+	/* Copies of each stripe on distinct sponsors. 0 (default) means 2 when at least two
+	 * sponsors are given, else 1. */
+	unsigned int replicas;
+	/* A sponsor that does not answer a heartbeat within this many milliseconds is taken
+	 * for dead and its stripes are copied elsewhere. Default 2000. */
+	unsigned int detect_ms;
 	/* 128-bit cluster id sent to sponsors; all zero is the default cluster. */
 	uint8_t cluster_id[16];
 	unsigned int flags; /* HECA_OPT_* */
@@ -106,6 +112,45 @@ int heca_register(struct heca *h, void *addr, size_t len);
  * page could not be brought back, the segment stays registered).
  */
 int heca_unregister(struct heca *h, void *addr, unsigned int flags);
+
+/* One sponsor as the demander sees it. */
+struct heca_sponsor_info {
+	char addr[128];
+	uint8_t id[16];
+	int up;		/* answering now */
+	int draining;	/* its stripes are being moved away */
+	uint64_t capacity_pages; /* as the sponsor reported */
+	uint64_t used_pages;	 /* all demanders', at the last heartbeat */
+	uint64_t stripes;	 /* stripes of this demander it holds a current copy of */
+};
+
+/* Replication state of the demander's stripes. */
+struct heca_cluster_stats {
+	uint64_t stripes;	    /* stripes placed so far */
+	uint64_t under_replicated;  /* stripes with fewer current copies than wanted */
+	uint64_t lost;		    /* stripes with no current copy: their pages are lost */
+	uint64_t moving;	    /* stripes being copied (repair, drain, rebalance) */
+	uint64_t copied_stripes;    /* stripe copies made since heca_open() */
+	uint64_t copied_pages;
+	unsigned int replicas;	    /* copies wanted */
+	unsigned int sponsors, sponsors_up;
+};
+
+/* Fill out[0..max) with the sponsors in use; returns how many there are (may exceed max),
+ * or -errno. Thread-safe. */
+int heca_get_sponsors(struct heca *h, struct heca_sponsor_info *out, unsigned int max);
+
+/* Replication counters. Returns 0 or -EINVAL; -EOPNOTSUPP for a store without sponsors. */
+int heca_get_cluster_stats(struct heca *h, struct heca_cluster_stats *out);
+
+/* Start using another sponsor ("HOST:PORT"); stripes move to it in the background as the
+ * placement says. Returns 0, -EEXIST if it is in use, or the connect error. Thread-safe. */
+int heca_add_sponsor(struct heca *h, const char *addr);
+
+/* Move every stripe off a sponsor (by "HOST:PORT" or 32-hex-digit id) in the background;
+ * heca_get_sponsors() shows it with stripes == 0 when it can be stopped. Returns 0 or -ENOENT.
+ * Thread-safe. */
+int heca_drain_sponsor(struct heca *h, const char *addr_or_id);
 
 #define HECA_LAT_BUCKETS 256
 

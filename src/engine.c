@@ -626,8 +626,8 @@ static void read_faults(struct heca *h)
 void *heca__engine_main(void *arg)
 {
 	struct heca *h = arg;
-	int ep = epoll_create1(EPOLL_CLOEXEC), fds[64], nfds;
-	struct epoll_event ev = {.events = EPOLLIN}, evs[64];
+	int ep = h->epfd;
+	struct epoll_event evs[64];
 	uint64_t last_tick = 0;
 	sigset_t all;
 
@@ -635,16 +635,6 @@ void *heca__engine_main(void *arg)
 	 * memory on this thread would wait for itself. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
-
-	ev.data.fd = h->uffd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, h->uffd, &ev);
-	ev.data.fd = h->evfd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, h->evfd, &ev);
-	nfds = h->store->ops->fds(h->store, fds, 64);
-	for (int i = 0; i < nfds; i++) {
-		ev.data.fd = fds[i];
-		epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
-	}
 
 	for (;;) {
 		int n, timeout = 20;
@@ -663,10 +653,10 @@ void *heca__engine_main(void *arg)
 		if (__atomic_load_n(&h->stop, __ATOMIC_ACQUIRE))
 			break;
 		for (int i = 0; i < n; i++) {
-			int fd = evs[i].data.fd;
-			if (fd == h->uffd) {
+			void *ctx = evs[i].data.ptr;
+			if (ctx == &h->uffd) {
 				read_faults(h);
-			} else if (fd == h->evfd) {
+			} else if (ctx == &h->evfd) {
 				uint64_t v;
 				ssize_t r = read(h->evfd, &v, sizeof(v));
 				(void)r;
@@ -674,7 +664,7 @@ void *heca__engine_main(void *arg)
 				retry_deferred_locked(h);
 				pthread_mutex_unlock(&h->lock);
 			} else {
-				h->store->ops->dispatch(h->store, fd);
+				h->store->ops->dispatch(h->store, ctx);
 			}
 		}
 		now = heca__now_ns();
@@ -686,6 +676,5 @@ void *heca__engine_main(void *arg)
 			pthread_mutex_unlock(&h->lock);
 		}
 	}
-	close(ep);
 	return NULL;
 }

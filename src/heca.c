@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -50,6 +51,7 @@ void heca_options_init(struct heca_options *o)
 	o->prefetch_pages = 16;
 	o->stripe_pages = 256;
 	o->timeout_ms = 5000;
+	o->detect_ms = 2000;
 	o->log_level = HECA_LOG_INFO;
 }
 
@@ -83,13 +85,15 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 	if (!h)
 		return -ENOMEM;
 	h->opt = *opts;
-	h->uffd = h->evfd = -1;
+	h->uffd = h->evfd = h->epfd = -1;
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_cond_init(&h->evict_cond, NULL);
 	if (!h->opt.stripe_pages)
 		h->opt.stripe_pages = 256;
 	if (!h->opt.timeout_ms)
 		h->opt.timeout_ms = 5000;
+	if (!h->opt.detect_ms)
+		h->opt.detect_ms = 2000;
 	if (h->opt.prefetch_pages > 255)
 		h->opt.prefetch_pages = 255;
 
@@ -137,6 +141,19 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 	rc = heca__uffd_open(h);
 	if (rc)
 		goto fail;
+	/* One epoll set for the engine: the fault fd, its wake-up fd, and the stores' sockets,
+	 * which a store adds (and swaps on reconnect) itself, tagged with its own context. */
+	h->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (h->epfd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	{
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &h->uffd};
+		epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->uffd, &ev);
+		ev.data.ptr = &h->evfd;
+		epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->evfd, &ev);
+	}
 	if (h->opt.sponsors && !strcmp(h->opt.sponsors, "mem"))
 		rc = heca__store_mem_open(h, &h->store);
 	else
@@ -446,6 +463,8 @@ void heca_close(struct heca *h)
 		close(h->uffd);
 	if (h->evfd >= 0)
 		close(h->evfd);
+	if (h->epfd >= 0)
+		close(h->epfd);
 	pthread_mutex_destroy(&h->lock);
 	pthread_cond_destroy(&h->evict_cond);
 	free(h->segs);
@@ -513,4 +532,41 @@ int heca_first_lost(struct heca *h, uint32_t *segment, uint64_t *page)
 	}
 	pthread_mutex_unlock(&h->lock);
 	return any;
+}
+
+int heca_get_sponsors(struct heca *h, struct heca_sponsor_info *out, unsigned int max)
+{
+	if (!h || (!out && max))
+		return -EINVAL;
+	if (!h->store->ops->members)
+		return 0;
+	return h->store->ops->members(h->store, out, max);
+}
+
+int heca_get_cluster_stats(struct heca *h, struct heca_cluster_stats *out)
+{
+	if (!h || !out)
+		return -EINVAL;
+	if (!h->store->ops->cluster_stats)
+		return -EOPNOTSUPP;
+	h->store->ops->cluster_stats(h->store, out);
+	return 0;
+}
+
+int heca_add_sponsor(struct heca *h, const char *addr)
+{
+	if (!h || !addr)
+		return -EINVAL;
+	if (!h->store->ops->add_member)
+		return -EOPNOTSUPP;
+	return h->store->ops->add_member(h->store, addr);
+}
+
+int heca_drain_sponsor(struct heca *h, const char *addr_or_id)
+{
+	if (!h || !addr_or_id)
+		return -EINVAL;
+	if (!h->store->ops->drain_member)
+		return -EOPNOTSUPP;
+	return h->store->ops->drain_member(h->store, addr_or_id);
 }

@@ -108,13 +108,17 @@ struct heca_store_ops {
 	/* Synchronous, from any thread. */
 	int (*alloc)(struct heca_store *s, uint32_t seg, uint64_t npages);
 	int (*release)(struct heca_store *s, uint32_t seg);
-	/* Engine thread: fds to poll for input (returns count, up to max). */
-	int (*fds)(struct heca_store *s, int *fds, int max);
-	/* Engine thread: fd is readable; decode and complete what arrived. */
-	void (*dispatch)(struct heca_store *s, int fd);
+	/* Engine thread: an fd the store registered in h->epfd with data.ptr == ctx is ready;
+	 * decode and complete what arrived. */
+	void (*dispatch)(struct heca_store *s, void *ctx);
 	/* Engine thread: fail requests past their deadline. */
 	void (*tick)(struct heca_store *s, uint64_t now_ns);
 	void (*close)(struct heca_store *s);
+	/* Optional: membership (remote store only). Any thread. */
+	int (*add_member)(struct heca_store *s, const char *addr);
+	int (*drain_member)(struct heca_store *s, const char *addr_or_id);
+	int (*members)(struct heca_store *s, struct heca_sponsor_info *out, unsigned int max);
+	void (*cluster_stats)(struct heca_store *s, struct heca_cluster_stats *out);
 };
 
 struct heca_store {
@@ -135,6 +139,14 @@ int heca__store_mem_open(struct heca *h, struct heca_store **out);
 unsigned int heca__place(const uint8_t cluster[16], uint32_t seg, uint64_t stripe,
 			 const uint64_t *sponsor_keys, unsigned int n);
 
+#define HECA_PLACE_MAX 64 /* sponsors one demander can use */
+
+/* All n sponsors (n <= HECA_PLACE_MAX) ranked for a stripe, best first, by weighted rendezvous
+ * hashing; a weight <= 0 ranks last. */
+void heca__place_rank(const uint8_t cluster[16], uint32_t seg, uint64_t stripe,
+		      const uint64_t *keys, const double *weights, unsigned int n,
+		      unsigned int *order);
+
 /* ---- the handle ---- */
 
 struct deferred {
@@ -148,6 +160,7 @@ struct heca {
 	struct heca_options opt;
 	int uffd;
 	int evfd; /* wakes the engine: stop, or room was made */
+	int epfd; /* the engine's epoll set; stores add their sockets with data.ptr = context */
 	unsigned int features; /* HECA_FEAT_* */
 	bool thread_id;	       /* uffd messages carry the faulting thread id */
 	uint8_t demander_id[16];

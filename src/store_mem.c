@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -149,21 +150,15 @@ static int mem_release(struct heca_store *s, uint32_t seg)
 	return 0;
 }
 
-static int mem_fds(struct heca_store *s, int *fds, int max)
-{
-	if (max < 1)
-		return 0;
-	fds[0] = ((struct mem_store *)s)->evfd;
-	return 1;
-}
-
-static void mem_dispatch(struct heca_store *s, int fd)
+static void mem_dispatch(struct heca_store *s, void *ctx)
 {
 	struct mem_store *m = (struct mem_store *)s;
+	int fd = m->evfd;
 	struct mem_done *d;
 	uint64_t v;
 	ssize_t r = read(fd, &v, sizeof(v));
 	(void)r;
+	(void)ctx;
 
 	pthread_mutex_lock(&m->mu);
 	d = m->head;
@@ -214,7 +209,6 @@ static const struct heca_store_ops mem_ops = {
 	.write = mem_write,
 	.alloc = mem_alloc,
 	.release = mem_release,
-	.fds = mem_fds,
 	.dispatch = mem_dispatch,
 	.tick = mem_tick,
 	.close = mem_close,
@@ -233,6 +227,15 @@ int heca__store_mem_open(struct heca *h, struct heca_store **out)
 	}
 	pthread_mutex_init(&m->mu, NULL);
 	m->tail = &m->head;
+	{
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = m};
+		if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, m->evfd, &ev)) {
+			int rc = -errno;
+			close(m->evfd);
+			free(m);
+			return rc;
+		}
+	}
 	m->base.ops = &mem_ops;
 	m->base.h = h;
 	*out = &m->base;

@@ -57,3 +57,6 @@ set_tests_properties(test_cluster PROPERTIES LABELS integration TIMEOUT 120 SKIP
   ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
 # heca bench workloads at tiny sizes: exit status, table rows, valid JSON (integration).
 heca_test(test_bench LABELS integration TIMEOUT 300)
+# Many sponsors: two copies, kill -9 under load, drain, add, a full cluster (integration).
+heca_test(test_replica LABELS integration TIMEOUT 300 LIBS heca_static
+  SOURCES tests/test_replica.c tests/sponsor_client.c)
