@@ -35,8 +35,14 @@ enum heca_log_level {
  * fields added later keep their defaults for old callers.
  */
 struct heca_options {
-	/* Comma-separated "HOST:PORT" list of sponsors (IPv4, [IPv6] or a name). Required. */
+	/* Comma-separated "HOST:PORT" list of sponsors (IPv4, [IPv6] or a name). Either this or
+	 * cluster_file is required. */
 	const char *sponsors;
+	/* A cluster file: one sponsor per line, `ID HOST:PORT CAPACITY` (docs/cluster.md). */
+	const char *cluster_file;
+	/* A Unix socket path for `heca status`, `heca add`, `heca drain`, `heca reload` to
+	 * reach this process; NULL for none. */
+	const char *control_path;
 	/* Local budget in bytes for resident sponsored pages (all segments together).
 	 * Default 64 MiB. With HECA_OPT_BUDGET_CGROUP the budget is the memory cgroup limit
 	 * (v2 memory.max or v1 memory.limit_in_bytes) times budget_cgroup_pct / 100. */
@@ -151,6 +157,10 @@ int heca_add_sponsor(struct heca *h, const char *addr);
  * heca_get_sponsors() shows it with stripes == 0 when it can be stopped. Returns 0 or -ENOENT.
  * Thread-safe. */
 int heca_drain_sponsor(struct heca *h, const char *addr_or_id);
+
+/* Read the cluster file again and start using sponsors it names that are not in use yet.
+ * Returns how many were added, or -errno (-EINVAL without a cluster file). Thread-safe. */
+int heca_reload(struct heca *h);
 
 #define HECA_LAT_BUCKETS 256
 

@@ -85,7 +85,7 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 	if (!h)
 		return -ENOMEM;
 	h->opt = *opts;
-	h->uffd = h->evfd = h->epfd = -1;
+	h->uffd = h->evfd = h->epfd = h->ctl_fd = -1;
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_cond_init(&h->evict_cond, NULL);
 	if (!h->opt.stripe_pages)
@@ -154,6 +154,16 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 		ev.data.ptr = &h->evfd;
 		epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->evfd, &ev);
 	}
+	if (!h->opt.sponsors && h->opt.cluster_file) {
+		char why[512];
+		rc = heca__cluster_file_read(h->opt.cluster_file, &h->sponsor_list, why,
+					     sizeof(why));
+		if (rc) {
+			heca__set_error("%s", why);
+			goto fail;
+		}
+		h->opt.sponsors = h->sponsor_list;
+	}
 	if (h->opt.sponsors && !strcmp(h->opt.sponsors, "mem"))
 		rc = heca__store_mem_open(h, &h->store);
 	else
@@ -172,6 +182,11 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 	if (rc)
 		goto fail;
 	h->evict_started = true;
+	if (h->opt.control_path) {
+		rc = heca__control_start(h, h->opt.control_path);
+		if (rc)
+			goto fail;
+	}
 	*out = h;
 	return 0;
 fail:
@@ -442,6 +457,7 @@ void heca_close(struct heca *h)
 	pthread_mutex_unlock(&h->lock);
 	if (h->evfd >= 0)
 		heca__engine_wake(h);
+	heca__control_stop(h);
 	if (h->engine_started)
 		pthread_join(h->engine_thread, NULL);
 	if (h->evict_started)
@@ -471,6 +487,7 @@ void heca_close(struct heca *h)
 	free(h->fifo);
 	free(h->deferred);
 	free(h->zero_page);
+	free(h->sponsor_list);
 	if (h->zero_run)
 		munmap(h->zero_run, 256 * PAGE_SZ);
 	free(h);
@@ -569,4 +586,23 @@ int heca_drain_sponsor(struct heca *h, const char *addr_or_id)
 	if (!h->store->ops->drain_member)
 		return -EOPNOTSUPP;
 	return h->store->ops->drain_member(h->store, addr_or_id);
+}
+
+int heca_reload(struct heca *h)
+{
+	char *list = NULL, *save = NULL, why[512];
+	int rc, added = 0;
+
+	if (!h || !h->opt.cluster_file)
+		return -EINVAL;
+	rc = heca__cluster_file_read(h->opt.cluster_file, &list, why, sizeof(why));
+	if (rc) {
+		heca__log(h, HECA_LOG_ERROR, "reload: %s", why);
+		return rc;
+	}
+	for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+		if (heca_add_sponsor(h, tok) == 0)
+			added++;
+	free(list);
+	return added;
 }

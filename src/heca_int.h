@@ -195,9 +195,14 @@ struct heca {
 
 	bool stop;
 	pthread_t engine_thread, evict_thread;
+	int ctl_fd; /* control socket, -1 if none */
+	char ctl_path[108];
+	pthread_t ctl_thread;
+	bool ctl_started;
 	bool engine_started, evict_started;
 
 	uint8_t *zero_page;
+	char *sponsor_list; /* from the cluster file */
 	uint8_t *zero_run; /* HECA_WIRE_MAX_PAGES zero pages, the source of zero-ahead */
 
 	bool lost_any;
@@ -240,6 +245,13 @@ int heca__pages_present(uintptr_t addr, uint64_t npages, uint8_t *present);
 
 /* cgroup.c: the memory limit of this process's cgroup in bytes; -ENOENT if unlimited. */
 int heca__cgroup_limit(uint64_t *bytes, char *why, size_t whylen);
+
+/* control.c: the control socket (`heca status`, `add`, `drain`, `reload`). */
+int heca__control_start(struct heca *h, const char *path);
+void heca__control_stop(struct heca *h);
+
+/* cluster.c: a cluster file's sponsors as "a,b,c" (malloc'd). */
+int heca__cluster_file_read(const char *path, char **list, char *err, size_t errlen);
 
 /* heca.c */
 void heca__log(struct heca *h, enum heca_log_level lvl, const char *fmt, ...)
