@@ -6,6 +6,7 @@
 #ifndef HECA_CLI_H
 #define HECA_CLI_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -30,5 +31,111 @@ void cli_log(void *arg, enum heca_log_level level, const char *msg);
 void cli_print_stats(const struct heca_stats *st);
 
 int cmd_demo(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/*
+ * `heca bench` internals, shared by cli/bench*.c: figures gathered for the final table and
+ * JSON, the progress line, latency summaries, and the raw transport / fault floor probes.
+ */
+
+/* One row of the result table. NAN marks a missing heca value or baseline. */
+struct bench_fig {
+	char workload[16];
+	char figure[48];
+	char unit[12];	     /* "us", "pages/s", "s", "%", "x", "" */
+	char base_label[24]; /* what the baseline is: "raw+floor", "local", "zram swap", ... */
+	double heca;
+	double base;
+};
+
+struct bench_result {
+	struct bench_fig *fig;
+	int n, cap;
+};
+
+/* Append a row (aborts the program only on out-of-memory). */
+void bench_fig(struct bench_result *r, const char *workload, const char *figure,
+	       const char *unit, double heca, double base, const char *base_label);
+/* The last row with this workload and figure, or NULL. */
+const struct bench_fig *bench_find(const struct bench_result *r, const char *workload,
+				   const char *figure);
+
+/* Percentiles of a set of samples (microseconds). */
+struct bench_lat {
+	double p50, p90, p99, mean, max;
+	size_t n;
+};
+/* Sorts samples[0..n) in place and summarises them. */
+void bench_lat_summary(double *samples, size_t n, struct bench_lat *out);
+
+double bench_now(void); /* CLOCK_MONOTONIC seconds */
+
+/* The progress line on stderr ("\r"-overwritten on a tty, a line every few seconds else). */
+void bench_progress_quiet(int quiet);
+void bench_progress(const char *what, double fraction, double rate, const char *rate_unit);
+void bench_progress_end(void);
+
+/* Settings echoed into the JSON. */
+struct bench_json_setting {
+	const char *key;
+	char value[160];
+};
+
+/* Reorder rows so that each workload's rows are together (stable). */
+void bench_group_rows(struct bench_result *r);
+/* The Markdown table of every row on stdout. */
+void bench_print_table(const struct bench_result *r);
+/* Write all rows, machine info and settings as JSON. Returns 0 or -errno (message printed). */
+int bench_write_json(const struct bench_result *r, const char *path, const char *workload,
+		     const struct bench_json_setting *set, int nset);
+/* Plot overhead (%) against the local:total memory ratio with gnuplot. ratios[i] is
+ * local/total; NAN entries are skipped. Returns 0 or -errno (message printed). */
+int bench_plot(const char *path, const double *ratio, const char *const *ratio_label,
+	       const double *heca_pct, const double *swap_pct, int n);
+
+/* The raw transport and the local fault floor (cli/bench_raw.c). */
+struct bench_raw_opts {
+	const char *sponsors;
+	unsigned int samples;	     /* round trips timed per kind (after warm-up) */
+	unsigned int floor_pages;    /* pages touched per fault-floor run */
+	uint64_t pipeline_pages;     /* READs in the pipelined run */
+	unsigned int inflight;	     /* READs in flight in the pipelined run */
+	uint64_t seg_bytes_max;	     /* at most this much written to each sponsor */
+	int timeout_ms;
+};
+/* Adds rows to r under workload "raw". Returns 0 or -errno (message printed). */
+int bench_raw(const struct bench_raw_opts *o, struct bench_result *r);
+
+/* Options of `heca bench`, as parsed; *_set says the user gave the option. */
+struct bench_opts {
+	const char *sponsors;
+	uint64_t size, local;
+	int size_set, local_set, threads_set, prefetch_set;
+	unsigned int threads, prefetch, spin;
+	uint64_t touches; /* per thread (walk, uniform) or in all (latency); 0: default */
+	double seconds;	  /* walk/uniform: stop each run after this long; 0: no limit */
+	uint64_t seed;
+	unsigned int samples; /* raw: round trips timed per kind */
+	const char *ratios;   /* qsort: "3:4,1:2,..." */
+	int baseline_swap;
+	const char *swapfile;
+	const char *json, *plot;
+	int quiet, with_qsort;
+};
+
+/* heca_open() with the bench's settings, a budget and a prefetch window; prints why on
+ * failure. */
+int bench_open(const struct bench_opts *o, uint64_t local, unsigned int prefetch,
+	       struct heca **out);
+/* `heca bench qsort` (cli/bench_qsort.c). Returns 0, or non-zero after printing why. */
+int bench_qsort(const struct bench_opts *o, struct bench_result *r);
+/* 1 if s is a valid --ratios list ("3:4,1:2"), else 0. */
+int bench_ratios_valid(const char *s);
+
+/* status.c: `heca status|add|drain|reload`; the control socket path of a process. */
+int cmd_control(int argc, char **argv);
+void cli_control_path(long pid, char *buf, size_t len);
+/* From libheca (internal): a cluster file's sponsors as "a,b,c". */
+int heca__cluster_file_read(const char *path, char **list, char *err, size_t errlen);
 
 #endif

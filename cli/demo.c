@@ -120,6 +120,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: heca demo [--sponsors HOST:PORT,...] [--size SIZE] [--local SIZE]\n"
 		"                 [--threads N] [--prefetch PAGES] [--seed N] [--spin US]\n"
+		"                 [--replicas R] [--rounds N] [--cluster FILE]\n"
 		"\n"
 		"Map a region larger than the local budget, fill it from several threads with a\n"
 		"verifiable pattern, read it back in another order and verify every page.\n"
@@ -132,6 +133,9 @@ static void usage(FILE *f)
 		"  --prefetch N     pages fetched around each fault (default 16, 0 = off)\n"
 		"  --seed N         pattern seed (default 1)\n"
 		"  --spin US        engine spins this long before sleeping (default 0)\n"
+		"  --replicas R     copies of each stripe (default 2 with two or more sponsors)\n"
+		"  --rounds N       write and verify N times, new content each time (default 1)\n"
+		"  --cluster FILE   sponsors from a cluster file (docs/cluster.md)\n"
 		"Exit status 0 only when every page verified.\n");
 }
 
@@ -142,6 +146,8 @@ int cmd_demo(int argc, char **argv)
 		{"local", required_argument, 0, 'l'},	 {"threads", required_argument, 0, 't'},
 		{"prefetch", required_argument, 0, 'p'}, {"seed", required_argument, 0, 'r'},
 		{"spin", required_argument, 0, 'w'},	 {"help", no_argument, 0, 'h'},
+		{"replicas", required_argument, 0, 'R'}, {"rounds", required_argument, 0, 'n'},
+		{"cluster", required_argument, 0, 'C'},
 		{0, 0, 0, 0}};
 	struct heca_options o;
 	struct heca_stats st;
@@ -151,9 +157,10 @@ int cmd_demo(int argc, char **argv)
 	struct heca *h = NULL;
 	uint64_t size = 512ull << 20, v;
 	const char *sponsors = NULL;
-	double tw, tr;
+	double tw = 0, tr = 0;
+	unsigned int rounds = 1;
 	int c, rc, ret = 1;
-	char cap[32];
+	char cap[32], ctl[128];
 
 	heca_options_init(&o);
 	optind = 1;
@@ -182,6 +189,15 @@ int cmd_demo(int argc, char **argv)
 		case 'p': o.prefetch_pages = (unsigned int)strtoul(optarg, NULL, 10); break;
 		case 'r': d.seed = strtoull(optarg, NULL, 0); break;
 		case 'w': o.spin_us = (unsigned int)strtoul(optarg, NULL, 10); break;
+		case 'R': o.replicas = (unsigned int)strtoul(optarg, NULL, 10); break;
+		case 'n':
+			rounds = (unsigned int)strtoul(optarg, NULL, 10);
+			if (rounds < 1) {
+				fprintf(stderr, "heca demo: --rounds must be at least 1\n");
+				return 2;
+			}
+			break;
+		case 'C': o.cluster_file = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -190,7 +206,7 @@ int cmd_demo(int argc, char **argv)
 		fprintf(stderr, "heca demo: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	if (!sponsors) {
+	if (!sponsors && !o.cluster_file) {
 		/* Each sponsor can take the whole region: capacity is reserved lazily. */
 		snprintf(cap, sizeof(cap), "%llu", (unsigned long long)size);
 		if (cli_spawn_sponsors(&sp, 2, cap))
@@ -199,6 +215,8 @@ int cmd_demo(int argc, char **argv)
 		printf("started 2 sponsors: %s\n", sponsors);
 	}
 	o.sponsors = sponsors;
+	cli_control_path(getpid(), ctl, sizeof(ctl));
+	o.control_path = ctl;
 	o.log = cli_log;
 	o.log_level = HECA_LOG_WARN;
 	rc = heca_open(&o, &h);
@@ -219,15 +237,21 @@ int cmd_demo(int argc, char **argv)
 	printf("region %.0f MiB, local budget %.0f MiB (%.1fx), %u threads, prefetch %u pages\n",
 	       (double)size / 1048576.0, (double)v / 1048576.0, (double)size / (double)v,
 	       d.threads, o.prefetch_pages);
+	printf("control socket %s (heca status --pid %d)\n", ctl, (int)getpid());
+	fflush(stdout);
 	w = calloc(d.threads, sizeof(*w));
 	for (unsigned int i = 0; i < d.threads; i++)
 		w[i] = (struct worker){.d = &d, .idx = i};
-	tw = run_phase(&d, w, "write");
-	tr = run_phase(&d, w, "verify");
+	for (unsigned int r = 0; r < rounds && atomic_load(&d.bad) == 0; r++) {
+		d.seed += r; /* each round writes new content over the old */
+		tw += run_phase(&d, w, "write");
+		tr += run_phase(&d, w, "verify");
+	}
 	free(w);
 	heca_get_stats(h, &st);
-	printf("write  %.2f s (%.0f MiB/s), read back %.2f s (%.0f MiB/s)\n", tw,
-	       (double)size / 1048576.0 / tw, tr, (double)size / 1048576.0 / tr);
+	printf("write  %.2f s (%.0f MiB/s), read back %.2f s (%.0f MiB/s)%s\n", tw,
+	       (double)size * rounds / 1048576.0 / tw, tr, (double)size * rounds / 1048576.0 / tr,
+	       rounds > 1 ? " over all rounds" : "");
 	cli_print_stats(&st);
 	if (atomic_load(&d.bad) == 0) {
 		printf("verified: OK (%llu pages)\n", (unsigned long long)d.npages);

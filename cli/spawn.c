@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,6 +56,8 @@ int cli_spawn_sponsors(struct spawned *sp, int n, const char *capacity)
 		if (pid < 0)
 			return -errno;
 		if (pid == 0) {
+			/* Sponsors started for a command end with it, even if it crashes. */
+			prctl(PR_SET_PDEATHSIG, SIGTERM);
 			dup2(pfd[1], 1);
 			execlp(bin, bin, "--listen", "127.0.0.1:0", "--capacity", capacity,
 			       (char *)NULL);

@@ -60,3 +60,7 @@ heca_test(test_bench LABELS integration TIMEOUT 300)
 # Many sponsors: two copies, kill -9 under load, drain, add, a full cluster (integration).
 heca_test(test_replica LABELS integration TIMEOUT 300 LIBS heca_static
   SOURCES tests/test_replica.c tests/sponsor_client.c)
+# Ten sponsors in network namespaces: kill -9 and a network cut under load (integration; root).
+add_test(NAME test_cluster_replica COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_cluster_replica.sh)
+set_tests_properties(test_cluster_replica PROPERTIES LABELS integration TIMEOUT 240
+  SKIP_RETURN_CODE 77 ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
