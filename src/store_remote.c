@@ -1225,7 +1225,17 @@ static int member_open(struct remote *r, const char *addr, struct member **out)
 		rc = dial(r, m, ch[k]);
 		if (rc < 0) {
 			heca__set_error("sponsor %s: %s", addr, heca_strerror(rc));
-			goto fail;
+			/* Not reachable now: kept as a member that is down, tried again with
+			 * backoff like one that went away. */
+			for (int j = 0; j < k; j++) {
+				close(cs[j]->fd);
+				cs[j]->fd = -1;
+			}
+			set_mstate(m, M_DOWN);
+			m->backoff_ms = 100;
+			m->next_try_ns = heca__now_ns() + m->backoff_ms * 1000000ull;
+			*out = m;
+			return rc;
 		}
 		cs[k]->fd = rc;
 	}
@@ -1257,9 +1267,17 @@ static int remote_add_member(struct heca_store *s, const char *addr)
 			return -EEXIST;
 	if (r->nm >= HECA_PLACE_MAX)
 		return -ENOSPC;
+	m = NULL;
 	rc = member_open(r, addr, &m);
-	if (rc)
+	if (rc) {
+		if (m) {
+			struct conn *cs[4] = {&m->ctl, &m->fault, &m->prefetch, &m->bulk};
+			for (int k = 0; k < 4; k++)
+				conn_exit(r, cs[k]);
+			free(m);
+		}
 		return rc;
+	}
 	for (unsigned int i = 0; i < r->nsegs; i++)
 		ctl_simple(r, m, HECA_OP_ALLOC, r->segs[i].seg, r->segs[i].npages);
 	pthread_mutex_lock(&r->mu);
@@ -1396,8 +1414,9 @@ static const struct heca_store_ops remote_ops = {
 int heca__store_remote_open(struct heca *h, const char *sponsors, struct heca_store **out)
 {
 	struct remote *r;
-	char *list, *save = NULL, *tok;
-	int rc = 0;
+	char *list, *save = NULL, *tok, first_why[512] = "";
+	unsigned int up = 0;
+	int rc = 0, first_err = 0;
 
 	if (!sponsors || !*sponsors) {
 		heca__set_error("no sponsors given (a list of HOST:PORT)");
@@ -1417,7 +1436,7 @@ int heca__store_remote_open(struct heca *h, const char *sponsors, struct heca_st
 	pthread_cond_init(&r->cond, NULL);
 	pthread_cond_init(&r->repair_cond, NULL);
 	for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		struct member *m;
+		struct member *m = NULL;
 		while (*tok == ' ')
 			tok++;
 		if (!*tok)
@@ -1428,8 +1447,15 @@ int heca__store_remote_open(struct heca *h, const char *sponsors, struct heca_st
 			goto fail;
 		}
 		rc = member_open(r, tok, &m);
-		if (rc)
+		if (rc && !m)
 			goto fail;
+		if (rc) {
+			if (!first_err)
+				first_err = rc;
+			snprintf(first_why, sizeof(first_why), "%s", heca_last_error());
+		} else {
+			up++;
+		}
 		m->idx = r->nm;
 		r->m[r->nm++] = m;
 	}
@@ -1438,15 +1464,23 @@ int heca__store_remote_open(struct heca *h, const char *sponsors, struct heca_st
 		rc = -EINVAL;
 		goto fail;
 	}
+	if (up == 0) {
+		/* None can be reached: say so now rather than fault for ever. */
+		heca__set_error("%s%s", first_why,
+				r->nm > 1 ? " (and no other sponsor answered either)" : "");
+		rc = first_err;
+		goto fail;
+	}
 	for (unsigned int i = 0; i < r->nm; i++)
 		for (unsigned int k = i + 1; k < r->nm; k++)
-			if (!memcmp(r->m[i]->id, r->m[k]->id, 16)) {
+			if (mstate(r->m[i]) == M_UP && mstate(r->m[k]) == M_UP &&
+			    !memcmp(r->m[i]->id, r->m[k]->id, 16)) {
 				heca__set_error("sponsors %s and %s are the same sponsor",
 						r->m[i]->addr, r->m[k]->addr);
 				rc = -EINVAL;
 				goto fail;
 			}
-	r->replicas = h->opt.replicas ? h->opt.replicas : (r->nm >= 2 ? 2 : 1);
+	r->replicas = h->opt.replicas ? h->opt.replicas : (up >= 2 ? 2 : 1);
 	if (r->replicas > MAX_R || r->replicas > r->nm) {
 		heca__set_error("%u replicas wanted but %s", r->replicas,
 				r->replicas > MAX_R ? "at most 4 are supported"
