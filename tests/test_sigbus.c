@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <unistd.h>
+#include <fcntl.h>
 
 #include "harness.h"
 #include "heca.h"
@@ -47,6 +48,27 @@ static void lg(void *arg, enum heca_log_level l, const char *m)
 	fprintf(stderr, "  [heca %d] %s\n", l, m);
 }
 
+static void wait_stopped(pid_t pid)
+{
+	char path[64], buf[256];
+	for (int i = 0; i < 2000; i++) {
+		int fd;
+		ssize_t n;
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		fd = open(path, O_RDONLY);
+		n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		if (n > 0) {
+			buf[n] = '\0';
+			if (strrchr(buf, ')') && strrchr(buf, ')')[2] == 'T')
+				return;
+		}
+		usleep(1000);
+	}
+	T_FAILF("sponsor %d did not stop", (int)pid);
+}
+
 /* how: SIGKILL (dies: connection reset) or SIGSTOP (silent: request timeout). */
 static void run(int how, unsigned int flags)
 {
@@ -82,7 +104,22 @@ static void run(int how, unsigned int flags)
 			break;
 		usleep(10000);
 	}
+	{
+		/* Page 0 must be away from local memory now, or the test proves nothing. */
+		int fd = open("/proc/self/pagemap", O_RDONLY);
+		uint64_t e = 0;
+		if (fd >= 0 && pread(fd, &e, 8, (off_t)((uintptr_t)p / PG * 8)) == 8 && (e >> 63))
+			T_FAILF("page 0 still resident before the kill (resident %llu, evicted %llu, "
+				"written back %llu)",
+				(unsigned long long)st.resident_pages,
+				(unsigned long long)st.pages_evicted,
+				(unsigned long long)st.pages_written_back);
+		if (fd >= 0)
+			close(fd);
+	}
 	kill(sp.pid, how);
+	if (how == SIGSTOP)
+		wait_stopped(sp.pid); /* a stop takes effect some time after kill() returns */
 	got_bus = 0;
 	lost_lines = 0;
 	alarm(20);
@@ -146,6 +183,7 @@ static void run_stop_during_writes(void)
 	for (uint64_t i = 0; i < n / 4; i++)
 		memset(b + i * PG, (int)(i % 251) + 1, PG);
 	kill(sp.pid, SIGSTOP);
+	wait_stopped(sp.pid);
 	alarm(60);
 	t0 = t_now_ms();
 	for (uint64_t i = n / 4; i < n; i++) /* never-written pages: no fetch needed */
