@@ -121,6 +121,7 @@ static void usage(FILE *f)
 		"usage: heca demo [--sponsors HOST:PORT,...] [--size SIZE] [--local SIZE]\n"
 		"                 [--threads N] [--prefetch PAGES] [--seed N] [--spin US]\n"
 		"                 [--replicas R] [--rounds N] [--cluster FILE]\n"
+		"                 [--cluster-id HEX] [--key-file FILE]\n"
 		"\n"
 		"Map a region larger than the local budget, fill it from several threads with a\n"
 		"verifiable pattern, read it back in another order and verify every page.\n"
@@ -136,6 +137,8 @@ static void usage(FILE *f)
 		"  --replicas R     copies of each stripe (default 2 with two or more sponsors)\n"
 		"  --rounds N       write and verify N times, new content each time (default 1)\n"
 		"  --cluster FILE   sponsors from a cluster file (docs/cluster.md)\n"
+		"  --cluster-id HEX the cluster's 128-bit id (as hecad --cluster-id)\n"
+		"  --key-file FILE  the cluster key (hecad --gen-key): sponsors must prove it\n"
 		"Exit status 0 only when every page verified.\n");
 }
 
@@ -147,7 +150,8 @@ int cmd_demo(int argc, char **argv)
 		{"prefetch", required_argument, 0, 'p'}, {"seed", required_argument, 0, 'r'},
 		{"spin", required_argument, 0, 'w'},	 {"help", no_argument, 0, 'h'},
 		{"replicas", required_argument, 0, 'R'}, {"rounds", required_argument, 0, 'n'},
-		{"cluster", required_argument, 0, 'C'},
+		{"cluster", required_argument, 0, 'C'},	 {"key-file", required_argument, 0, 'K'},
+		{"cluster-id", required_argument, 0, 'I'},
 		{0, 0, 0, 0}};
 	struct heca_options o;
 	struct heca_stats st;
@@ -198,6 +202,13 @@ int cmd_demo(int argc, char **argv)
 			}
 			break;
 		case 'C': o.cluster_file = optarg; break;
+		case 'K': o.key_file = optarg; break;
+		case 'I':
+			if (heca_parse_id(optarg, o.cluster_id)) {
+				fprintf(stderr, "heca demo: --cluster-id takes 32 hex digits\n");
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -4,6 +4,7 @@
  * connection with blocking IO, clean shutdown on SIGTERM/SIGINT. Serving lives in sponsor.c.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -17,8 +18,10 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "heca.h"
 #include "net.h"
 #include "sponsor.h"
@@ -73,6 +76,12 @@ static void usage(FILE *f)
 		"  -c, --capacity SIZE      memory to sponsor, e.g. 512M, 4G (K/M/G/T suffixes)\n"
 		"      --cluster-id HEX32   128-bit cluster id as 32 hex digits (default all zero);\n"
 		"                           demanders of another cluster are refused (EACCES)\n"
+		"      --key-file PATH      cluster key: demanders must prove they hold it (AUTH,\n"
+		"                           HMAC-SHA256); the file holds 64 to 256 hex digits,\n"
+		"                           whitespace ignored, and must be mode 0600 or 0400\n"
+		"      --state-dir DIR      keep this sponsor's persistent id in DIR/sponsor-id\n"
+		"                           (created on first start); default: a new id per run\n"
+		"      --gen-key FILE       write a new random key file (mode 0600) and exit\n"
 		"  -v, --verbose            log every connection to stderr\n"
 		"  -h, --help               show this help and exit\n");
 }
@@ -97,6 +106,181 @@ static int parse_hex128(const char *s, uint8_t out[16])
 		}
 		out[i] = (uint8_t)v;
 	}
+	return 0;
+}
+
+static void hex_encode(const uint8_t *p, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[p[i] >> 4];
+		out[2 * i + 1] = digits[p[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* Write all of buf to fd. Returns 0 or -errno. */
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* mkdir -p with mode 0700 for what it creates. Returns 0 or -errno. */
+static int make_dirs(const char *dir)
+{
+	char path[4096];
+	size_t len = strlen(dir);
+
+	if (len == 0 || len >= sizeof(path))
+		return -ENAMETOOLONG;
+	memcpy(path, dir, len + 1);
+	for (size_t i = 1; i <= len; i++) {
+		if (path[i] != '/' && path[i] != '\0')
+			continue;
+		path[i] = '\0';
+		if (mkdir(path, 0700) && errno != EEXIST)
+			return -errno;
+		path[i] = i < len ? '/' : '\0';
+	}
+	return 0;
+}
+
+/*
+ * The sponsor's persistent id: read DIR/sponsor-id (32 hex digits), or on first start make
+ * DIR, draw a random id and write it through a temporary file renamed into place, so that a
+ * crash never leaves a half-written id behind. Returns 0 or -errno, having printed why.
+ */
+static int load_or_create_id(const char *dir, uint8_t id[16])
+{
+	char path[4096], tmp[4096], text[64];
+	ssize_t n;
+	int fd, rc, dfd;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/sponsor-id", dir) >= sizeof(path) ||
+	    (size_t)snprintf(tmp, sizeof(tmp), "%s/.sponsor-id.%ld", dir, (long)getpid()) >=
+		sizeof(tmp)) {
+		fprintf(stderr, "hecad: --state-dir '%s': path too long\n", dir);
+		return -ENAMETOOLONG;
+	}
+	rc = make_dirs(dir);
+	if (rc) {
+		fprintf(stderr, "hecad: --state-dir '%s': %s\n", dir, strerror(-rc));
+		return rc;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		size_t len;
+
+		do
+			n = read(fd, text, sizeof(text) - 1);
+		while (n < 0 && errno == EINTR);
+		rc = n < 0 ? -errno : 0;
+		close(fd);
+		if (rc) {
+			fprintf(stderr, "hecad: %s: %s\n", path, strerror(-rc));
+			return rc;
+		}
+		len = (size_t)n;
+		while (len && (text[len - 1] == '\n' || text[len - 1] == ' '))
+			len--;
+		text[len] = '\0';
+		if (parse_hex128(text, id)) {
+			fprintf(stderr, "hecad: %s: not a sponsor id (want 32 hex digits); "
+					"remove it to start with a new id\n", path);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (errno != ENOENT) {
+		rc = -errno;
+		fprintf(stderr, "hecad: %s: %s\n", path, strerror(-rc));
+		return rc;
+	}
+	rc = heca__random(id, 16);
+	if (rc) {
+		fprintf(stderr, "hecad: cannot draw a sponsor id: %s\n", strerror(-rc));
+		return rc;
+	}
+	hex_encode(id, 16, text);
+	strcat(text, "\n");
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = -errno;
+		fprintf(stderr, "hecad: %s: %s\n", tmp, strerror(-rc));
+		return rc;
+	}
+	rc = write_all(fd, text, strlen(text));
+	if (!rc && fsync(fd))
+		rc = -errno;
+	if (close(fd) && !rc)
+		rc = -errno;
+	if (!rc && rename(tmp, path))
+		rc = -errno;
+	if (rc) {
+		fprintf(stderr, "hecad: cannot write %s: %s\n", path, strerror(-rc));
+		unlink(tmp);
+		return rc;
+	}
+	/* Make the rename itself durable. */
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	text[32] = '\0'; /* drop the newline */
+	logmsg("new sponsor id %s kept in %s", text, path);
+	return 0;
+}
+
+/* --gen-key: a new random key of HECA_AUTH_KEY_MIN bytes as hex, in a file that did not exist
+ * (never overwrite a key that may be in use). Returns the exit status. */
+static int gen_key(const char *path)
+{
+	uint8_t key[HECA_AUTH_KEY_MIN];
+	char text[2 * HECA_AUTH_KEY_MIN + 2];
+	int fd, rc;
+
+	rc = heca__random(key, sizeof(key));
+	if (rc) {
+		fprintf(stderr, "hecad: cannot draw a key: %s\n", strerror(-rc));
+		return 1;
+	}
+	hex_encode(key, sizeof(key), text);
+	heca__auth_wipe(key, sizeof(key));
+	strcat(text, "\n");
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = -errno;
+		fprintf(stderr, "hecad: --gen-key %s: %s\n", path, strerror(-rc));
+		heca__auth_wipe(text, sizeof(text));
+		return rc == -EEXIST ? 2 : 1;
+	}
+	/* The umask may have taken bits away; make sure the owner can read it, nobody else. */
+	rc = fchmod(fd, 0600) ? -errno : 0;
+	if (!rc)
+		rc = write_all(fd, text, strlen(text));
+	if (!rc && fsync(fd))
+		rc = -errno;
+	if (close(fd) && !rc)
+		rc = -errno;
+	heca__auth_wipe(text, sizeof(text));
+	if (rc) {
+		fprintf(stderr, "hecad: --gen-key %s: %s\n", path, strerror(-rc));
+		unlink(path);
+		return 1;
+	}
+	fprintf(stderr, "hecad: wrote a new cluster key to %s\n", path);
 	return 0;
 }
 
@@ -145,7 +329,9 @@ static void *conn_main(void *arg)
 
 			if (r < 0) {
 				err = (int)r;
-				why = r == -EACCES ? "refused: wrong cluster id" : "protocol error";
+				why = r != -EACCES ? "protocol error"
+				      : sc.state == SPONSOR_CONN_NEW ? "refused: wrong cluster id"
+								     : "refused: no valid AUTH";
 				goto out;
 			}
 			if (src) {
@@ -265,13 +451,19 @@ int main(int argc, char **argv)
 		{"listen", required_argument, NULL, 'l'},
 		{"capacity", required_argument, NULL, 'c'},
 		{"cluster-id", required_argument, NULL, 'C'},
+		{"key-file", required_argument, NULL, 'K'},
+		{"state-dir", required_argument, NULL, 'S'},
+		{"gen-key", required_argument, NULL, 'G'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	struct sponsor_config cfg = {0};
-	const char *listen_at = NULL, *capacity = NULL;
-	char bound[128], sz[32];
+	const char *listen_at = NULL, *capacity = NULL, *key_file = NULL, *state_dir = NULL;
+	const char *gen_key_path = NULL;
+	uint8_t key[HECA_AUTH_KEY_MAX];
+	char bound[128], sz[32], idhex[33], err[512];
+	size_t keylen = 0;
 	sigset_t sigs;
 	int opt, lfd, sfd, rc;
 
@@ -286,6 +478,9 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'K': key_file = optarg; break;
+		case 'S': state_dir = optarg; break;
+		case 'G': gen_key_path = optarg; break;
 		case 'v': g_verbose = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -296,6 +491,8 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (gen_key_path)
+		return gen_key(gen_key_path);
 	if (!listen_at || !capacity) {
 		fprintf(stderr, "hecad: --listen and --capacity are required\n");
 		usage(stderr);
@@ -312,6 +509,22 @@ int main(int argc, char **argv)
 					SPONSOR_MAX_CAPACITY_PAGES * HECA_WIRE_PAGE));
 		return 2;
 	}
+	if (key_file) {
+		rc = heca__auth_load_key(key_file, key, &keylen, err, sizeof(err));
+		if (rc) {
+			fprintf(stderr, "hecad: refusing to start: %s\n", err);
+			return 2;
+		}
+		cfg.key = key;
+		cfg.keylen = keylen;
+	}
+	if (state_dir) {
+		if (load_or_create_id(state_dir, cfg.sponsor_id)) {
+			heca__auth_wipe(key, sizeof(key));
+			return 1;
+		}
+		cfg.has_id = 1;
+	}
 
 	/* Signals are taken from a signalfd by the main thread only; threads inherit the mask. */
 	sigemptyset(&sigs);
@@ -326,6 +539,7 @@ int main(int argc, char **argv)
 	}
 
 	rc = sponsor_open(&cfg, &g_sp);
+	heca__auth_wipe(key, sizeof(key)); /* the sponsor keeps its own copy */
 	if (rc) {
 		logmsg("cannot start: %s", heca_strerror(rc));
 		return 1;
@@ -336,8 +550,13 @@ int main(int argc, char **argv)
 		sponsor_close(g_sp);
 		return 1;
 	}
-	logmsg("sponsoring %s (%llu pages)", heca__fmt_bytes(sz, sizeof(sz), cfg.capacity),
-	       (unsigned long long)(cfg.capacity / HECA_WIRE_PAGE));
+	sponsor_get_id(g_sp, cfg.sponsor_id);
+	hex_encode(cfg.sponsor_id, 16, idhex);
+	logmsg("sponsoring %s (%llu pages), sponsor id %s%s%s",
+	       heca__fmt_bytes(sz, sizeof(sz), cfg.capacity),
+	       (unsigned long long)(cfg.capacity / HECA_WIRE_PAGE), idhex,
+	       state_dir ? "" : " (new each run: see --state-dir)",
+	       keylen ? ", cluster key required" : "");
 	printf("listening on %s\n", bound);
 	fflush(stdout);
 

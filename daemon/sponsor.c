@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: MIT
 /*
  * sponsor.c - the sponsor's page store (slabs of 4 KiB slots, per-segment radix index) and
- * the protocol state machine that serves HELLO/ALLOC/WRITE/READ/FREE/STAT/ECHO frames.
+ * the protocol state machine that serves HELLO/AUTH/ALLOC/WRITE/READ/FREE/STAT/ECHO frames.
  */
 #include "sponsor.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
+#include "auth.h"
 #include "util.h"
 #include "wire.h"
 
@@ -53,6 +55,7 @@ struct seg {
 
 struct sponsor_demander {
 	uint8_t id[16];
+	uint32_t session; /* newest session named in a HELLO; older connections are stale */
 	unsigned conns;
 	uint64_t pages;
 	uint64_t nsegs;
@@ -66,6 +69,8 @@ struct sponsor {
 	uint64_t capacity_pages;
 	uint8_t cluster_id[16];
 	uint8_t id[16];
+	uint8_t key[HECA_AUTH_KEY_MAX]; /* cluster key, keylen bytes; keylen 0: no AUTH */
+	size_t keylen;
 
 	uint64_t used_pages;
 	uint64_t nsegs;
@@ -355,12 +360,22 @@ int sponsor_open(const struct sponsor_config *cfg, struct sponsor **out)
 
 	if (cap > SPONSOR_MAX_CAPACITY_PAGES)
 		return -EINVAL;
+	if (cfg->keylen && (!cfg->key || cfg->keylen < HECA_AUTH_KEY_MIN ||
+			    cfg->keylen > HECA_AUTH_KEY_MAX))
+		return -EINVAL;
 	sp = calloc(1, sizeof(*sp));
 	if (!sp)
 		return -ENOMEM;
-	rc = heca__random(sp->id, sizeof(sp->id));
-	if (rc)
-		goto out_free;
+	if (cfg->has_id) {
+		memcpy(sp->id, cfg->sponsor_id, 16);
+	} else {
+		rc = heca__random(sp->id, sizeof(sp->id));
+		if (rc)
+			goto out_free;
+	}
+	if (cfg->keylen)
+		memcpy(sp->key, cfg->key, cfg->keylen);
+	sp->keylen = cfg->keylen;
 	pthread_mutex_init(&sp->lock, NULL);
 	sp->capacity_pages = cap;
 	sp->slabs_max = (uint32_t)((cap + SPONSOR_SLAB_PAGES - 1) / SPONSOR_SLAB_PAGES);
@@ -397,6 +412,7 @@ void sponsor_close(struct sponsor *sp)
 	free(sp->slabs);
 	free(sp->avail);
 	pthread_mutex_destroy(&sp->lock);
+	heca__auth_wipe(sp->key, sizeof(sp->key));
 	free(sp);
 }
 
@@ -430,6 +446,7 @@ void sponsor_conn_exit(struct sponsor *sp, struct sponsor_conn *c)
 		pthread_mutex_unlock(&sp->lock);
 	}
 	c->dem = NULL;
+	c->state = SPONSOR_CONN_NEW;
 }
 
 void sponsor_buf_free(struct sponsor_buf *b)
@@ -548,13 +565,38 @@ static int proto_error(struct sponsor_buf *out, int err)
 
 /* ---- requests -------------------------------------------------------------------------- */
 
+/* Attach connection c to demander id (creating it): the connection is READY. Returns 0 or
+ * ENOMEM (a status for the reply). */
+static int admit(struct sponsor *sp, struct sponsor_conn *c, const uint8_t id[16])
+{
+	struct sponsor_demander *d;
+
+	pthread_mutex_lock(&sp->lock);
+	d = dem_get_locked(sp, id);
+	if (d && c->session && c->session < d->session) {
+		pthread_mutex_unlock(&sp->lock);
+		return ESTALE; /* a connection of a session the demander has left behind */
+	}
+	if (d) {
+		d->conns++;
+		if (c->session > d->session)
+			d->session = c->session;
+	}
+	pthread_mutex_unlock(&sp->lock);
+	if (!d)
+		return ENOMEM;
+	c->dem = d;
+	c->state = SPONSOR_CONN_READY;
+	return 0;
+}
+
 static int do_hello(struct sponsor *sp, struct sponsor_conn *c, const struct heca_frame *f,
 		    struct sponsor_buf *out)
 {
 	const uint8_t *p = f->payload;
-	struct sponsor_demander *d;
 	uint8_t *r;
 	size_t at = out->len;
+	int st;
 
 	if (memcmp(p, sp->cluster_id, 16)) {
 		if (reply_status(out, f, EACCES))
@@ -563,21 +605,68 @@ static int do_hello(struct sponsor *sp, struct sponsor_conn *c, const struct hec
 	}
 	if (buf_reserve(out, HECA_WIRE_HDR + HECA_WIRE_HELLO_REPLY_LEN))
 		return -ENOMEM;
+	memcpy(c->demander_id, p + 16, 16);
+	c->channel = heca_get32(p + 32);
+	c->session = heca_get32(p + 36);
 	r = out->data + at + HECA_WIRE_HDR;
-	pthread_mutex_lock(&sp->lock);
-	d = dem_get_locked(sp, p + 16);
-	if (d)
-		d->conns++;
+	memset(r, 0, HECA_WIRE_HELLO_REPLY_LEN);
+	if (sp->keylen) {
+		/* Nothing is created for a demander until it has proved it holds the key. */
+		st = heca__random(c->nonce, sizeof(c->nonce));
+		if (st)
+			return reply_status(out, f, ENOMEM);
+		heca_put32(r + HECA_HELLO_REPLY_OFF_FLAGS, HECA_HELLO_AUTH);
+		memcpy(r + HECA_HELLO_REPLY_OFF_NONCE, c->nonce, sizeof(c->nonce));
+		c->state = SPONSOR_CONN_AUTH;
+	} else {
+		st = admit(sp, c, c->demander_id);
+		if (st)
+			return reply_status(out, f, st);
+	}
 	memcpy(r, sp->id, 16);
+	pthread_mutex_lock(&sp->lock);
 	heca_put64(r + 16, sp->capacity_pages);
 	heca_put64(r + 24, sp->used_pages);
 	pthread_mutex_unlock(&sp->lock);
-	if (!d)
-		return reply_status(out, f, ENOMEM);
-	c->dem = d;
-	c->channel = heca_get32(p + 32);
 	reply_commit(out, at, f, 0, HECA_WIRE_HELLO_REPLY_LEN);
 	return 0;
+}
+
+/* AUTH in the AUTH state: check the demander's MAC, answer with the sponsor's. */
+static int do_auth(struct sponsor *sp, struct sponsor_conn *c, const struct heca_frame *f,
+		   struct sponsor_buf *out)
+{
+	const uint8_t *cnonce = f->payload, *mac = f->payload + HECA_AUTH_NONCE_LEN;
+	uint8_t want[HECA_AUTH_MAC_LEN];
+	size_t at = out->len;
+	int st;
+
+	if (buf_reserve(out, HECA_WIRE_HDR + HECA_WIRE_AUTH_REPLY_LEN))
+		return -ENOMEM;
+	if (heca__auth_mac(sp->key, sp->keylen, HECA_AUTH_LABEL_DEMANDER, sp->cluster_id,
+			   c->demander_id, sp->id, c->nonce, cnonce, want))
+		goto out_nomem;
+	if (heca__auth_check(want, mac)) {
+		heca__auth_wipe(c->nonce, sizeof(c->nonce));
+		reply_status(out, f, EACCES); /* cannot fail: the space is reserved */
+		return -EACCES;
+	}
+	st = admit(sp, c, c->demander_id);
+	if (st)
+		goto out_nomem;
+	if (heca__auth_mac(sp->key, sp->keylen, HECA_AUTH_LABEL_SPONSOR, sp->cluster_id,
+			   c->demander_id, sp->id, c->nonce, cnonce,
+			   out->data + at + HECA_WIRE_HDR))
+		goto out_nomem;
+	/* A nonce answers one AUTH only. */
+	heca__auth_wipe(c->nonce, sizeof(c->nonce));
+	reply_commit(out, at, f, 0, HECA_WIRE_AUTH_REPLY_LEN);
+	return 0;
+out_nomem:
+	/* The exchange cannot be finished: say so and close rather than leave it half done. */
+	heca__auth_wipe(c->nonce, sizeof(c->nonce));
+	reply_status(out, f, ENOMEM);
+	return -ENOMEM;
 }
 
 static int alloc_locked(struct sponsor *sp, struct sponsor_demander *d, uint32_t id,
@@ -702,6 +791,14 @@ static int free_locked(struct sponsor *sp, struct sponsor_demander *d, uint32_t 
 	return 0;
 }
 
+/* A connection whose demander has since said HELLO with a newer session: after a demander
+ * reconnects, frames still arriving on its old connections (delayed in the network) must not
+ * change what the new session stored. Called with sp->lock held. */
+static bool stale(const struct sponsor_conn *c)
+{
+	return c->session && c->dem && c->session < c->dem->session;
+}
+
 static int handle_frame(struct sponsor *sp, struct sponsor_conn *c, const struct heca_frame *f,
 			struct sponsor_buf *out)
 {
@@ -712,30 +809,39 @@ static int handle_frame(struct sponsor *sp, struct sponsor_conn *c, const struct
 
 	if ((f->opcode & HECA_OP_REPLY) || f->opcode == HECA_OP_ERROR)
 		return proto_error(out, EPROTO);
-	if (!d)
+	switch (c->state) {
+	case SPONSOR_CONN_NEW:
 		return f->opcode == HECA_OP_HELLO ? do_hello(sp, c, f, out)
 						  : proto_error(out, EPROTO);
+	case SPONSOR_CONN_AUTH:
+		if (f->opcode == HECA_OP_AUTH)
+			return do_auth(sp, c, f, out);
+		/* A second HELLO is malformed as ever; anything else is not allowed yet. */
+		return proto_error(out, f->opcode == HECA_OP_HELLO ? EPROTO : EACCES);
+	case SPONSOR_CONN_READY:
+		break;
+	}
 	switch (f->opcode) {
 	case HECA_OP_ALLOC:
 		pthread_mutex_lock(&sp->lock);
-		st = alloc_locked(sp, d, f->segment, f->page);
+		st = stale(c) ? ESTALE : alloc_locked(sp, d, f->segment, f->page);
 		pthread_mutex_unlock(&sp->lock);
 		return reply_status(out, f, st);
 	case HECA_OP_FREE:
 		pthread_mutex_lock(&sp->lock);
-		st = free_locked(sp, d, f->segment);
+		st = stale(c) ? ESTALE : free_locked(sp, d, f->segment);
 		pthread_mutex_unlock(&sp->lock);
 		return reply_status(out, f, st);
 	case HECA_OP_WRITE:
 		pthread_mutex_lock(&sp->lock);
-		st = write_locked(sp, d, f);
+		st = stale(c) ? ESTALE : write_locked(sp, d, f);
 		pthread_mutex_unlock(&sp->lock);
 		return reply_status(out, f, st);
 	case HECA_OP_READ:
 		if (buf_reserve(out, HECA_WIRE_HDR + (size_t)f->count * PAGE))
 			return -ENOMEM;
 		pthread_mutex_lock(&sp->lock);
-		st = read_locked(sp, d, f, out->data + at + HECA_WIRE_HDR);
+		st = stale(c) ? ESTALE : read_locked(sp, d, f, out->data + at + HECA_WIRE_HDR);
 		pthread_mutex_unlock(&sp->lock);
 		reply_commit(out, at, f, st, f->count * PAGE);
 		return 0;
@@ -762,6 +868,9 @@ static int handle_frame(struct sponsor *sp, struct sponsor_conn *c, const struct
 	case HECA_OP_HELLO:
 		/* A connection speaks for one demander for its whole life. */
 		return proto_error(out, EPROTO);
+	case HECA_OP_AUTH:
+		/* Nothing to prove to a sponsor without a key; a second AUTH is out of place. */
+		return sp->keylen ? proto_error(out, EPROTO) : reply_status(out, f, EINVAL);
 	}
 	return proto_error(out, EPROTO);
 }

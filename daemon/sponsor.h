@@ -22,12 +22,28 @@ struct sponsor_demander;
 struct sponsor_config {
 	uint64_t capacity;      /* bytes; rounded down to whole 4 KiB pages */
 	uint8_t cluster_id[16]; /* a HELLO naming another cluster is refused with EACCES */
+	int has_id;             /* use sponsor_id (kept by the caller), else a random id */
+	uint8_t sponsor_id[16];
+	/* Cluster key (HECA_AUTH_KEY_MIN..MAX bytes; copied by sponsor_open), or keylen 0: then
+	 * no AUTH is required and AUTH is answered EINVAL. */
+	const uint8_t *key;
+	size_t keylen;
+};
+
+enum sponsor_conn_state {
+	SPONSOR_CONN_NEW = 0, /* waiting for HELLO */
+	SPONSOR_CONN_AUTH,    /* HELLO accepted, a key is configured: waiting for AUTH */
+	SPONSOR_CONN_READY,   /* serving requests */
 };
 
 /* One client connection's protocol state. Owned by the caller; one thread at a time. */
 struct sponsor_conn {
-	struct sponsor_demander *dem; /* NULL until a HELLO was accepted */
+	struct sponsor_demander *dem; /* NULL until the connection is READY */
 	uint32_t channel;             /* HECA_CHAN_* named in HELLO */
+	enum sponsor_conn_state state;
+	uint8_t demander_id[16];      /* from HELLO */
+	uint32_t session;             /* from HELLO: 0, or the demander's session counter */
+	uint8_t nonce[32];            /* the server nonce sent in the HELLO reply (AUTH state) */
 };
 
 /* A growable byte buffer that replies are appended to. Zero-initialise; free with
@@ -46,15 +62,15 @@ struct sponsor_stats {
 };
 
 /* Create a sponsor. Nothing is mapped until the first page is stored. Returns 0 and *out,
- * -EINVAL if the capacity exceeds SPONSOR_MAX_CAPACITY_PAGES pages, -ENOMEM, or the error
- * of getrandom() for the sponsor id. */
+ * -EINVAL if the capacity exceeds SPONSOR_MAX_CAPACITY_PAGES pages or the key length is
+ * neither 0 nor HECA_AUTH_KEY_MIN..MAX, -ENOMEM, or the error of getrandom() for the id. */
 int sponsor_open(const struct sponsor_config *cfg, struct sponsor **out);
 
 /* Free everything, unmap every slab. All connections must have been sponsor_conn_exit()ed.
  * Accepts NULL. */
 void sponsor_close(struct sponsor *sp);
 
-/* The random 128-bit id of this sponsor (reported in HELLO replies). */
+/* The 128-bit id of this sponsor (reported in HELLO replies). */
 void sponsor_get_id(const struct sponsor *sp, uint8_t id[16]);
 
 /* Counters as STAT reports them. Thread-safe. */
@@ -70,9 +86,11 @@ void sponsor_conn_exit(struct sponsor *sp, struct sponsor_conn *c);
  * appending one reply per request to *out in request order. Stops at a partial frame or once
  * out->len >= SPONSOR_OUT_SOFT_MAX. Returns the number of bytes consumed (0 if buf does not
  * hold a whole frame), or -errno if the connection must be closed after *out has been sent:
- * -EPROTO/-EBADMSG (malformed frame, frame before HELLO, a reply or ERROR opcode from the
- * client: an ERROR frame was appended), -EACCES (wrong cluster id: the HELLO reply says so),
- * -ENOMEM (reply buffer could not grow). Thread-safe for distinct connections.
+ * -EPROTO/-EBADMSG (malformed frame, frame before HELLO, a second HELLO or AUTH, a reply or
+ * ERROR opcode from the client: an ERROR frame was appended), -EACCES (wrong cluster id: the
+ * HELLO reply says so; wrong MAC: the AUTH reply says so; a request other than AUTH before
+ * AUTH succeeded: an ERROR frame says so; c->state tells which), -ENOMEM (reply buffer could
+ * not grow, or no memory to admit the demander). Thread-safe for distinct connections.
  */
 long sponsor_handle(struct sponsor *sp, struct sponsor_conn *c, const uint8_t *buf, size_t len,
 		    struct sponsor_buf *out);

@@ -3,15 +3,19 @@
  * fuzz_sponsor.c - libFuzzer harness for the sponsor's request handling: arbitrary bytes as a
  * client stream, or records turned into well-formed frames so the store's paths are reached.
  *
- * Input: byte 0 = mode. bit 0: start with a valid HELLO; bit 1: structured records, else raw
- * stream; bits 2-3: chunk size the stream arrives in; bits 4-7: capacity (8..23 pages).
+ * Input: byte 0 = mode. bit 0: start with a valid HELLO (and, with a key, a valid AUTH);
+ * bit 1: structured records, else raw stream; bits 2-3: chunk size the stream arrives in;
+ * bits 4-6: capacity (8..15 pages); bit 7: the sponsor has a cluster key, so AUTH is required.
  * A record is 6 bytes: op (bit 7 picks one of two connections, bit 6 corrupts one byte),
- * segment, page lo, page hi, count, arg (fill byte / ECHO length / corrupted offset).
+ * segment, page lo, page hi, count, arg (fill byte / ECHO length / corrupted offset). Op 0x0f
+ * is a HELLO, 0x0e an AUTH with the right MAC for the connection's nonce (0x08 is an AUTH
+ * whose MAC is the fill byte: wrong).
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "sponsor.h"
 #include "wire.h"
 
@@ -30,6 +34,8 @@ struct client {
 
 static uint8_t g_frame[HECA_WIRE_HDR + HECA_WIRE_MAX_PAYLOAD];
 static struct sponsor_buf g_out;
+static const uint8_t g_key[HECA_AUTH_KEY_MIN] = "fuzz-key-fuzz-key-fuzz-key-fuzz";
+static const uint8_t g_sponsor_id[16] = {0x5f};
 
 /* Every reply must decode; anything else is a bug in the sponsor. */
 static void check_replies(void)
@@ -102,13 +108,42 @@ static size_t encode_hello(uint8_t dem)
 	return HECA_WIRE_HDR + sizeof(p);
 }
 
-static void reconnect(struct sponsor *sp, struct client *cl, size_t chunk)
+/* An AUTH that proves the key for the nonce the sponsor sent this connection (the harness
+ * reads it from the connection state instead of parsing the HELLO reply). */
+static size_t encode_auth(const struct client *cl, uint64_t req)
+{
+	static const uint8_t cluster[16];
+	uint8_t *p = g_frame + HECA_WIRE_HDR;
+	struct heca_frame f = {.opcode = HECA_OP_AUTH, .req_id = req, .payload = p,
+			       .payload_len = HECA_WIRE_AUTH_LEN};
+
+	memset(p, (int)req, 32); /* client nonce */
+	if (heca__auth_mac(g_key, sizeof(g_key), HECA_AUTH_LABEL_DEMANDER, cluster,
+			   cl->c.demander_id, g_sponsor_id, cl->c.nonce, p, p + 32))
+		abort();
+	heca_wire_encode(g_frame, &f);
+	return HECA_WIRE_HDR + HECA_WIRE_AUTH_LEN;
+}
+
+static void greet(struct sponsor *sp, struct client *cl, size_t chunk, int keyed)
+{
+	deliver(sp, cl, g_frame, encode_hello(cl->dem), chunk);
+	if (keyed && !cl->dead) {
+		if (cl->c.state != SPONSOR_CONN_AUTH)
+			abort();
+		deliver(sp, cl, g_frame, encode_auth(cl, 0), chunk);
+		if (cl->dead || cl->c.state != SPONSOR_CONN_READY)
+			abort(); /* the right MAC must be accepted */
+	}
+}
+
+static void reconnect(struct sponsor *sp, struct client *cl, size_t chunk, int keyed)
 {
 	sponsor_conn_exit(sp, &cl->c);
 	sponsor_conn_init(&cl->c);
 	cl->have = 0;
 	cl->dead = 0;
-	deliver(sp, cl, g_frame, encode_hello(cl->dem), chunk);
+	greet(sp, cl, chunk, keyed);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -122,6 +157,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sponsor *sp;
 	uint8_t mode;
 	size_t chunk;
+	int keyed;
 
 	if (size < 1)
 		return 0;
@@ -129,7 +165,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	data++;
 	size--;
 	chunk = chunks[(mode >> 2) & 3];
-	cfg.capacity = (8u + (mode >> 4)) * HECA_WIRE_PAGE;
+	cfg.capacity = (8u + ((mode >> 4) & 7)) * HECA_WIRE_PAGE;
+	keyed = !!(mode & 0x80);
+	if (keyed) {
+		cfg.key = g_key;
+		cfg.keylen = sizeof(g_key);
+		cfg.has_id = 1;
+		memcpy(cfg.sponsor_id, g_sponsor_id, 16);
+	}
 	if (sponsor_open(&cfg, &sp))
 		abort();
 	for (int i = 0; i < 2; i++) {
@@ -139,7 +182,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		cl[i].in = inbuf[i];
 		if (mode & 1)
-			deliver(sp, &cl[i], g_frame, encode_hello(cl[i].dem), chunk);
+			greet(sp, &cl[i], chunk, keyed);
 	}
 
 	if (!(mode & 2)) {
@@ -156,13 +199,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			size_t len;
 
 			if (c->dead)
-				reconnect(sp, c, chunk);
+				reconnect(sp, c, chunk, keyed);
 			if (op == HECA_OP_ALLOC)
 				page = (page & 0xff) + (q[3] == 0xff ? UINT64_MAX - 0xff : 0);
 			if (op == 0x0f)
 				op = HECA_OP_HELLO;
 			plen = want >= 0 ? (uint32_t)want : want == -1 ? (uint32_t)q[5] * 16 : 0;
-			len = encode(op, r, q[1] & 7, page, count, plen, q[5]);
+			if (op == 0x0e)
+				len = encode_auth(c, r);
+			else
+				len = encode(op, r, q[1] & 7, page, count, plen, q[5]);
 			if (q[0] & 0x40)
 				g_frame[q[5] % len] ^= (uint8_t)(1u << (q[1] >> 5));
 			deliver(sp, c, g_frame, len, chunk);

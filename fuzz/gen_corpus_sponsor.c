@@ -121,5 +121,47 @@ int main(int argc, char **argv)
 	rec(0x0f, 0, 0, 0, 0); /* HELLO again */
 	rec(HECA_OP_READ, 2, 0, 1, 0);
 	save(dir, "rec_errors");
+
+	/* A sponsor with a cluster key (mode bit 7). Raw stream after HELLO + a valid AUTH: the
+	 * store works, a second AUTH is a protocol error. */
+	buf[len++] = 0x81;
+	frame(HECA_OP_ALLOC, 1, 1, 16, 0, 0, 0);
+	frame(HECA_OP_WRITE, 2, 1, 3, 1, HECA_WIRE_PAGE, 0xaa);
+	frame(HECA_OP_READ, 3, 1, 3, 1, 0, 0);
+	frame(HECA_OP_STAT, 4, 0, 0, 0, 0, 0);
+	frame(HECA_OP_AUTH, 5, 0, 0, 0, HECA_WIRE_AUTH_LEN, 0x11);
+	save(dir, "raw_keyed_session");
+
+	/* Keyed, HELLO said by the stream itself, then a request without AUTH: EACCES. */
+	buf[len++] = 0x80;
+	memset(hello, 0, sizeof(hello));
+	hello[16] = 4;
+	memcpy(buf + len + HECA_WIRE_HDR, hello, sizeof(hello));
+	{
+		struct heca_frame f = {.opcode = HECA_OP_HELLO, .req_id = 1,
+				       .payload = buf + len + HECA_WIRE_HDR,
+				       .payload_len = sizeof(hello)};
+		heca_wire_encode(buf + len, &f);
+		len += HECA_WIRE_HDR + sizeof(hello);
+	}
+	frame(HECA_OP_STAT, 2, 0, 0, 0, 0, 0);
+	save(dir, "raw_keyed_no_auth");
+
+	/* Keyed records: HELLO and the right AUTH (0x0e) on one connection, a wrong AUTH (0x08)
+	 * on the other, which then reconnects with a valid exchange. */
+	buf[len++] = 0x82;
+	rec(0x0f, 0, 0, 0, 0);
+	rec(0x0e, 0, 0, 0, 0);
+	rec(HECA_OP_ALLOC, 1, 16, 0, 0);
+	rec(HECA_OP_WRITE, 1, 0, 2, 0x41);
+	rec(0x80 | 0x0f, 0, 0, 0, 0);
+	rec(0x80 | HECA_OP_STAT, 0, 0, 0, 0); /* before AUTH: EACCES */
+	rec(0x80 | 0x0f, 0, 0, 0, 0);
+	rec(0x80 | HECA_OP_AUTH, 0, 0, 0, 0x42); /* wrong MAC: EACCES */
+	rec(0x80 | HECA_OP_ALLOC, 1, 16, 0, 0);
+	rec(0x80 | HECA_OP_WRITE, 1, 0, 2, 0x43);
+	rec(HECA_OP_READ, 1, 0, 2, 0);
+	rec(0x0e, 0, 0, 0, 0); /* a second AUTH */
+	save(dir, "rec_keyed");
 	return 0;
 }

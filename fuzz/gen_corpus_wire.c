@@ -62,7 +62,7 @@ int main(int argc, char **argv)
 	static uint8_t buf[HECA_WIRE_HDR + HECA_WIRE_PAGE];
 	const char *dir = argc > 1 ? argv[1] : "fuzz/corpus/wire";
 	uint8_t hello[HECA_WIRE_HELLO_LEN] = {0}, hello_r[HECA_WIRE_HELLO_REPLY_LEN] = {0};
-	uint8_t stat[HECA_WIRE_STAT_LEN];
+	uint8_t stat[HECA_WIRE_STAT_LEN], auth[HECA_WIRE_AUTH_LEN], auth_r[HECA_WIRE_AUTH_REPLY_LEN];
 	const char echo[] = "hello, sponsor";
 	const uint8_t R = HECA_OP_REPLY;
 
@@ -74,6 +74,13 @@ int main(int argc, char **argv)
 	heca_put32(hello + 32, HECA_CHAN_FAULT);
 	heca_put64(hello_r + 16, 16384); /* capacity_pages */
 	heca_put64(hello_r + 24, 42);	 /* used_pages */
+	heca_put32(hello_r + HECA_HELLO_REPLY_OFF_FLAGS, HECA_HELLO_AUTH);
+	for (int i = 0; i < 32; i++)
+		hello_r[HECA_HELLO_REPLY_OFF_NONCE + i] = (uint8_t)(0x10 + i); /* server nonce */
+	for (int i = 0; i < HECA_WIRE_AUTH_LEN; i++)
+		auth[i] = (uint8_t)(0x30 + i); /* client nonce, mac (not a real one) */
+	for (int i = 0; i < HECA_WIRE_AUTH_REPLY_LEN; i++)
+		auth_r[i] = (uint8_t)(0x90 + i);
 	for (int i = 0; i < 5; i++)
 		heca_put64(stat + 8 * i, (uint64_t)(16384 >> (2 * i)));
 	for (size_t i = 0; i < sizeof(pagebuf); i++)
@@ -100,6 +107,10 @@ int main(int argc, char **argv)
 	SEED("free-reply", R | HECA_OP_FREE, 0, 0, 0, NULL, 0);
 	SEED("free-enoent", R | HECA_OP_FREE, ENOENT, 0, 0, NULL, 0);
 	SEED("error-eproto", HECA_OP_ERROR, EPROTO, 0, 0, NULL, 0);
+	SEED("auth", HECA_OP_AUTH, 0, 0, 0, auth, sizeof(auth));
+	SEED("auth-reply", R | HECA_OP_AUTH, 0, 0, 0, auth_r, sizeof(auth_r));
+	SEED("auth-eacces", R | HECA_OP_AUTH, EACCES, 0, 0, NULL, 0);
+	SEED("error-eacces", HECA_OP_ERROR, EACCES, 0, 0, NULL, 0);
 	/* The stream: every small frame above back to back, then half a frame. */
 	memcpy(stream + stream_len, buf, HECA_WIRE_HDR / 2);
 	put(dir, "stream", stream, stream_len + HECA_WIRE_HDR / 2);

@@ -64,6 +64,9 @@ struct heca_options {
 	unsigned int detect_ms;
 	/* 128-bit cluster id sent to sponsors; all zero is the default cluster. */
 	uint8_t cluster_id[16];
+	/* The cluster's key file (hecad --gen-key), or NULL: every sponsor must then prove it
+	 * holds the same key and is refused otherwise; the key never crosses the wire. */
+	const char *key_file;
 	unsigned int flags; /* HECA_OPT_* */
 	/* Called from any libheca thread for log lines; NULL keeps the library silent. */
 	void (*log)(void *arg, enum heca_log_level level, const char *msg);
@@ -161,6 +164,9 @@ int heca_drain_sponsor(struct heca *h, const char *addr_or_id);
 /* Read the cluster file again and start using sponsors it names that are not in use yet.
  * Returns how many were added, or -errno (-EINVAL without a cluster file). Thread-safe. */
 int heca_reload(struct heca *h);
+
+/* Parse a 32-hex-digit id (cluster or sponsor) into out. Returns 0 or -EINVAL. */
+int heca_parse_id(const char *hex, uint8_t out[16]);
 
 #define HECA_LAT_BUCKETS 256
 

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "heca_int.h"
 #include "net.h"
 #include "util.h"
@@ -81,6 +82,7 @@ struct member {
 	uint64_t rtt_ns; /* smoothed read latency; engine thread */
 	uint64_t next_try_ns, backoff_ms, last_ok_ns;
 	uint64_t stripes; /* r->mu */
+	uint32_t session; /* said in HELLO; a reconnect starts a newer one (repair thread) */
 	struct conn ctl, fault, prefetch, bulk;
 	int fresh[4]; /* reconnected sockets waiting for the engine to swap them in; -1 none */
 	bool swap_ready;
@@ -129,6 +131,8 @@ struct remote {
 	unsigned int nsegs, capsegs;
 	uint64_t next_req;
 	uint64_t copied_stripes, copied_pages, moving;
+	uint8_t key[HECA_AUTH_KEY_MAX]; /* the cluster key, if any */
+	size_t keylen;
 	pthread_t repair;
 	bool repair_started, stop;
 	pthread_cond_t repair_cond;
@@ -215,7 +219,46 @@ static int call_fd(struct remote *r, int fd, struct heca_frame *req, struct heca
 	return rep->status ? -rep->status : 0;
 }
 
-/* Connect one channel to m and say HELLO. Returns the fd or -errno. */
+/*
+ * After HELLO: prove we hold the cluster key and check that the sponsor does too
+ * (docs/protocol.md, "Authentication"). With a key, a sponsor that does not ask for proof is
+ * refused: clearing the flag must not let an impostor skip the exchange. hello is the HELLO
+ * reply, which must stay valid (it points into the caller's buffer): AUTH uses a buffer of
+ * its own.
+ */
+static int authenticate(struct remote *r, int fd, const struct heca_frame *hello)
+{
+	struct heca *h = r->base.h;
+	uint32_t flags = heca_get32(hello->payload + HECA_HELLO_REPLY_OFF_FLAGS);
+	const uint8_t *sid = hello->payload, *snonce = hello->payload + HECA_HELLO_REPLY_OFF_NONCE;
+	uint8_t body[HECA_WIRE_AUTH_LEN], mac2[HECA_AUTH_MAC_LEN], buf[256];
+	struct heca_frame req = {.opcode = HECA_OP_AUTH, .payload = body,
+				 .payload_len = sizeof(body)},
+			  rep;
+	int rc;
+
+	if (!r->keylen)
+		return (flags & HECA_HELLO_AUTH) ? -EACCES : 0;
+	if (!(flags & HECA_HELLO_AUTH))
+		return -EACCES;
+	rc = heca__random(body, HECA_AUTH_NONCE_LEN);
+	if (!rc)
+		rc = heca__auth_mac(r->key, r->keylen, HECA_AUTH_LABEL_DEMANDER, h->opt.cluster_id,
+				    h->demander_id, sid, snonce, body, body + HECA_AUTH_NONCE_LEN);
+	if (!rc)
+		rc = call_fd(r, fd, &req, &rep, buf, sizeof(buf), (int)h->opt.timeout_ms);
+	if (rc)
+		return rc;
+	if (rep.payload_len != HECA_AUTH_MAC_LEN)
+		return -EPROTO;
+	rc = heca__auth_mac(r->key, r->keylen, HECA_AUTH_LABEL_SPONSOR, h->opt.cluster_id,
+			    h->demander_id, sid, snonce, body, mac2);
+	if (!rc)
+		rc = heca__auth_check(mac2, rep.payload); /* the sponsor holds the key too */
+	return rc;
+}
+
+/* Connect one channel to m, say HELLO, authenticate. Returns the fd or -errno. */
 static int dial(struct remote *r, struct member *m, enum heca_channel ch)
 {
 	struct heca *h = r->base.h;
@@ -223,19 +266,26 @@ static int dial(struct remote *r, struct member *m, enum heca_channel ch)
 	struct heca_frame req = {.opcode = HECA_OP_HELLO, .payload = hello,
 				 .payload_len = sizeof(hello)},
 			  rep;
-	struct timeval tv = {.tv_sec = h->opt.timeout_ms / 1000,
-			     .tv_usec = (h->opt.timeout_ms % 1000) * 1000};
+	/* A sponsor that stops reading must not block a sender (the evictor, or the engine
+	 * with a full socket buffer) for longer than it takes to call the sponsor dead. */
+	unsigned int send_ms = HECA_MIN(h->opt.timeout_ms, h->opt.detect_ms);
+	struct timeval tv = {.tv_sec = send_ms / 1000, .tv_usec = (send_ms % 1000) * 1000};
 	int fd, rc;
 
 	fd = heca__tcp_connect(m->addr, (int)HECA_MIN(h->opt.timeout_ms, 2000u));
 	if (fd < 0)
 		return fd;
-	/* A sponsor that stops reading must not block a sender (the evictor) for ever. */
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	memcpy(hello, h->opt.cluster_id, 16);
 	memcpy(hello + 16, h->demander_id, 16);
 	heca_put32(hello + 32, (uint32_t)ch);
+	heca_put32(hello + 36, m->session);
 	rc = call_fd(r, fd, &req, &rep, buf, sizeof(buf), (int)h->opt.timeout_ms);
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	rc = authenticate(r, fd, &rep);
 	if (rc) {
 		close(fd);
 		return rc;
@@ -651,9 +701,21 @@ static void remote_tick(struct heca_store *s, uint64_t now)
 		for (int k = 1; k < 4; k++) {
 			struct conn *c = cs[k];
 			bool late;
+			/* Slow answers only steer reads elsewhere (read_issue); a sponsor is called
+			 * dead by a missed heartbeat, a broken connection, or a request older than
+			 * timeout_ms. A busy machine must not look like a dead sponsor. */
 			pthread_mutex_lock(&c->mu);
 			late = c->qhead != c->qtail && c->q[c->qhead & (c->qcap - 1)].deadline < now;
 			pthread_mutex_unlock(&c->mu);
+			if (late && c->watched) {
+				/* The answer may be waiting in the socket while the engine was busy:
+				 * read it before calling the sponsor dead. */
+				remote_dispatch(s, c);
+				pthread_mutex_lock(&c->mu);
+				late = c->qhead != c->qtail &&
+				       c->q[c->qhead & (c->qcap - 1)].deadline < now;
+				pthread_mutex_unlock(&c->mu);
+			}
 			if (late) {
 				if (c->watched) {
 					epoll_ctl(s->h->epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -666,6 +728,17 @@ static void remote_tick(struct heca_store *s, uint64_t now)
 }
 
 /* ---- reads and writes ---- */
+
+/* How long the oldest request queued on c has waited, 0 if none. */
+static uint64_t oldest_wait(struct conn *c, uint64_t now)
+{
+	uint64_t w = 0;
+	pthread_mutex_lock(&c->mu);
+	if (c->q && c->qhead != c->qtail)
+		w = now - c->q[c->qhead & (c->qcap - 1)].sent_ns;
+	pthread_mutex_unlock(&c->mu);
+	return w;
+}
 
 /*
  * Send o to the fastest up member holding its stripe that was not tried yet. When none is
@@ -684,12 +757,20 @@ static int read_issue(struct remote *r, struct op *o, bool first)
 
 		pthread_mutex_lock(&r->mu);
 		st = stripe_find_locked(r, o->seg, o->page / r->stripe_pages);
+		uint64_t best_cost = 0, now = heca__now_ns();
 		for (unsigned int i = 0; st && i < st->n; i++) {
 			struct member *m = r->m[st->holder[i]];
+			uint64_t cost;
 			if (mstate(m) != M_UP || (o->tried & (1ull << m->idx)))
 				continue;
-			if (!best || m->rtt_ns < best->rtt_ns)
+			/* The recent round trip, or how long its oldest request has waited if that
+			 * is longer: a sponsor that stopped answering stops looking fast. */
+			cost = HECA_MAX(m->rtt_ns, oldest_wait(&m->fault, now));
+			cost = HECA_MAX(cost, oldest_wait(&m->prefetch, now));
+			if (!best || cost < best_cost) {
 				best = m;
+				best_cost = cost;
+			}
 		}
 		if (best)
 			o->tried |= 1ull << best->idx;
@@ -886,6 +967,9 @@ static void reconnect(struct remote *r, struct member *m)
 	enum heca_channel ch[4] = {HECA_CHAN_CONTROL, HECA_CHAN_FAULT, HECA_CHAN_PREFETCH,
 				   HECA_CHAN_BULK};
 
+	/* A new session: whatever of the old connections is still in flight to the sponsor is
+	 * refused there (ESTALE) instead of overwriting what this session stores. */
+	m->session++;
 	for (int k = 0; k < 4 && rc >= 0; k++)
 		rc = fds[k] = dial(r, m, ch[k]);
 	if (rc < 0) {
@@ -1215,6 +1299,7 @@ static int member_open(struct remote *r, const char *addr, struct member **out)
 	if (!m)
 		return -ENOMEM;
 	snprintf(m->addr, sizeof(m->addr), "%s", addr);
+	m->session = 1;
 	struct conn *cs[4] = {&m->ctl, &m->fault, &m->prefetch, &m->bulk};
 	for (int k = 0; k < 4; k++) {
 		m->fresh[k] = -1;
@@ -1224,7 +1309,14 @@ static int member_open(struct remote *r, const char *addr, struct member **out)
 	for (int k = 0; k < 4; k++) {
 		rc = dial(r, m, ch[k]);
 		if (rc < 0) {
-			heca__set_error("sponsor %s: %s", addr, heca_strerror(rc));
+			if (rc == -EACCES)
+				heca__set_error("sponsor %s: %s", addr,
+						r->keylen ? "authentication failed: wrong cluster, "
+							    "wrong key, or a sponsor that does not "
+							    "ask for one"
+							  : "it requires a cluster key (key_file)");
+			else
+				heca__set_error("sponsor %s: %s", addr, heca_strerror(rc));
 			/* Not reachable now: kept as a member that is down, tried again with
 			 * backoff like one that went away. */
 			for (int j = 0; j < k; j++) {
@@ -1375,6 +1467,17 @@ static void remote_close(struct heca_store *s)
 		pthread_mutex_unlock(&r->mu);
 		pthread_join(r->repair, NULL);
 	}
+	/* Requests still queued (the engine is gone): free their ops, once each. */
+	for (unsigned int i = 0; i < r->nm; i++) {
+		struct conn *cs[3] = {&r->m[i]->fault, &r->m[i]->prefetch, &r->m[i]->bulk};
+		for (int k = 0; k < 3; k++)
+			for (uint32_t q = cs[k]->qhead; cs[k]->q && q != cs[k]->qtail; q++) {
+				struct op *o = cs[k]->q[q & (cs[k]->qcap - 1)].o;
+				if (o->read || --o->outstanding == 0)
+					free(o);
+			}
+	}
+	heca__auth_wipe(r->key, sizeof(r->key));
 	for (unsigned int i = 0; i < r->nm; i++) {
 		struct member *m = r->m[i];
 		conn_exit(r, &m->ctl);
@@ -1435,6 +1538,14 @@ int heca__store_remote_open(struct heca *h, const char *sponsors, struct heca_st
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	pthread_cond_init(&r->repair_cond, NULL);
+	if (h->opt.key_file) {
+		char why[256];
+		rc = heca__auth_load_key(h->opt.key_file, r->key, &r->keylen, why, sizeof(why));
+		if (rc) {
+			heca__set_error("%s", why);
+			goto fail;
+		}
+	}
 	for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		struct member *m = NULL;
 		while (*tok == ' ')

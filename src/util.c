@@ -108,3 +108,17 @@ int heca__random(void *buf, size_t len)
 	}
 	return 0;
 }
+
+int heca_parse_id(const char *hex, uint8_t out[16])
+{
+	if (!hex || strlen(hex) != 32)
+		return -EINVAL;
+	for (int i = 0; i < 16; i++) {
+		unsigned int v;
+		if (!isxdigit((unsigned char)hex[2 * i]) || !isxdigit((unsigned char)hex[2 * i + 1]) ||
+		    sscanf(hex + 2 * i, "%2x", &v) != 1)
+			return -EINVAL;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}

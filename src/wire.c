@@ -33,6 +33,7 @@ const char *heca_wire_opname(uint8_t opcode)
 	case HECA_OP_WRITE: return "WRITE";
 	case HECA_OP_STAT: return "STAT";
 	case HECA_OP_ECHO: return "ECHO";
+	case HECA_OP_AUTH: return "AUTH";
 	case HECA_OP_ERROR: return "ERROR";
 	}
 	return "?";
@@ -47,7 +48,7 @@ long heca_wire_payload_len(uint8_t opcode, uint32_t count, int32_t status)
 		return -EPROTO;
 	if (!reply && status != 0 && op != HECA_OP_ERROR)
 		return -EPROTO; /* only ERROR frames and replies carry a status */
-	if (op < HECA_OP_HELLO || (op > HECA_OP_ECHO && op != HECA_OP_ERROR))
+	if (op < HECA_OP_HELLO || (op > HECA_OP_AUTH && op != HECA_OP_ERROR))
 		return -EPROTO; /* unknown opcode: caught here, or an error reply would pass */
 	if (op == HECA_OP_READ || op == HECA_OP_WRITE) {
 		if (count == 0 || count > HECA_WIRE_MAX_PAGES)
@@ -71,6 +72,8 @@ long heca_wire_payload_len(uint8_t opcode, uint32_t count, int32_t status)
 		return reply ? HECA_WIRE_STAT_LEN : 0;
 	case HECA_OP_ECHO:
 		return -1;
+	case HECA_OP_AUTH:
+		return reply ? HECA_WIRE_AUTH_REPLY_LEN : HECA_WIRE_AUTH_LEN;
 	}
 	return -EPROTO;
 }

@@ -16,21 +16,33 @@
 #define HECA_WIRE_MAX_PAGES 256u /* pages in one READ/WRITE: 1 MiB */
 #define HECA_WIRE_MAX_PAYLOAD (HECA_WIRE_MAX_PAGES * HECA_WIRE_PAGE)
 #define HECA_WIRE_HELLO_LEN 40
-#define HECA_WIRE_HELLO_REPLY_LEN 32
+#define HECA_WIRE_HELLO_REPLY_LEN 72
+#define HECA_WIRE_AUTH_LEN 64       /* client_nonce[32] mac[32] */
+#define HECA_WIRE_AUTH_REPLY_LEN 32 /* mac2[32] */
 #define HECA_WIRE_STAT_LEN 40
 
 enum heca_op {
-	HECA_OP_HELLO = 0x01, /* payload: cluster[16] demander[16] u32 channel u32 reserved */
+	HECA_OP_HELLO = 0x01, /* payload: cluster[16] demander[16] u32 channel u32 session */
 	HECA_OP_ALLOC = 0x02, /* segment, page = size in pages */
 	HECA_OP_FREE = 0x03,  /* segment */
 	HECA_OP_READ = 0x04,  /* segment, page, count; reply carries count pages */
 	HECA_OP_WRITE = 0x05, /* segment, page, count, count pages of payload */
 	HECA_OP_STAT = 0x06,  /* reply: 5 x u64 (capacity, used, segments, demanders, mine) */
 	HECA_OP_ECHO = 0x07,  /* payload up to 1 MiB echoed back: raw transport measurements */
+	HECA_OP_AUTH = 0x08,  /* client_nonce[32] mac[32]; reply: mac2[32] (see auth.h) */
 	HECA_OP_ERROR = 0x7f, /* status = errno; sent before a peer is disconnected */
 };
 
 #define HECA_OP_REPLY 0x80 /* opcode bit: this frame answers request req_id */
+
+/*
+ * HELLO reply payload (HECA_WIRE_HELLO_REPLY_LEN bytes): sponsor_id[16] u64 capacity_pages
+ * u64 used_pages u32 flags u32 reserved nonce[32]. The nonce is all zero unless
+ * HECA_HELLO_AUTH is set in flags.
+ */
+#define HECA_HELLO_REPLY_OFF_FLAGS 32
+#define HECA_HELLO_REPLY_OFF_NONCE 40
+#define HECA_HELLO_AUTH 0x1u /* flags: AUTH must succeed before any other request */
 
 /* Channel kinds named in HELLO: which traffic a connection carries. */
 enum heca_channel {

@@ -43,7 +43,22 @@ echo "sponsors: $sponsors"
 # status_of PID FIELD: a key=value field of a running demo's status.
 field() { "$cli" status --pid "$1" 2>/dev/null | sed -n "s/^$2=//p"; }
 # sponsor_line PID ADDR: that sponsor's line in the demo's status.
-sponsor_line() { "$cli" status --pid "$1" 2>/dev/null | grep " $2 "; }
+sponsor_line() {
+	local all
+	all=$("$cli" status --pid "$1" 2>/dev/null)
+	echo "$all" | grep " $2 "
+}
+# wait_state PID ADDR STATE: until that sponsor's line says STATE (up to 20 s); 0 if it did.
+wait_state() {
+	local line
+	for _ in $(seq 400); do
+		line=$(sponsor_line "$1" "$2")
+		case "$line" in *" $3 "*) return 0 ;; esac
+		sleep 0.05
+	done
+	echo "last status line: $line"
+	return 1
+}
 
 run_demo() { # name: writes and verifies 64 MiB with 8 MiB local, two copies, many rounds
 	"$cli" demo --sponsors "$sponsors" --size 64M --local 8M --threads 4 --replicas 2 \
@@ -70,11 +85,7 @@ sleep 2
 victim=$(echo "$sponsors" | cut -d, -f3)
 t0=$(date +%s%N)
 "$cluster" kill 3 --prefix "$prefix" >/dev/null || fail "kill 3"
-for _ in $(seq 200); do
-	sponsor_line "$demo" "$victim" | grep -q " down" && break
-	sleep 0.05
-done
-sponsor_line "$demo" "$victim" | grep -q " down" || fail "kill: sponsor 3 not seen down"
+wait_state "$demo" "$victim" down || fail "kill: sponsor 3 not seen down"
 t1=$(date +%s%N)
 for _ in $(seq 300); do
 	[ "$(field "$demo" under_replicated)" = 0 ] && [ "$(field "$demo" moving)" = 0 ] && break
@@ -92,11 +103,7 @@ sleep 2
 cut=$(echo "$sponsors" | cut -d, -f2)
 t0=$(date +%s%N)
 "$cluster" cut 2 --prefix "$prefix" >/dev/null || fail "cut 2"
-for _ in $(seq 200); do
-	sponsor_line "$demo" "$cut" | grep -q " down" && break
-	sleep 0.05
-done
-sponsor_line "$demo" "$cut" | grep -q " down" || fail "cut: sponsor 2 not seen down"
+wait_state "$demo" "$cut" down || fail "cut: sponsor 2 not seen down"
 t1=$(date +%s%N)
 echo "network cut: noticed in $(((t1 - t0) / 1000000)) ms (heartbeat 250 ms + 2000 ms detect)"
 [ $(((t1 - t0) / 1000000)) -le 6000 ] || fail "cut detected too late"

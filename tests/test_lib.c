@@ -269,6 +269,57 @@ static void test_mem_store(void)
 	heca_close(h);
 }
 
+/* A keyed sponsor takes only demanders that prove the key; a keyed demander takes only
+ * sponsors that prove it. */
+static void test_keys(void)
+{
+	const char *bin = getenv("HECAD") ? getenv("HECAD") : "./hecad";
+	char dir[] = "/tmp/heca-keys-XXXXXX", k1[64], k2[64], cmd[512];
+	const char *cid = "0123456789abcdef0123456789abcdef";
+	struct t_sponsor keyed, open_sp;
+	struct heca_options o;
+	struct heca *h = NULL;
+	uint8_t *p;
+
+	ASSERT_TRUE(mkdtemp(dir) != NULL);
+	snprintf(k1, sizeof(k1), "%s/k1", dir);
+	snprintf(k2, sizeof(k2), "%s/k2", dir);
+	snprintf(cmd, sizeof(cmd), "%s --gen-key %s && %s --gen-key %s", bin, k1, bin, k2);
+	ASSERT_EQ(system(cmd), 0);
+	const char *extra[] = {"--cluster-id", cid, "--key-file", k1, NULL};
+	t_sponsor_start(&keyed, "16M", extra);
+	t_sponsor_start(&open_sp, "16M", NULL);
+
+	heca_options_init(&o);
+	o.sponsors = keyed.addr;
+	o.local_budget = 16 * PG;
+	ASSERT_EQ(heca_parse_id(cid, o.cluster_id), 0);
+	o.key_file = k1; /* right cluster, right key: works */
+	ASSERT_EQ(heca_open(&o, &h), 0);
+	ASSERT_EQ(heca_map(h, 256 * PG, (void **)&p), 0);
+	fill(p, 256, 11);
+	check(p, 256, 11, 1);
+	heca_close(h);
+	o.key_file = k2; /* wrong key */
+	ASSERT_EQ(heca_open(&o, &h), -EACCES);
+	printf("  wrong key: %s\n", heca_last_error());
+	o.key_file = NULL; /* no key */
+	ASSERT_EQ(heca_open(&o, &h), -EACCES);
+	printf("  no key: %s\n", heca_last_error());
+	o.key_file = k1; /* wrong cluster */
+	o.cluster_id[0] ^= 1;
+	ASSERT_EQ(heca_open(&o, &h), -EACCES);
+	o.cluster_id[0] ^= 1;
+	o.sponsors = open_sp.addr; /* a sponsor that does not ask for the key */
+	ASSERT_EQ(heca_open(&o, &h), -EACCES);
+	printf("  sponsor without the key: %s\n", heca_last_error());
+	t_sponsor_stop(&keyed, 0);
+	t_sponsor_stop(&open_sp, 0);
+	unlink(k1);
+	unlink(k2);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	t_require_uffd();
@@ -281,6 +332,7 @@ int main(void)
 	test_unregister_frees();
 	test_register_existing();
 	test_same_page_many_threads();
+	test_keys();
 	ASSERT_EQ(t_sponsor_stop(&sp, 0), 0);
 	printf("test_lib: all passed\n");
 	return 0;

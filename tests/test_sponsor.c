@@ -96,8 +96,11 @@ static int cl_hello(const struct t_sponsor *s, uint8_t dem, uint8_t cluster, int
 	p[16] = dem;
 	heca_put32(p + 32, HECA_CHAN_CONTROL);
 	f = rpc(fd, HECA_OP_HELLO, 0, 0, 0, p, sizeof(p), status);
-	if (!status)
+	if (!status) {
 		ASSERT_EQ(f.payload_len, HECA_WIRE_HELLO_REPLY_LEN);
+		/* No --key-file here: no AUTH asked for (tests/test_auth.c covers keys). */
+		ASSERT_EQ(heca_get32(f.payload + HECA_HELLO_REPLY_OFF_FLAGS), 0);
+	}
 	return fd;
 }
 

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MIT
 /*
  * test_sponsor_unit.c - sponsor request handling driven as a pure function over byte buffers:
- * every opcode, error statuses, truncated and garbage input, capacity and index edge cases.
+ * every opcode, error statuses, truncated and garbage input, capacity and index edge cases,
+ * the AUTH state machine of a sponsor with a cluster key.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "harness.h"
 #include "sponsor.h"
 #include "util.h"
@@ -168,11 +170,24 @@ static void test_hello_rules(void)
 	ASSERT_EQ(feed(sp, &c, buf, len), (long)len);
 	ASSERT_EQ(g_nrep, 1);
 	ASSERT_EQ(g_rep[0].status, 0);
-	ASSERT_EQ(g_rep[0].payload_len, 32);
+	ASSERT_EQ(g_rep[0].payload_len, 72);
 	ASSERT_TRUE(!memcmp(g_rep[0].payload, id, 16));
 	ASSERT_EQ(heca_get64(g_rep[0].payload + 16), 64);
 	ASSERT_EQ(heca_get64(g_rep[0].payload + 24), 0);
+	/* No key: no AUTH flag, reserved and nonce zero. */
+	ASSERT_EQ(heca_get32(g_rep[0].payload + 32), 0);
+	ASSERT_EQ(heca_get32(g_rep[0].payload + 36), 0);
+	for (int i = 40; i < 72; i++)
+		ASSERT_EQ(g_rep[0].payload[i], 0);
 	ASSERT_EQ(c.channel, HECA_CHAN_FAULT);
+	ASSERT_EQ(c.state, SPONSOR_CONN_READY);
+
+	/* AUTH to a sponsor without a key: EINVAL, and the connection goes on. */
+	{
+		uint8_t a[HECA_WIRE_AUTH_LEN] = {0};
+		req(sp, &c, HECA_OP_AUTH, 0, 0, 0, a, sizeof(a), EINVAL);
+		req(sp, &c, HECA_OP_STAT, 0, 0, 0, NULL, 0, 0);
+	}
 
 	/* A second HELLO on the same connection is a protocol error. */
 	g_out.len = 0;
@@ -553,6 +568,174 @@ static void test_index_and_slabs(void)
 	sponsor_close(sp);
 }
 
+/* HELLO as dem to a keyed sponsor; returns the server nonce from the reply in snonce. */
+static void hello_keyed(struct sponsor *sp, struct sponsor_conn *c, const uint8_t cluster[16],
+			const uint8_t dem[16], uint8_t snonce[32])
+{
+	uint8_t p[HECA_WIRE_HELLO_LEN] = {0};
+	const struct heca_frame *r;
+
+	memcpy(p, cluster, 16);
+	memcpy(p + 16, dem, 16);
+	r = req(sp, c, HECA_OP_HELLO, 0, 0, 0, p, sizeof(p), 0);
+	ASSERT_EQ(r->payload_len, HECA_WIRE_HELLO_REPLY_LEN);
+	ASSERT_EQ(heca_get32(r->payload + HECA_HELLO_REPLY_OFF_FLAGS), HECA_HELLO_AUTH);
+	memcpy(snonce, r->payload + HECA_HELLO_REPLY_OFF_NONCE, 32);
+	ASSERT_EQ(c->state, SPONSOR_CONN_AUTH);
+}
+
+/* Build an AUTH payload (cnonce, mac with key) into a. */
+static void auth_payload(uint8_t a[64], const uint8_t *key, size_t keylen,
+			 const uint8_t cluster[16], const uint8_t dem[16], const uint8_t sid[16],
+			 const uint8_t snonce[32])
+{
+	ASSERT_EQ(heca__random(a, 32), 0);
+	ASSERT_EQ(heca__auth_mac(key, keylen, HECA_AUTH_LABEL_DEMANDER, cluster, dem, sid, snonce,
+				 a, a + 32),
+		  0);
+}
+
+static void test_auth_rules(void)
+{
+	uint8_t key[40], bad[40], cl[16], sid[16], got[16], sn[32], sn2[32], a[64], m2[32];
+	struct sponsor_config cfg = {.capacity = 16 * PG, .key = key, .keylen = sizeof(key),
+				     .has_id = 1};
+	struct sponsor_stats ss;
+	struct sponsor_conn c;
+	struct sponsor *sp;
+	const struct heca_frame *r;
+	uint8_t buf[1024];
+	size_t len;
+
+	for (int i = 0; i < 40; i++) {
+		key[i] = (uint8_t)(i * 7 + 1);
+		bad[i] = key[i] ^ (i == 39);
+	}
+	memset(cl, 0x77, 16);
+	memset(sid, 0x5d, 16);
+	memcpy(cfg.cluster_id, cl, 16);
+	memcpy(cfg.sponsor_id, sid, 16);
+
+	/* Key lengths outside 32..128 bytes are refused. */
+	cfg.keylen = 31;
+	ASSERT_EQ(sponsor_open(&cfg, &sp), -EINVAL);
+	cfg.keylen = HECA_AUTH_KEY_MAX + 1;
+	ASSERT_EQ(sponsor_open(&cfg, &sp), -EINVAL);
+	cfg.keylen = sizeof(key);
+	ASSERT_EQ(sponsor_open(&cfg, &sp), 0);
+	sponsor_get_id(sp, got);
+	ASSERT_TRUE(!memcmp(got, sid, 16)); /* the id given, not a random one */
+
+	/* AUTH before HELLO: EPROTO, like anything else. */
+	sponsor_conn_init(&c);
+	len = 0;
+	memset(a, 0, sizeof(a));
+	enc(buf, &len, HECA_OP_AUTH, 1, 0, 0, 0, a, sizeof(a));
+	g_out.len = 0;
+	expect_error(feed(sp, &c, buf, len), EPROTO);
+	sponsor_conn_exit(sp, &c);
+
+	/* Requests after HELLO but before AUTH: ERROR EACCES, and nothing was created. */
+	sponsor_conn_init(&c);
+	hello_keyed(sp, &c, cl, DEM_A, sn);
+	len = 0;
+	enc(buf, &len, HECA_OP_STAT, 2, 0, 0, 0, NULL, 0);
+	g_out.len = 0;
+	expect_error(feed(sp, &c, buf, len), EACCES);
+	sponsor_get_stats(sp, &ss);
+	ASSERT_EQ(ss.demanders, 0);
+	sponsor_conn_exit(sp, &c);
+
+	/* A second HELLO while waiting for AUTH: EPROTO. */
+	sponsor_conn_init(&c);
+	hello_keyed(sp, &c, cl, DEM_A, sn);
+	{
+		uint8_t p[HECA_WIRE_HELLO_LEN] = {0};
+		memcpy(p, cl, 16);
+		len = 0;
+		enc(buf, &len, HECA_OP_HELLO, 3, 0, 0, 0, p, sizeof(p));
+		g_out.len = 0;
+		expect_error(feed(sp, &c, buf, len), EPROTO);
+	}
+	sponsor_conn_exit(sp, &c);
+
+	/* Wrong key: AUTH reply EACCES, and the connection is to be closed. */
+	sponsor_conn_init(&c);
+	hello_keyed(sp, &c, cl, DEM_A, sn);
+	auth_payload(a, bad, sizeof(bad), cl, DEM_A, sid, sn);
+	len = 0;
+	enc(buf, &len, HECA_OP_AUTH, 4, 0, 0, 0, a, sizeof(a));
+	g_out.len = 0;
+	ASSERT_EQ(feed(sp, &c, buf, len), -EACCES);
+	ASSERT_EQ(g_nrep, 1);
+	ASSERT_EQ(g_rep[0].opcode, HECA_OP_AUTH | HECA_OP_REPLY);
+	ASSERT_EQ(g_rep[0].status, EACCES);
+	ASSERT_EQ(g_rep[0].payload_len, 0);
+	sponsor_conn_exit(sp, &c);
+
+	/* The right key but another demander's id, or a stale nonce: EACCES. */
+	sponsor_conn_init(&c);
+	hello_keyed(sp, &c, cl, DEM_A, sn2);
+	auth_payload(a, key, sizeof(key), cl, DEM_B, sid, sn2);
+	len = 0;
+	enc(buf, &len, HECA_OP_AUTH, 5, 0, 0, 0, a, sizeof(a));
+	g_out.len = 0;
+	ASSERT_EQ(feed(sp, &c, buf, len), -EACCES);
+	sponsor_conn_exit(sp, &c);
+	sponsor_conn_init(&c);
+	hello_keyed(sp, &c, cl, DEM_A, sn2);
+	ASSERT_TRUE(memcmp(sn, sn2, 32)); /* fresh per connection */
+	auth_payload(a, key, sizeof(key), cl, DEM_A, sid, sn);
+	len = 0;
+	enc(buf, &len, HECA_OP_AUTH, 6, 0, 0, 0, a, sizeof(a));
+	g_out.len = 0;
+	ASSERT_EQ(feed(sp, &c, buf, len), -EACCES);
+	sponsor_conn_exit(sp, &c);
+
+	/* The right key: mac2 proves the sponsor holds it too; then requests are served. */
+	sponsor_conn_init(&c);
+	hello_keyed(sp, &c, cl, DEM_A, sn);
+	auth_payload(a, key, sizeof(key), cl, DEM_A, sid, sn);
+	r = req(sp, &c, HECA_OP_AUTH, 0, 0, 0, a, sizeof(a), 0);
+	ASSERT_EQ(r->payload_len, HECA_WIRE_AUTH_REPLY_LEN);
+	ASSERT_EQ(heca__auth_mac(key, sizeof(key), HECA_AUTH_LABEL_SPONSOR, cl, DEM_A, sid, sn, a,
+				 m2),
+		  0);
+	ASSERT_EQ(heca__auth_check(m2, r->payload), 0);
+	ASSERT_EQ(heca__auth_mac(bad, sizeof(bad), HECA_AUTH_LABEL_SPONSOR, cl, DEM_A, sid, sn, a,
+				 m2),
+		  0);
+	ASSERT_EQ(heca__auth_check(m2, r->payload), -EACCES);
+	ASSERT_EQ(c.state, SPONSOR_CONN_READY);
+	req(sp, &c, HECA_OP_ALLOC, 1, 4, 0, NULL, 0, 0);
+	fill(pagebuf, 1, 3);
+	req(sp, &c, HECA_OP_WRITE, 1, 0, 1, pagebuf, PG, 0);
+	sponsor_get_stats(sp, &ss);
+	ASSERT_EQ(ss.demanders, 1);
+	ASSERT_EQ(ss.used_pages, 1);
+
+	/* A second AUTH is out of place. */
+	len = 0;
+	enc(buf, &len, HECA_OP_AUTH, 7, 0, 0, 0, a, sizeof(a));
+	g_out.len = 0;
+	expect_error(feed(sp, &c, buf, len), EPROTO);
+	sponsor_conn_exit(sp, &c);
+
+	/* Wrong cluster id is still refused at HELLO. */
+	sponsor_conn_init(&c);
+	{
+		uint8_t p[HECA_WIRE_HELLO_LEN] = {0};
+		len = 0;
+		enc(buf, &len, HECA_OP_HELLO, 8, 0, 0, 0, p, sizeof(p));
+		g_out.len = 0;
+		ASSERT_EQ(feed(sp, &c, buf, len), -EACCES);
+		ASSERT_EQ(g_rep[0].opcode, HECA_OP_HELLO | HECA_OP_REPLY);
+		ASSERT_EQ(g_rep[0].status, EACCES);
+	}
+	sponsor_conn_exit(sp, &c);
+	sponsor_close(sp);
+}
+
 static void test_open_limits(void)
 {
 	struct sponsor_config cfg = {.capacity = (SPONSOR_MAX_CAPACITY_PAGES + 1) * PG};
@@ -579,6 +762,7 @@ int main(void)
 	test_garbage();
 	test_index_and_slabs();
 	test_open_limits();
+	test_auth_rules();
 	sponsor_buf_free(&g_out);
 	printf("test_sponsor_unit: ok\n");
 	return T_PASS;

@@ -170,6 +170,10 @@ static const struct wcase cases[] = {
     {R(HECA_OP_ECHO), 0, 0, 4000, 0},
     {R(HECA_OP_ECHO), 0, 0, HECA_WIRE_MAX_PAYLOAD, 0},
     {R(HECA_OP_ECHO), EINVAL, 0, 0, 0},
+    {HECA_OP_AUTH, 0, 0, HECA_WIRE_AUTH_LEN, 0},
+    {R(HECA_OP_AUTH), 0, 0, HECA_WIRE_AUTH_REPLY_LEN, 0},
+    {R(HECA_OP_AUTH), EACCES, 0, 0, 0},
+    {R(HECA_OP_AUTH), EINVAL, 0, 0, 0},
     {HECA_OP_ERROR, EPROTO, 0, 0, 0},
     {HECA_OP_ERROR, EBADMSG, 0, 0, 0},
     {HECA_OP_ERROR, EACCES, 0, 0, 0},
@@ -193,11 +197,18 @@ static void test_payload_len_table(void)
 	ASSERT_EQ(heca_wire_payload_len(HECA_OP_WRITE, HECA_WIRE_MAX_PAGES + 1, 0), -EPROTO);
 	ASSERT_EQ(heca_wire_payload_len(HECA_OP_STAT, 0, EINVAL), -EPROTO);
 	ASSERT_EQ(heca_wire_payload_len(R(HECA_OP_ERROR), 0, EPROTO), -EPROTO);
-	ASSERT_EQ(heca_wire_payload_len(0x08, 0, 0), -EPROTO);
-	ASSERT_EQ(heca_wire_payload_len(R(0x08), 0, EINVAL), -EPROTO);
+	ASSERT_EQ(heca_wire_payload_len(HECA_OP_AUTH, 0, 0), HECA_WIRE_AUTH_LEN);
+	ASSERT_EQ(heca_wire_payload_len(R(HECA_OP_AUTH), 0, 0), HECA_WIRE_AUTH_REPLY_LEN);
+	ASSERT_EQ(heca_wire_payload_len(R(HECA_OP_AUTH), 0, EACCES), 0);
+	ASSERT_EQ(HECA_WIRE_HELLO_REPLY_LEN, 72);
+	ASSERT_EQ(HECA_HELLO_REPLY_OFF_NONCE + 32, HECA_WIRE_HELLO_REPLY_LEN);
+	ASSERT_EQ(heca_wire_payload_len(0x09, 0, 0), -EPROTO);
+	ASSERT_EQ(heca_wire_payload_len(R(0x09), 0, EINVAL), -EPROTO);
 
 	ASSERT_EQ(strcmp(heca_wire_opname(HECA_OP_WRITE), "WRITE"), 0);
 	ASSERT_EQ(strcmp(heca_wire_opname(R(HECA_OP_READ)), "READ"), 0);
+	ASSERT_EQ(strcmp(heca_wire_opname(HECA_OP_AUTH), "AUTH"), 0);
+	ASSERT_EQ(strcmp(heca_wire_opname(0x09), "?"), 0);
 	ASSERT_EQ(strcmp(heca_wire_opname(HECA_OP_ERROR), "ERROR"), 0);
 	ASSERT_EQ(strcmp(heca_wire_opname(0x42), "?"), 0);
 }
@@ -402,7 +413,7 @@ static void test_malformed(void)
 	BAD(R(HECA_OP_ECHO), 0, 0, HECA_WIRE_MAX_PAYLOAD + 1);
 
 	/* A request never carries a status; a reply's status is an errno, 0..4095. */
-	for (uint8_t op = HECA_OP_HELLO; op <= HECA_OP_ECHO; op++) {
+	for (uint8_t op = HECA_OP_HELLO; op <= HECA_OP_AUTH; op++) {
 		uint32_t cnt = (op == HECA_OP_READ || op == HECA_OP_WRITE) ? 1 : 0;
 		long plen = heca_wire_payload_len(op, cnt, 0);
 
@@ -426,7 +437,7 @@ static void test_malformed(void)
 	for (unsigned op = 0; op < 256; op++) {
 		uint8_t base = (uint8_t)(op & ~HECA_OP_REPLY);
 
-		if ((base >= HECA_OP_HELLO && base <= HECA_OP_ECHO) || base == HECA_OP_ERROR)
+		if ((base >= HECA_OP_HELLO && base <= HECA_OP_AUTH) || base == HECA_OP_ERROR)
 			continue;
 		BAD((uint8_t)op, 0, 0, 0);
 		BAD((uint8_t)op, 0, 1, PG);

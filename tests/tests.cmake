@@ -15,7 +15,7 @@ function(heca_test name)
   endforeach()
   add_executable(${name} ${T_SOURCES} tests/harness.c)
   target_include_directories(${name} PRIVATE include src daemon tests)
-  target_link_libraries(${name} PRIVATE ${T_LIBS} Threads::Threads)
+  target_link_libraries(${name} PRIVATE ${T_LIBS} Threads::Threads OpenSSL::Crypto)
   add_dependencies(${name} hecad)
   add_test(NAME ${name} COMMAND ${name})
   if(NOT T_TIMEOUT)
@@ -31,6 +31,9 @@ heca_test(test_wire LABELS unit TIMEOUT 60 SOURCES tests/test_wire.c $<TARGET_OB
 # The sponsor daemon spoken to over real sockets (integration).
 heca_test(test_sponsor LABELS integration TIMEOUT 120
   SOURCES tests/test_sponsor.c $<TARGET_OBJECTS:heca_common>)
+# Cluster identity: persistent sponsor id, cluster key, AUTH against the real hecad (integration).
+heca_test(test_auth LABELS integration TIMEOUT 120
+  SOURCES tests/test_auth.c $<TARGET_OBJECTS:heca_common>)
 # Sponsor request handling as a pure function (unit).
 heca_test(test_sponsor_unit LABELS unit TIMEOUT 60
   SOURCES tests/test_sponsor_unit.c $<TARGET_OBJECTS:heca_sponsor> $<TARGET_OBJECTS:heca_common>)
@@ -54,6 +57,7 @@ heca_test(test_swapbase LABELS integration TIMEOUT 300
 # Sponsors in their own network namespaces joined by veth (integration; needs root).
 add_test(NAME test_cluster COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_cluster.sh)
 set_tests_properties(test_cluster PROPERTIES LABELS integration TIMEOUT 120 SKIP_RETURN_CODE 77
+  RESOURCE_LOCK netns
   ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
 # heca bench workloads at tiny sizes: exit status, table rows, valid JSON (integration).
 heca_test(test_bench LABELS integration TIMEOUT 300)
@@ -63,4 +67,5 @@ heca_test(test_replica LABELS integration TIMEOUT 300 LIBS heca_static
 # Ten sponsors in network namespaces: kill -9 and a network cut under load (integration; root).
 add_test(NAME test_cluster_replica COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_cluster_replica.sh)
 set_tests_properties(test_cluster_replica PROPERTIES LABELS integration TIMEOUT 240
+  RESOURCE_LOCK netns
   SKIP_RETURN_CODE 77 ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
