@@ -68,6 +68,7 @@ static void usage(FILE *f)
 	    "  --threads N       application threads (walk/uniform 4, qsort one per\n"
 	    "                    core; latency is always 1)\n"
 	    "  --prefetch N      pages fetched around a fault (walk/uniform 16, latency 0)\n"
+	    "  --replicas R      copies of each stripe (default 1, as kernel swap keeps one)\n"
 	    "  --spin US         engine spins this long before sleeping (heca_options.spin_us);\n"
 	    "                    latency then compares with the spinning RTT and floor\n"
 	    "  --touches N       walk/uniform: touches per thread (default size/4K/threads);\n"
@@ -95,6 +96,7 @@ int bench_open(const struct bench_opts *o, uint64_t local, unsigned int prefetch
 	ho.local_budget = local;
 	ho.prefetch_pages = prefetch;
 	ho.spin_us = o->spin;
+	ho.replicas = o->replicas ? o->replicas : 1;
 	ho.log = cli_log;
 	ho.log_level = HECA_LOG_WARN;
 	rc = heca_open(&ho, out);
@@ -572,6 +574,7 @@ int cmd_bench(int argc, char **argv)
 					   {"threads", required_argument, 0, 't'},
 					   {"prefetch", required_argument, 0, 'p'},
 					   {"spin", required_argument, 0, 'w'},
+					   {"replicas", required_argument, 0, 'C'},
 					   {"touches", required_argument, 0, 'n'},
 					   {"seconds", required_argument, 0, 'T'},
 					   {"samples", required_argument, 0, 'm'},
@@ -635,6 +638,9 @@ int cmd_bench(int argc, char **argv)
 			}
 			o.prefetch = (unsigned int)v;
 			o.prefetch_set = 1;
+			break;
+		case 'C':
+			o.replicas = (unsigned int)strtoul(optarg, NULL, 10);
 			break;
 		case 'w':
 			if (parse_uint(optarg, 10000000, &v)) {

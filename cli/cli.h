@@ -112,6 +112,7 @@ struct bench_opts {
 	uint64_t size, local;
 	int size_set, local_set, threads_set, prefetch_set;
 	unsigned int threads, prefetch, spin;
+	unsigned int replicas; /* copies of each stripe; default 1, like kernel swap */
 	uint64_t touches; /* per thread (walk, uniform) or in all (latency); 0: default */
 	double seconds;	  /* walk/uniform: stop each run after this long; 0: no limit */
 	uint64_t seed;

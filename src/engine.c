@@ -203,22 +203,28 @@ static uint64_t prefetch_room_locked(struct heca *h)
 }
 
 /* Issue one read for [p, q) on the prefetch channel, or put the pages back. */
-static void prefetch_run_locked(struct heca *h, struct seg *s, uint64_t p, uint64_t q)
+static void prefetch_run_locked(struct heca *h, struct seg *s, uint64_t p, uint64_t q,
+				bool write)
 {
-	for (uint64_t r = p; r < q; r++)
+	for (uint64_t r = p; r < q; r++) {
 		pset(&s->st[r], PS_FETCHING);
+		if (write) /* mapped writable: the stream writes what it reads */
+			s->st[r] |= PF_WANTW;
+	}
 	if (h->store->ops->read(h->store, HECA_PRIO_PREFETCH, s->id, p, (uint32_t)(q - p), 0) == 0) {
 		h->fetching += q - p;
 	} else {
-		for (uint64_t r = p; r < q; r++)
+		for (uint64_t r = p; r < q; r++) {
 			pset(&s->st[r], PS_REMOTE);
+			s->st[r] &= (uint8_t)~PF_WANTW;
+		}
 	}
 }
 
 /* Fetch the REMOTE pages of [lo, hi) other than `page`, as contiguous runs cut at stripe
  * boundaries and the frame size. */
 static void prefetch_range_locked(struct heca *h, struct seg *s, uint64_t page, uint64_t lo,
-				  uint64_t hi)
+				  uint64_t hi, bool write)
 {
 	uint64_t stripe = h->opt.stripe_pages;
 
@@ -232,23 +238,26 @@ static void prefetch_range_locked(struct heca *h, struct seg *s, uint64_t page, 
 			    (q == p || q % stripe != 0);
 		     q++)
 			;
-		prefetch_run_locked(h, s, p, q);
+		prefetch_run_locked(h, s, p, q, write);
 		p = q;
 	}
 }
 
 /* Prefetch around a demand fault of thread tid at `page`, as the thread's trend says, within
  * the room left under the high watermark. */
-static void prefetch_locked(struct heca *h, struct seg *s, uint64_t page, uint32_t tid)
+static void prefetch_locked(struct heca *h, struct seg *s, uint64_t page, uint32_t tid,
+			    bool write)
 {
 	uint64_t w = h->opt.prefetch_pages, room, lo, hi;
 	struct prefetch_plan plan;
+	bool wantw;
 
 	if (!w || s->leaving)
 		return;
 	plan = heca__prefetch_plan(&h->trends, tid, s->base / PAGE_SZ + page, (unsigned int)w,
-				   HECA_WIRE_MAX_PAGES - 1);
+				   HECA_WIRE_MAX_PAGES - 1, write);
 	w = plan.window;
+	wantw = plan.write;
 	room = prefetch_room_locked(h);
 	if (w > room)
 		w = room;
@@ -261,7 +270,7 @@ static void prefetch_locked(struct heca *h, struct seg *s, uint64_t page, uint32
 			if (p < 0 || (uint64_t)p >= s->npages)
 				break;
 			if (s->st[p] == PS_REMOTE)
-				prefetch_run_locked(h, s, (uint64_t)p, (uint64_t)p + 1);
+				prefetch_run_locked(h, s, (uint64_t)p, (uint64_t)p + 1, wantw);
 		}
 		return;
 	case PF_MODE_BEHIND:
@@ -277,7 +286,7 @@ static void prefetch_locked(struct heca *h, struct seg *s, uint64_t page, uint32
 		hi = lo + w + 1;
 		break;
 	}
-	prefetch_range_locked(h, s, page, lo, HECA_MIN(hi, s->npages));
+	prefetch_range_locked(h, s, page, lo, HECA_MIN(hi, s->npages), wantw);
 }
 
 /*
@@ -348,6 +357,7 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 			 * the evictor cannot copy the page while the write lands. */
 			pset(b, PS_DIRTY);
 			heca__count(&h->c.faults_wp, 1);
+			heca__prefetch_note_write(&h->trends, tid, addr / PAGE_SZ);
 			rc = heca__uffd_wp(h, addr, PAGE_SZ, false, true);
 			if (rc) {
 				heca__log(h, HECA_LOG_ERROR, "write-unprotect %#lx: %s",
@@ -421,7 +431,7 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 			return;
 		}
 		h->fetching++;
-		prefetch_locked(h, s, page, tid);
+		prefetch_locked(h, s, page, tid, write);
 		return;
 	}
 	return;

@@ -62,7 +62,7 @@ set_tests_properties(test_cluster PROPERTIES LABELS integration TIMEOUT 120 SKIP
 # heca bench workloads at tiny sizes: exit status, table rows, valid JSON (integration).
 heca_test(test_bench LABELS integration TIMEOUT 300)
 # Many sponsors: two copies, kill -9 under load, drain, add, a full cluster (integration).
-heca_test(test_replica LABELS integration TIMEOUT 300 LIBS heca_static
+heca_test(test_replica LABELS integration stress TIMEOUT 300 LIBS heca_static
   SOURCES tests/test_replica.c tests/sponsor_client.c)
 # Ten sponsors in network namespaces: kill -9 and a network cut under load (integration; root).
 add_test(NAME test_cluster_replica COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_cluster_replica.sh)
