@@ -132,6 +132,18 @@ void cli_print_stats(const struct heca_stats *st)
 	us(e, sizeof(e), st->lat_max_ns);
 	printf("  fault latency p50 %s, p90 %s, p99 %s, mean %s, max %s (%llu faults)\n", a, b, c,
 	       d, e, (unsigned long long)st->lat_count);
+	if (st->lat_fetch_count)
+		printf("  demand fetch  p50 %.1f us, p99 %.1f us, mean %.1f us = network %.1f + "
+		       "map and wake %.1f + engine %.1f (%llu fetches)\n",
+		       (double)st->lat_fetch_p50_ns / 1000.0, (double)st->lat_fetch_p99_ns / 1000.0,
+		       (double)st->lat_fetch_mean_ns / 1000.0, (double)st->fetch_net_mean_ns / 1000.0,
+		       (double)st->fetch_install_mean_ns / 1000.0,
+		       (double)(st->lat_fetch_mean_ns > st->fetch_net_mean_ns + st->fetch_install_mean_ns
+					? st->lat_fetch_mean_ns - st->fetch_net_mean_ns -
+						  st->fetch_install_mean_ns
+					: 0) /
+			       1000.0,
+		       (unsigned long long)st->lat_fetch_count);
 	printf("  resident      %llu of %llu budget pages; lost pages %llu, write-back errors "
 	       "%llu, kept locally %llu\n",
 	       (unsigned long long)st->resident_pages, (unsigned long long)st->budget_pages,

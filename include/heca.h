@@ -197,6 +197,11 @@ struct heca_stats {
 	/* Engine fault latency (fault message read to page mapped), in nanoseconds. */
 	uint64_t lat_p50_ns, lat_p90_ns, lat_p99_ns, lat_max_ns, lat_mean_ns;
 	uint64_t lat_count;
+	/* Demand fetches only (a fault served from a sponsor), and where their time goes:
+	 * network = request sent to reply decoded, install = UFFDIO_COPY and wake-up; the rest
+	 * of lat_fetch_mean_ns is the engine's own (reading the fault, queueing the request). */
+	uint64_t lat_fetch_p50_ns, lat_fetch_p99_ns, lat_fetch_mean_ns, lat_fetch_count;
+	uint64_t fetch_net_mean_ns, fetch_install_mean_ns;
 	unsigned int features; /* HECA_FEAT_* the kernel offered and heca uses */
 };
 

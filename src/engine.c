@@ -474,8 +474,10 @@ static void fetched_locked(struct heca *h, struct seg *s, uint64_t p, uint8_t wa
 	heca__fifo_push_locked(h, s->id, p);
 	if (was & PF_DEMAND) {
 		heca__count(&h->c.pages_fetched, 1);
-		if (cookie)
+		if (cookie) {
 			heca__hist_add(&h->lat, now - cookie);
+			heca__hist_add(&h->lat_fetch, now - cookie);
+		}
 	} else {
 		heca__count(&h->c.pages_prefetched, 1);
 	}
@@ -530,10 +532,17 @@ void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t segid, 
 			wake |= !!(s->st[page + j] & (PF_WAITER | PF_DEMAND));
 		h->fetching -= j - i;
 		rc = status;
-		if (!rc)
+		if (!rc) {
+			uint64_t t0 = heca__now_ns();
 			rc = heca__uffd_copy(h, s->base + (page + i) * PAGE_SZ,
 					     data + (size_t)i * PAGE_SZ, (uint64_t)(j - i) * PAGE_SZ,
 					     !write && (h->features & HECA_FEAT_WP), false);
+			if (cookie && wake) {
+				/* Per-stage time of demand fetches: mapping and waking. */
+				heca__count(&h->c.fetch_install_ns, heca__now_ns() - t0);
+				heca__count(&h->c.fetch_install_count, 1);
+			}
+		}
 		for (uint32_t k = i; k < j; k++) {
 			if (rc)
 				read_failed_locked(h, s, page + k, rc);

@@ -530,6 +530,21 @@ int heca_get_stats(struct heca *h, struct heca_stats *o)
 	o->lat_p50_ns = heca__hist_quantile(&h->lat, 0.50);
 	o->lat_p90_ns = heca__hist_quantile(&h->lat, 0.90);
 	o->lat_p99_ns = heca__hist_quantile(&h->lat, 0.99);
+	o->lat_fetch_count = atomic_load_explicit(&h->lat_fetch.count, memory_order_relaxed);
+	o->lat_fetch_mean_ns =
+		o->lat_fetch_count
+			? atomic_load_explicit(&h->lat_fetch.sum, memory_order_relaxed) / o->lat_fetch_count
+			: 0;
+	o->lat_fetch_p50_ns = heca__hist_quantile(&h->lat_fetch, 0.50);
+	o->lat_fetch_p99_ns = heca__hist_quantile(&h->lat_fetch, 0.99);
+	{
+		uint64_t n = atomic_load_explicit(&h->c.fetch_net_count, memory_order_relaxed);
+		uint64_t k = atomic_load_explicit(&h->c.fetch_install_count, memory_order_relaxed);
+		o->fetch_net_mean_ns =
+			n ? atomic_load_explicit(&h->c.fetch_net_ns, memory_order_relaxed) / n : 0;
+		o->fetch_install_mean_ns =
+			k ? atomic_load_explicit(&h->c.fetch_install_ns, memory_order_relaxed) / k : 0;
+	}
 	o->features = h->features;
 	return 0;
 }

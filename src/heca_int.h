@@ -211,6 +211,7 @@ struct heca {
 
 	struct heca_counters c; /* atomics: read by heca_get_stats() without the lock */
 	struct heca_hist lat;
+	struct heca_hist lat_fetch; /* demand fetches only: fault message to page mapped */
 };
 
 /* engine.c */

@@ -13,7 +13,7 @@ struct heca_counters {
 	atomic_uint_least64_t faults_read, faults_write, faults_wp, faults_zero, faults_wb_hit,
 		faults_deferred, pages_fetched, pages_prefetched, pages_written_back,
 		pages_dropped_clean, pages_dropped_zero, pages_evicted, pages_lost, writeback_errors, bytes_sent,
-		bytes_received;
+		bytes_received, fetch_net_ns, fetch_net_count, fetch_install_ns, fetch_install_count;
 };
 
 #define HIST_SUB 16 /* sub-buckets per power of two */

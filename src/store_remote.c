@@ -491,6 +491,11 @@ static void op_done_read(struct remote *r, struct op *o, struct member *m, uint6
 	if (!status) {
 		uint64_t rtt = heca__now_ns() - sent;
 		m->rtt_ns = m->rtt_ns ? (m->rtt_ns * 7 + rtt) / 8 : rtt;
+		if (o->prio == HECA_PRIO_FAULT) {
+			/* Per-stage time of demand fetches: request sent to reply decoded. */
+			heca__count(&s->h->c.fetch_net_ns, rtt);
+			heca__count(&s->h->c.fetch_net_count, 1);
+		}
 		s->read_done(s->arg, o->cookie, 0, o->seg, o->page, o->count, data);
 		free(o);
 		return;
