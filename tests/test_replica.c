@@ -235,6 +235,16 @@ static void test_kill(void)
 
 	under_load(h, 512, ev_kill, &victim);
 	ASSERT_TRUE(settle(h, 10000, &cs));
+	{
+		/* Ask the sponsors: with every page written out, the survivors hold two copies. */
+		uint8_t *scratch;
+		ASSERT_EQ(heca_map(h, 256 * PG, (void **)&scratch), 0);
+		flush(h, scratch, 256);
+		ASSERT_TRUE(settle(h, 10000, &cs));
+		printf("  kill: the sponsors hold %llu pages for 512 written (two copies each)\n",
+		       (unsigned long long)used_total());
+		ASSERT_GE(used_total(), 2 * (512 - 128));
+	}
 	heca_get_stats(h, &st);
 	ASSERT_EQ(st.pages_lost, 0);
 	ASSERT_EQ(cs.lost, 0);
