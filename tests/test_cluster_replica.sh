@@ -16,8 +16,10 @@ log=$(mktemp -d)
 [ "$(id -u)" = 0 ] || { echo "SKIP: needs root"; exit 77; }
 ip netns list >/dev/null 2>&1 || { echo "SKIP: no ip netns"; exit 77; }
 
+start=$(date +%s%N)
 fail() {
-	echo "FAIL: $*"
+	echo "FAIL after $((($(date +%s%N) - start) / 1000000)) ms: $*"
+	[ -n "${demo:-}" ] && "$cli" status --pid "$demo" 2>&1 | tail -14
 	for f in "$log"/*.out; do echo "--- $f"; tail -20 "$f"; done
 	exit 1
 }
@@ -91,7 +93,8 @@ for _ in $(seq 300); do
 	[ "$(field "$demo" under_replicated)" = 0 ] && [ "$(field "$demo" moving)" = 0 ] && break
 	sleep 0.05
 done
-[ "$(field "$demo" under_replicated)" = 0 ] || fail "kill: copies not restored"
+[ "$(field "$demo" under_replicated)" = 0 ] ||
+	fail "kill: copies not restored (under_replicated=$(field "$demo" under_replicated))"
 t2=$(date +%s%N)
 echo "kill -9: noticed in $(((t1 - t0) / 1000000)) ms, two copies again after $(((t2 - t0) / 1000000)) ms"
 wait_demo kill

@@ -67,5 +67,5 @@ heca_test(test_replica LABELS integration stress TIMEOUT 300 LIBS heca_static
 # Ten sponsors in network namespaces: kill -9 and a network cut under load (integration; root).
 add_test(NAME test_cluster_replica COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_cluster_replica.sh)
 set_tests_properties(test_cluster_replica PROPERTIES LABELS integration TIMEOUT 240
-  RESOURCE_LOCK netns
+  RESOURCE_LOCK netns RUN_SERIAL TRUE
   SKIP_RETURN_CODE 77 ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
