@@ -992,7 +992,7 @@ static void reconnect(struct remote *r, struct member *m)
 	__atomic_store_n(&m->swap_ready, true, __ATOMIC_RELEASE);
 	/* Wait for the engine to swap the sockets in. */
 	pthread_mutex_lock(&r->mu);
-	while (__atomic_load_n(&m->swap_ready, __ATOMIC_ACQUIRE) && !r->stop) {
+	while (__atomic_load_n(&m->swap_ready, __ATOMIC_ACQUIRE) && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 20000000;
@@ -1139,7 +1139,7 @@ static unsigned int repair_pass(struct remote *r, uint8_t *buf, size_t buflen)
 {
 	unsigned int made = 0;
 
-	for (unsigned int b = 0; b < STRIPE_BUCKETS && !r->stop; b++) {
+	for (unsigned int b = 0; b < STRIPE_BUCKETS && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE); b++) {
 		for (;;) {
 			struct stripe *st;
 			uint32_t seg = 0;
@@ -1238,7 +1238,7 @@ static void *repair_main(void *arg)
 		unsigned int nm = __atomic_load_n(&r->nm, __ATOMIC_ACQUIRE);
 		struct timespec ts;
 
-		for (unsigned int i = 0; i < nm && !r->stop; i++) {
+		for (unsigned int i = 0; i < nm && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE); i++) {
 			struct member *m = r->m[i];
 			uint64_t next_try;
 			pthread_mutex_lock(&r->mu);
@@ -1283,7 +1283,7 @@ static void *repair_main(void *arg)
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000;
 		}
-		if (!r->stop)
+		if (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE))
 			pthread_cond_timedwait(&r->repair_cond, &r->mu, &ts);
 		pthread_mutex_unlock(&r->mu);
 	}

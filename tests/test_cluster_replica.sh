@@ -19,7 +19,13 @@ ip netns list >/dev/null 2>&1 || { echo "SKIP: no ip netns"; exit 77; }
 start=$(date +%s%N)
 fail() {
 	echo "FAIL after $((($(date +%s%N) - start) / 1000000)) ms: $*"
-	[ -n "${demo:-}" ] && "$cli" status --pid "$demo" 2>&1 | tail -14
+	if [ -n "${demo:-}" ]; then
+		"$cli" status --pid "$demo" 2>&1 | tail -14
+		if ! kill -0 "$demo" 2>/dev/null; then
+			wait "$demo"
+			echo "the demo ended with status $?"
+		fi
+	fi
 	for f in "$log"/*.out; do echo "--- $f"; tail -20 "$f"; done
 	exit 1
 }
