@@ -535,15 +535,6 @@ static int bench_walks(const struct bench_opts *o, struct bench_result *r, int k
 			bench_fig(r, name, fig, "pages/s", rate, raw_rate, "raw pipelined");
 			snprintf(fig, sizeof(fig), "us per access, prefetch %u", pfs[i]);
 			bench_fig(r, name, fig, "us", us, local_us[k], "local memory");
-			/* Only where the library counts prefetch hits at all. */
-			if (pfs[i] && s1.prefetch_hits) {
-				uint64_t pre = s1.pages_prefetched - s0.pages_prefetched;
-				uint64_t hit = s1.prefetch_hits - s0.prefetch_hits;
-				snprintf(fig, sizeof(fig), "prefetched pages used, prefetch %u",
-					 pfs[i]);
-				bench_fig(r, name, fig, "%",
-					  pre ? 100.0 * (double)hit / (double)pre : NAN, NAN, "");
-			}
 			printf("%s, prefetch %u: %llu touches in %.2f s: %.0f pages/s resolved, "
 			       "%.2f us per access (local memory %.3f us)\n",
 			       name, pfs[i], (unsigned long long)touched, t, rate, us, local_us[k]);

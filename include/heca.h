@@ -180,7 +180,6 @@ struct heca_stats {
 	uint64_t faults_deferred;   /* faults that waited for eviction to make room */
 	uint64_t pages_fetched;	    /* pages fetched on demand */
 	uint64_t pages_prefetched;  /* pages fetched ahead and mapped */
-	uint64_t prefetch_hits;	    /* prefetched pages later touched */
 	uint64_t pages_written_back;/* dirty pages sent to sponsors (acknowledged) */
 	uint64_t pages_dropped_clean;/* clean pages dropped without any network */
 	uint64_t pages_dropped_zero;/* written pages found all zero: dropped, no network */

@@ -134,11 +134,6 @@ int heca__store_mem_open(struct heca *h, struct heca_store **out);
 
 /* ---- placement ---- */
 
-/* The sponsor (index in [0, n)) that holds stripe `stripe` of segment `seg`: rendezvous
- * hashing, so a sponsor joining or leaving moves only its own stripes. */
-unsigned int heca__place(const uint8_t cluster[16], uint32_t seg, uint64_t stripe,
-			 const uint64_t *sponsor_keys, unsigned int n);
-
 #define HECA_PLACE_MAX 64 /* sponsors one demander can use */
 
 /* All n sponsors (n <= HECA_PLACE_MAX) ranked for a stripe, best first, by weighted rendezvous

@@ -18,25 +18,6 @@ static uint64_t mix(uint64_t x)
 	return x;
 }
 
-unsigned int heca__place(const uint8_t cluster[16], uint32_t seg, uint64_t stripe,
-			 const uint64_t *sponsor_keys, unsigned int n)
-{
-	uint64_t c0, c1, base, best = 0;
-	unsigned int win = 0;
-
-	memcpy(&c0, cluster, 8);
-	memcpy(&c1, cluster + 8, 8);
-	base = mix(c0 ^ mix(c1 ^ mix(((uint64_t)seg << 32) ^ mix(stripe))));
-	for (unsigned int i = 0; i < n; i++) {
-		uint64_t score = mix(base ^ sponsor_keys[i]);
-		if (i == 0 || score > best) {
-			best = score;
-			win = i;
-		}
-	}
-	return win;
-}
-
 void heca__place_rank(const uint8_t cluster[16], uint32_t seg, uint64_t stripe,
 		      const uint64_t *keys, const double *weights, unsigned int n,
 		      unsigned int *order)
