@@ -41,7 +41,7 @@ rc=$?
 if [ $rc -ne 0 ]; then
 	echo "$out"
 	# Another cluster holds the addresses (a concurrent run): not this test's failure.
-	echo "$out" | grep -q "in use" && { echo "SKIP: address range in use"; exit 77; }
+	echo "$out" | grep -Eq "in use|already used" && { echo "SKIP: address range in use"; exit 77; }
 	fail "heca-cluster up"
 fi
 sponsors=$(echo "$out" | sed -n 's/^sponsors: //p' | tail -1)
