@@ -157,7 +157,7 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 {
 	unsigned int ndirty = 0, k;
 	struct wb_batch *wb = NULL;
-	bool wake_any = false;
+	bool wake_any = false, waiting;
 
 	qsort(v, n, sizeof(*v), cmp_victim);
 	protect_dirty(h, v, n);
@@ -235,10 +235,14 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 			heca__count(&h->c.pages_dropped_clean, 1);
 		}
 	}
+	waiting = h->ndeferred > 0;
 	pthread_mutex_unlock(&h->lock);
 	if (wake_any)
 		for_runs(h, v, n, goes_out, heca__uffd_wake);
-	heca__engine_wake(h); /* room was made: deferred faults can go on */
+	/* Room was made: wake the engine only if faults wait for it (a write and a thread
+	 * wake-up per batch otherwise); its 20 ms tick retries them in any case. */
+	if (waiting)
+		heca__engine_wake(h);
 
 	/* Send the dirty runs, split at stripe boundaries and frame size. */
 	for (unsigned int i = 0; i < n;) {
