@@ -91,3 +91,27 @@ void t_require_uffd(void)
 	}
 	close(fd);
 }
+
+int t_run_hecad(const char *const *args)
+{
+	const char *bin = getenv("HECAD") ? getenv("HECAD") : "./hecad";
+	const char *argv[16];
+	int n = 0, st;
+	pid_t pid;
+
+	argv[n++] = bin;
+	for (int i = 0; args[i] && n < 15; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	pid = fork();
+	if (pid == 0) {
+		int dn = open("/dev/null", O_WRONLY);
+		dup2(dn, 1);
+		dup2(dn, 2);
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}

@@ -59,6 +59,10 @@ void t_sponsor_start(struct t_sponsor *s, const char *capacity, const char *cons
 /* SIGTERM (or SIGKILL if kill9) and reap. Returns the exit status as from waitpid. */
 int t_sponsor_stop(struct t_sponsor *s, int kill9);
 
+/* Run $HECAD (else ./hecad) with args (NULL-terminated), output discarded; return its exit
+ * status, or -1 if it did not exit normally. */
+int t_run_hecad(const char *const *args);
+
 /* Milliseconds since an arbitrary start. */
 double t_now_ms(void);
 

@@ -149,31 +149,6 @@ static int cl_auth(int fd, const uint8_t *key, size_t keylen, const uint8_t clus
 	return heca__auth_check(want, f.payload) ? -EBADE : 0;
 }
 
-/* Run hecad with args, output discarded; returns its exit status (or -1). */
-static int run_hecad(const char *const *args)
-{
-	const char *bin = getenv("HECAD") ? getenv("HECAD") : "./hecad";
-	const char *argv[16];
-	int n = 0, st;
-	pid_t pid;
-
-	argv[n++] = bin;
-	for (int i = 0; args[i] && n < 15; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
-	pid = fork();
-	if (pid == 0) {
-		int dn = open("/dev/null", O_WRONLY);
-		dup2(dn, 1);
-		dup2(dn, 2);
-		execv(bin, (char *const *)argv);
-		_exit(127);
-	}
-	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
-		return -1;
-	return WEXITSTATUS(st);
-}
-
 static void path_in(char *out, size_t len, const char *name)
 {
 	snprintf(out, len, "%s/%s", g_dir, name);
@@ -245,7 +220,7 @@ static void test_key_files(void)
 		int fd;
 		ssize_t n;
 
-		ASSERT_EQ(run_hecad(args), 0);
+		ASSERT_EQ(t_run_hecad(args), 0);
 		ASSERT_EQ(stat(path, &st), 0);
 		ASSERT_EQ(st.st_mode & 07777, 0600);
 		fd = open(path, O_RDONLY);
@@ -255,7 +230,7 @@ static void test_key_files(void)
 		ASSERT_EQ(text[64], '\n');
 		ASSERT_EQ(load(path, key, &keylen), 0);
 		ASSERT_EQ(keylen, 32);
-		ASSERT_EQ(run_hecad(args), 2);
+		ASSERT_EQ(t_run_hecad(args), 2);
 		ASSERT_EQ(load(path, key, &keylen), 0); /* unchanged, still good */
 	}
 
@@ -317,11 +292,11 @@ static void test_hecad_refuses(void)
 
 	path_in(path, sizeof(path), "open.key");
 	write_file(path, hex64, 0644);
-	ASSERT_EQ(run_hecad(args), 2);
+	ASSERT_EQ(t_run_hecad(args), 2);
 	write_file(path, "0011", 0600);
-	ASSERT_EQ(run_hecad(args), 2);
+	ASSERT_EQ(t_run_hecad(args), 2);
 	path_in(path, sizeof(path), "missing.key");
-	ASSERT_EQ(run_hecad(args), 2);
+	ASSERT_EQ(t_run_hecad(args), 2);
 
 	/* A state dir whose id file is not an id: refuse rather than invent a new identity. */
 	path_in(path, sizeof(path), "badstate");
@@ -331,7 +306,7 @@ static void test_hecad_refuses(void)
 		snprintf(f, sizeof(f), "%s/sponsor-id", path);
 		write_file(f, "not an id\n", 0600);
 	}
-	ASSERT_EQ(run_hecad(badid), 1);
+	ASSERT_EQ(t_run_hecad(badid), 1);
 }
 
 static void test_exchange(void)

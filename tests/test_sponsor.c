@@ -438,31 +438,6 @@ static void test_sigterm(void)
 	close(fd);
 }
 
-/* Run hecad with args, output discarded; returns its exit status (or -1). */
-static int run_hecad(const char *const *args)
-{
-	const char *bin = getenv("HECAD") ? getenv("HECAD") : "./hecad";
-	const char *argv[16];
-	int n = 0, st;
-	pid_t pid;
-
-	argv[n++] = bin;
-	for (int i = 0; args[i] && n < 15; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
-	pid = fork();
-	if (pid == 0) {
-		int dn = open("/dev/null", O_WRONLY);
-		dup2(dn, 1);
-		dup2(dn, 2);
-		execv(bin, (char *const *)argv);
-		_exit(127);
-	}
-	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
-		return -1;
-	return WEXITSTATUS(st);
-}
-
 static void test_cli(void)
 {
 	const char *help[] = {"--help", NULL};
@@ -471,10 +446,10 @@ static void test_cli(void)
 	const char *badcl[] = {"--listen", "127.0.0.1:0", "--capacity", "1M", "--cluster-id",
 			       "xyz", NULL};
 
-	ASSERT_EQ(run_hecad(help), 0);
-	ASSERT_EQ(run_hecad(bogus), 2);
-	ASSERT_EQ(run_hecad(badflag), 2);
-	ASSERT_EQ(run_hecad(badcl), 2);
+	ASSERT_EQ(t_run_hecad(help), 0);
+	ASSERT_EQ(t_run_hecad(bogus), 2);
+	ASSERT_EQ(t_run_hecad(badflag), 2);
+	ASSERT_EQ(t_run_hecad(badcl), 2);
 }
 
 int main(void)
