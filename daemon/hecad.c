@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * hecad.c - the memory sponsor daemon: command line, listening socket, one thread per
- * connection with blocking IO, clean shutdown on SIGTERM/SIGINT. Serving lives in sponsor.c.
+ * connection with blocking IO, the lease sweep, clean shutdown on SIGTERM/SIGINT. Serving
+ * lives in sponsor.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +31,12 @@
 
 /* Big enough for many pipelined frames per recv() and always for one whole frame. */
 #define IN_BUF (4u << 20)
+#define NS_PER_SEC 1000000000ull
+#define DEFAULT_LEASE_NS (30 * NS_PER_SEC)
+/* Leases are swept every lease/4, but at least every second and at most every 50 ms. */
+#define SWEEP_MIN_NS (50 * 1000000ull)
+#define SWEEP_MAX_NS NS_PER_SEC
+#define LEASE_MAX_SEC 1e9
 
 struct conn {
 	struct conn *next;
@@ -41,6 +48,7 @@ struct conn {
 
 static struct sponsor *g_sp;
 static int g_verbose;
+static uint64_t g_lease_ns = DEFAULT_LEASE_NS;
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct conn *g_conns;
 
@@ -82,6 +90,10 @@ static void usage(FILE *f)
 		"      --state-dir DIR      keep this sponsor's persistent id in DIR/sponsor-id\n"
 		"                           (created on first start); default: a new id per run\n"
 		"      --gen-key FILE       write a new random key file (mode 0600) and exit\n"
+		"      --lease SECONDS      how long a demander's pages outlive its last connection\n"
+		"                           (decimal, e.g. 0.5; default 30; 0: freed as soon as it\n"
+		"                           closes); a new connection of that demander in time\n"
+		"                           keeps them\n"
 		"  -v, --verbose            log every connection to stderr\n"
 		"  -h, --help               show this help and exit\n");
 }
@@ -118,6 +130,40 @@ static void hex_encode(const uint8_t *p, size_t n, char *out)
 		out[2 * i + 1] = digits[p[i] & 15];
 	}
 	out[2 * n] = '\0';
+}
+
+/* --lease: decimal seconds (digits and at most one '.') into nanoseconds. Returns 0 or
+ * -EINVAL. */
+static int parse_lease(const char *s, uint64_t *ns)
+{
+	const char *dot = strchr(s, '.');
+	char *end;
+	double v;
+
+	if (!*s || strspn(s, "0123456789.") != strlen(s) || (dot && strchr(dot + 1, '.')))
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || *end || end == s || v > LEASE_MAX_SEC)
+		return -EINVAL;
+	*ns = (uint64_t)(v * 1e9 + 0.5);
+	return 0;
+}
+
+/* Called by sponsor_expire() with the sponsor's lock held: only logs. */
+static void lease_expired(void *arg, const uint8_t demander[16], uint64_t pages)
+{
+	char hex[33];
+
+	(void)arg;
+	hex_encode(demander, 16, hex);
+	logmsg("demander %s: lease expired, %llu pages freed", hex, (unsigned long long)pages);
+}
+
+/* Free the demanders whose lease is over. */
+static void sweep_leases(void)
+{
+	sponsor_expire(g_sp, heca__now_ns(), g_lease_ns, NULL);
 }
 
 /* Write all of buf to fd. Returns 0 or -errno. */
@@ -357,6 +403,8 @@ out:
 	/* The peer sees EOF now, not when the reaper gets to close the fd. */
 	shutdown(cn->fd, SHUT_WR);
 	sponsor_conn_exit(g_sp, &sc);
+	if (g_lease_ns == 0)
+		sweep_leases(); /* no lease: free at once, not at the next sweep */
 	sponsor_buf_free(&out);
 	free(in);
 	pthread_mutex_lock(&conns_lock);
@@ -454,6 +502,7 @@ int main(int argc, char **argv)
 		{"key-file", required_argument, NULL, 'K'},
 		{"state-dir", required_argument, NULL, 'S'},
 		{"gen-key", required_argument, NULL, 'G'},
+		{"lease", required_argument, NULL, 'L'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -464,6 +513,7 @@ int main(int argc, char **argv)
 	uint8_t key[HECA_AUTH_KEY_MAX];
 	char bound[128], sz[32], idhex[33], err[512];
 	size_t keylen = 0;
+	uint64_t sweep_ns, next_sweep;
 	sigset_t sigs;
 	int opt, lfd, sfd, rc;
 
@@ -481,6 +531,13 @@ int main(int argc, char **argv)
 		case 'K': key_file = optarg; break;
 		case 'S': state_dir = optarg; break;
 		case 'G': gen_key_path = optarg; break;
+		case 'L':
+			if (parse_lease(optarg, &g_lease_ns)) {
+				fprintf(stderr, "hecad: bad --lease '%s': want seconds such as 30 "
+						"or 0.5\n", optarg);
+				return 2;
+			}
+			break;
 		case 'v': g_verbose = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -538,6 +595,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	cfg.expired = lease_expired;
 	rc = sponsor_open(&cfg, &g_sp);
 	heca__auth_wipe(key, sizeof(key)); /* the sponsor keeps its own copy */
 	if (rc) {
@@ -552,18 +610,22 @@ int main(int argc, char **argv)
 	}
 	sponsor_get_id(g_sp, cfg.sponsor_id);
 	hex_encode(cfg.sponsor_id, 16, idhex);
-	logmsg("sponsoring %s (%llu pages), sponsor id %s%s%s",
+	logmsg("sponsoring %s (%llu pages), sponsor id %s%s%s, lease %.3g s",
 	       heca__fmt_bytes(sz, sizeof(sz), cfg.capacity),
 	       (unsigned long long)(cfg.capacity / HECA_WIRE_PAGE), idhex,
 	       state_dir ? "" : " (new each run: see --state-dir)",
-	       keylen ? ", cluster key required" : "");
+	       keylen ? ", cluster key required" : "", (double)g_lease_ns / 1e9);
 	printf("listening on %s\n", bound);
 	fflush(stdout);
 
+	sweep_ns = HECA_MAX(SWEEP_MIN_NS, HECA_MIN(SWEEP_MAX_NS, g_lease_ns / 4));
+	next_sweep = heca__now_ns() + sweep_ns;
 	for (;;) {
 		struct pollfd p[2] = {{.fd = lfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+		uint64_t now = heca__now_ns();
+		int timeout = now >= next_sweep ? 0 : (int)((next_sweep - now + 999999) / 1000000);
 
-		if (poll(p, 2, 1000) < 0 && errno != EINTR) {
+		if (poll(p, 2, timeout) < 0 && errno != EINTR) {
 			logmsg("poll: %s", strerror(errno));
 			break;
 		}
@@ -575,6 +637,11 @@ int main(int argc, char **argv)
 		if (p[0].revents & POLLIN)
 			accept_one(lfd);
 		reap(0);
+		now = heca__now_ns();
+		if (now >= next_sweep) {
+			sweep_leases();
+			next_sweep = now + sweep_ns;
+		}
 	}
 	logmsg("shutting down");
 	close(lfd);

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * sponsor.c - the sponsor's page store (slabs of 4 KiB slots, per-segment radix index) and
- * the protocol state machine that serves HELLO/AUTH/ALLOC/WRITE/READ/FREE/STAT/ECHO frames.
+ * sponsor.c - the sponsor's page store (slabs of 4 KiB slots, per-segment radix index), the
+ * protocol state machine that serves every request opcode, and the leases of demanders that
+ * have no connection left.
  */
 #include "sponsor.h"
 
@@ -55,8 +56,9 @@ struct seg {
 
 struct sponsor_demander {
 	uint8_t id[16];
-	uint32_t session; /* newest session named in a HELLO; older connections are stale */
-	unsigned conns;
+	uint32_t session;     /* newest session named in a HELLO; older connections are stale */
+	unsigned conns;	      /* READY connections; 0: orphaned, sponsor_expire() may free it */
+	uint64_t orphaned_at; /* clock_ns() when conns last became 0, or CLONE made it */
 	uint64_t pages;
 	uint64_t nsegs;
 	struct seg **buckets; /* power-of-two table, chained */
@@ -71,6 +73,9 @@ struct sponsor {
 	uint8_t id[16];
 	uint8_t key[HECA_AUTH_KEY_MAX]; /* cluster key, keylen bytes; keylen 0: no AUTH */
 	size_t keylen;
+	uint64_t (*clock_ns)(void);
+	void (*expired)(void *arg, const uint8_t demander[16], uint64_t pages);
+	void *expired_arg;
 
 	uint64_t used_pages;
 	uint64_t nsegs;
@@ -257,6 +262,97 @@ static uint64_t rt_count(void *node, unsigned level)
 	return n;
 }
 
+/* The last page (relative to the node's first) that a node at this level covers. */
+static uint64_t rt_span_last(unsigned level)
+{
+	unsigned bits = RT_BITS * level;
+
+	return bits >= 64 ? UINT64_MAX : (1ull << bits) - 1;
+}
+
+/*
+ * Free the stored pages in [first, last] of the subtree *pp at level, whose first page is
+ * base. A subtree wholly inside the range goes with its index nodes (through rt_free_locked);
+ * one partly inside is walked, so absent subtrees cost nothing however long the range is.
+ * The range must lie within the root's reach. Returns the pages freed; accounting is the
+ * caller's.
+ */
+static uint64_t rt_discard_locked(struct sponsor *sp, void **pp, unsigned level, uint64_t base,
+				  uint64_t first, uint64_t last)
+{
+	unsigned shift = RT_BITS * (level - 1);
+	uint64_t n = 0;
+
+	if (!*pp)
+		return 0;
+	if (first <= base && last >= base + rt_span_last(level)) {
+		n = rt_count(*pp, level);
+		rt_free_locked(sp, *pp, level, 1);
+		*pp = NULL;
+		return n;
+	}
+	first = HECA_MAX(first, base);
+	last = HECA_MIN(last, base + rt_span_last(level));
+	for (uint64_t i = (first - base) >> shift; i <= (last - base) >> shift; i++) {
+		if (level == 1) {
+			uint32_t *e = (uint32_t *)*pp + i;
+
+			if (*e) {
+				slot_free_locked(sp, *e - 1);
+				*e = 0;
+				n++;
+			}
+		} else {
+			n += rt_discard_locked(sp, (void **)*pp + i, level - 1, base + (i << shift),
+					       first, last);
+		}
+	}
+	return n;
+}
+
+/*
+ * A copy of a subtree of the same shape whose leaves point to new slots holding copies of the
+ * pages; *pages is increased by their number. On failure returns NULL with *err set (-errno)
+ * and nothing of the copy is left. The caller has checked that the capacity holds them all.
+ */
+static void *rt_copy_locked(struct sponsor *sp, const void *node, unsigned level, uint64_t *pages,
+			    int *err)
+{
+	void *n;
+
+	if (!node)
+		return NULL;
+	n = calloc(RT_FAN, level == 1 ? sizeof(uint32_t) : sizeof(void *));
+	if (!n) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	for (unsigned i = 0; i < RT_FAN; i++) {
+		if (level == 1) {
+			uint32_t from = ((const uint32_t *)node)[i], slot;
+
+			if (!from)
+				continue;
+			*err = slot_alloc_locked(sp, &slot);
+			if (*err)
+				goto out_undo;
+			/* slot_mem() after the allocation: a new slab may move sp->slabs. */
+			memcpy(slot_mem(sp, slot), slot_mem(sp, from - 1), PAGE);
+			((uint32_t *)n)[i] = slot + 1;
+			(*pages)++;
+		} else {
+			((void **)n)[i] =
+			    rt_copy_locked(sp, ((void *const *)node)[i], level - 1, pages, err);
+			if (*err)
+				goto out_undo;
+		}
+	}
+	return n;
+out_undo:
+	rt_free_locked(sp, n, level, 1);
+	return NULL;
+}
+
 /* ---- demanders and segments ---------------------------------------------------------- */
 
 static size_t dem_hash(const uint8_t id[16])
@@ -317,14 +413,25 @@ static void seg_unlink(struct sponsor_demander *d, struct seg *s)
 	*pp = s->next;
 }
 
+static struct sponsor_demander *dem_find_locked(struct sponsor *sp, const uint8_t id[16])
+{
+	struct sponsor_demander *d;
+
+	for (d = sp->dem[dem_hash(id)]; d; d = d->next)
+		if (!memcmp(d->id, id, 16))
+			return d;
+	return NULL;
+}
+
+/* The demander with this id, created (without connections or segments) if absent. NULL if
+ * out of memory. */
 static struct sponsor_demander *dem_get_locked(struct sponsor *sp, const uint8_t id[16])
 {
 	size_t h = dem_hash(id);
-	struct sponsor_demander *d;
+	struct sponsor_demander *d = dem_find_locked(sp, id);
 
-	for (d = sp->dem[h]; d; d = d->next)
-		if (!memcmp(d->id, id, 16))
-			return d;
+	if (d)
+		return d;
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return NULL;
@@ -376,6 +483,9 @@ int sponsor_open(const struct sponsor_config *cfg, struct sponsor **out)
 	if (cfg->keylen)
 		memcpy(sp->key, cfg->key, cfg->keylen);
 	sp->keylen = cfg->keylen;
+	sp->clock_ns = cfg->clock_ns ? cfg->clock_ns : heca__now_ns;
+	sp->expired = cfg->expired;
+	sp->expired_arg = cfg->expired_arg;
 	pthread_mutex_init(&sp->lock, NULL);
 	sp->capacity_pages = cap;
 	sp->slabs_max = (uint32_t)((cap + SPONSOR_SLAB_PAGES - 1) / SPONSOR_SLAB_PAGES);
@@ -441,7 +551,8 @@ void sponsor_conn_exit(struct sponsor *sp, struct sponsor_conn *c)
 {
 	if (c->dem) {
 		pthread_mutex_lock(&sp->lock);
-		c->dem->conns--;
+		if (--c->dem->conns == 0)
+			c->dem->orphaned_at = sp->clock_ns(); /* its lease starts */
 		dem_put_locked(sp, c->dem);
 		pthread_mutex_unlock(&sp->lock);
 	}
@@ -549,6 +660,17 @@ static int reply_status(struct sponsor_buf *out, const struct heca_frame *req, i
 		return -ENOMEM;
 	reply_commit(out, out->len, req, status, 0);
 	return 0;
+}
+
+/* A reply without payload whose page field carries n (pages copied or freed) rather than the
+ * request's page. */
+static int reply_count(struct sponsor_buf *out, const struct heca_frame *req, int status,
+		       uint64_t n)
+{
+	struct heca_frame r = *req;
+
+	r.page = n;
+	return reply_status(out, &r, status);
 }
 
 /* Append an ERROR frame and return -err: the connection is to be closed. */
@@ -791,6 +913,130 @@ static int free_locked(struct sponsor *sp, struct sponsor_demander *d, uint32_t 
 	return 0;
 }
 
+/* Free every segment of d (DROPALL, CLONE's undo, an expired lease). Returns the pages
+ * freed. */
+static uint64_t drop_all_locked(struct sponsor *sp, struct sponsor_demander *d)
+{
+	uint64_t n = d->pages;
+
+	for (size_t i = 0; i < d->nbuckets; i++)
+		while (d->buckets[i])
+			free_locked(sp, d, d->buckets[i]->id);
+	return n;
+}
+
+/* Free the stored pages of s in [first, last], keeping the counts. Returns how many. */
+static uint64_t seg_discard_locked(struct sponsor *sp, struct sponsor_demander *d, struct seg *s,
+				   uint64_t first, uint64_t last)
+{
+	uint64_t n = rt_discard_locked(sp, &s->root, s->levels, 0, first, last);
+
+	s->pages -= n;
+	d->pages -= n;
+	sp->used_pages -= n;
+	return n;
+}
+
+/* DISCARD: free the stored pages of [page, page + count) clipped at the segment's end. */
+static int discard_locked(struct sponsor *sp, struct sponsor_demander *d,
+			  const struct heca_frame *f, uint64_t *freed)
+{
+	struct seg *s = seg_find(d, f->segment);
+	uint64_t last;
+
+	if (!s)
+		return ENOENT;
+	if (f->count == 0 || f->page >= s->size)
+		return 0;
+	/* page + count - 1 is computed only when it lies below s->size: no overflow. */
+	last = f->count < s->size - f->page ? f->page + f->count - 1 : s->size - 1;
+	*freed = seg_discard_locked(sp, d, s, f->page, last);
+	return 0;
+}
+
+/* RESIZE: growing is ALLOC's growing; shrinking frees the pages at or past the new end. */
+static int resize_locked(struct sponsor *sp, struct sponsor_demander *d, uint32_t id, uint64_t size)
+{
+	struct seg *s = seg_find(d, id);
+
+	if (!s)
+		return ENOENT;
+	if (size == 0)
+		return EINVAL;
+	if (size >= s->size)
+		return alloc_locked(sp, d, id, size);
+	seg_discard_locked(sp, d, s, size, UINT64_MAX);
+	s->size = size;
+	/* Nothing is left past the new end, so above the levels the new size needs only child
+	 * 0 can be set: drop those levels and the index has the shape ALLOC would give it. */
+	while (s->levels > rt_levels_for(size)) {
+		void **root = s->root;
+
+		if (root) {
+			s->root = root[0];
+			free(root);
+		}
+		s->levels--;
+	}
+	return 0;
+}
+
+/*
+ * CLONE: copy every segment of d, with its pages in new slots, to the demander named dst_id,
+ * which must hold no segment; all or nothing. A destination created here has no connection:
+ * its lease starts now. Returns a status; *copied gets the pages copied.
+ */
+static int clone_locked(struct sponsor *sp, struct sponsor_demander *d, const uint8_t *dst_id,
+			uint64_t *copied)
+{
+	struct sponsor_demander *dst;
+	uint64_t n = 0;
+	int st = 0, err = 0;
+
+	if (!memcmp(dst_id, d->id, 16))
+		return EINVAL;
+	dst = dem_find_locked(sp, dst_id);
+	if (dst && dst->nsegs)
+		return EEXIST;
+	/* Refused up front when it cannot fit; the undo below is for running out of memory. */
+	if (d->pages > sp->capacity_pages - sp->used_pages)
+		return ENOSPC;
+	if (!dst) {
+		dst = dem_get_locked(sp, dst_id);
+		if (!dst)
+			return ENOMEM;
+		dst->orphaned_at = sp->clock_ns();
+	}
+	for (size_t i = 0; i < d->nbuckets && !st; i++) {
+		for (struct seg *s = d->buckets[i]; s && !st; s = s->next) {
+			struct seg *c;
+			uint64_t pages = 0;
+
+			st = alloc_locked(sp, dst, s->id, s->size);
+			if (st)
+				break;
+			c = seg_find(dst, s->id);
+			c->levels = s->levels; /* the copy has the original's shape */
+			c->root = rt_copy_locked(sp, s->root, s->levels, &pages, &err);
+			if (err) {
+				st = -err;
+				break;
+			}
+			c->pages = pages;
+			dst->pages += pages;
+			sp->used_pages += pages;
+			n += pages;
+		}
+	}
+	if (st) {
+		drop_all_locked(sp, dst);
+		n = 0;
+	}
+	dem_put_locked(sp, dst); /* a record made here that got no segment goes again */
+	*copied = n;
+	return st;
+}
+
 /* A connection whose demander has since said HELLO with a newer session: after a demander
  * reconnects, frames still arriving on its old connections (delayed in the network) must not
  * change what the new session stored. Called with sp->lock held. */
@@ -804,6 +1050,7 @@ static int handle_frame(struct sponsor *sp, struct sponsor_conn *c, const struct
 {
 	struct sponsor_demander *d = c->dem;
 	size_t at = out->len;
+	uint64_t n = 0;
 	uint8_t *p;
 	int st;
 
@@ -858,6 +1105,28 @@ static int handle_frame(struct sponsor *sp, struct sponsor_conn *c, const struct
 		pthread_mutex_unlock(&sp->lock);
 		reply_commit(out, at, f, 0, HECA_WIRE_STAT_LEN);
 		return 0;
+	case HECA_OP_CLONE:
+		pthread_mutex_lock(&sp->lock);
+		st = stale(c) ? ESTALE : clone_locked(sp, d, f->payload, &n);
+		pthread_mutex_unlock(&sp->lock);
+		return reply_count(out, f, st, n);
+	case HECA_OP_DISCARD:
+		pthread_mutex_lock(&sp->lock);
+		st = stale(c) ? ESTALE : discard_locked(sp, d, f, &n);
+		pthread_mutex_unlock(&sp->lock);
+		return reply_count(out, f, st, n);
+	case HECA_OP_RESIZE:
+		pthread_mutex_lock(&sp->lock);
+		st = stale(c) ? ESTALE : resize_locked(sp, d, f->segment, f->page);
+		pthread_mutex_unlock(&sp->lock);
+		return reply_status(out, f, st);
+	case HECA_OP_DROPALL:
+		pthread_mutex_lock(&sp->lock);
+		st = stale(c) ? ESTALE : 0;
+		if (!st)
+			n = drop_all_locked(sp, d);
+		pthread_mutex_unlock(&sp->lock);
+		return reply_count(out, f, st, n);
 	case HECA_OP_ECHO:
 		if (buf_reserve(out, HECA_WIRE_HDR + f->payload_len))
 			return -ENOMEM;
@@ -895,4 +1164,35 @@ long sponsor_handle(struct sponsor *sp, struct sponsor_conn *c, const uint8_t *b
 		off += (size_t)n;
 	}
 	return (long)off;
+}
+
+uint64_t sponsor_expire(struct sponsor *sp, uint64_t now_ns, uint64_t lease_ns,
+			uint64_t *demanders_out)
+{
+	uint64_t pages = 0, ndem = 0;
+
+	pthread_mutex_lock(&sp->lock);
+	for (size_t h = 0; h < DEM_BUCKETS; h++) {
+		struct sponsor_demander *d, *dn;
+
+		for (d = sp->dem[h]; d; d = dn) {
+			uint64_t n;
+
+			dn = d->next;
+			/* now_ns may predate an orphaning that got the lock first: not expired. */
+			if (d->conns || now_ns < d->orphaned_at ||
+			    now_ns - d->orphaned_at < lease_ns)
+				continue;
+			n = drop_all_locked(sp, d);
+			if (sp->expired)
+				sp->expired(sp->expired_arg, d->id, n);
+			pages += n;
+			ndem++;
+			dem_put_locked(sp, d); /* no connection, no segment: the record goes */
+		}
+	}
+	pthread_mutex_unlock(&sp->lock);
+	if (demanders_out)
+		*demanders_out = ndem;
+	return pages;
 }

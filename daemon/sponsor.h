@@ -28,6 +28,13 @@ struct sponsor_config {
 	 * no AUTH is required and AUTH is answered EINVAL. */
 	const uint8_t *key;
 	size_t keylen;
+	/* The clock leases are measured with, in nanoseconds; NULL: CLOCK_MONOTONIC. Tests set a
+	 * fake one. Called with the sponsor's lock held. */
+	uint64_t (*clock_ns)(void);
+	/* Called by sponsor_expire() for each demander it frees, with the sponsor's lock held:
+	 * it must not call back into the sponsor. May be NULL. */
+	void (*expired)(void *arg, const uint8_t demander[16], uint64_t pages);
+	void *expired_arg;
 };
 
 enum sponsor_conn_state {
@@ -78,8 +85,19 @@ void sponsor_get_stats(struct sponsor *sp, struct sponsor_stats *st);
 
 void sponsor_conn_init(struct sponsor_conn *c);
 
-/* Forget a connection: its demander keeps its segments (they live until FREE). */
+/* Forget a connection. Its demander keeps its segments; when this was its last connection
+ * the demander is orphaned from now on, and sponsor_expire() frees it once the lease is over
+ * unless a connection of the same demander becomes READY first. */
 void sponsor_conn_exit(struct sponsor *sp, struct sponsor_conn *c);
+
+/*
+ * Free every segment and the record of each demander that has been orphaned (no connection
+ * since its last one closed, or since CLONE created it) for at least lease_ns at now_ns, on
+ * the clock of sponsor_config.clock_ns. Returns the pages freed; the number of demanders
+ * freed goes to *demanders_out unless it is NULL. Thread-safe.
+ */
+uint64_t sponsor_expire(struct sponsor *sp, uint64_t now_ns, uint64_t lease_ns,
+			uint64_t *demanders_out);
 
 /*
  * Decode and serve the complete frames at the start of buf[0..len) for connection c,

@@ -61,8 +61,13 @@ int main(int argc, char **argv)
 	frame(HECA_OP_READ, 4, 1, 4, 1, 0, 0);
 	frame(HECA_OP_STAT, 5, 0, 0, 0, 0, 0);
 	frame(HECA_OP_ECHO, 6, 0, 0, 0, 32, 0x55);
-	frame(HECA_OP_FREE, 7, 1, 0, 0, 0, 0);
-	frame(HECA_OP_FREE, 8, 1, 0, 0, 0, 0);
+	frame(HECA_OP_CLONE, 7, 0, 0, 0, HECA_WIRE_CLONE_LEN, 0x66);
+	frame(HECA_OP_DISCARD, 8, 1, 3, 2, 0, 0);
+	frame(HECA_OP_RESIZE, 9, 1, 600, 0, 0, 0);
+	frame(HECA_OP_RESIZE, 10, 1, 2, 0, 0, 0);
+	frame(HECA_OP_DROPALL, 11, 0, 0, 0, 0, 0);
+	frame(HECA_OP_FREE, 12, 1, 0, 0, 0, 0);
+	frame(HECA_OP_FREE, 13, 1, 0, 0, 0, 0);
 	save(dir, "raw_session");
 
 	/* Raw stream that says HELLO itself, arriving in 47-byte pieces. */
@@ -121,6 +126,30 @@ int main(int argc, char **argv)
 	rec(0x0f, 0, 0, 0, 0); /* HELLO again */
 	rec(HECA_OP_READ, 2, 0, 1, 0);
 	save(dir, "rec_errors");
+
+	/* Records, capacity 8: CLONE to a new demander (id: 16 bytes of arg), again (EEXIST),
+	 * from the other connection when full (ENOSPC); DISCARD, RESIZE both ways, DROPALL; then
+	 * a CLONE that fits. */
+	buf[len++] = 0x03;
+	rec(HECA_OP_ALLOC, 1, 40, 0, 0);
+	rec(HECA_OP_WRITE, 1, 0, 3, 0x51);
+	rec(HECA_OP_CLONE, 0, 0, 0, 0x77);
+	rec(HECA_OP_CLONE, 0, 0, 0, 0x77); /* EEXIST */
+	rec(0x80 | HECA_OP_ALLOC, 2, 16, 0, 0);
+	rec(0x80 | HECA_OP_WRITE, 2, 0, 2, 0x52);
+	rec(0x80 | HECA_OP_CLONE, 0, 0, 0, 0x78); /* 2 pages, 0 free: ENOSPC */
+	rec(HECA_OP_DISCARD, 1, 1, 17, 0);
+	rec(HECA_OP_READ, 1, 0, 3, 0);
+	rec(HECA_OP_RESIZE, 1, 600, 0, 0);
+	rec(HECA_OP_WRITE, 1, 599, 1, 0x53);
+	rec(HECA_OP_RESIZE, 1, 1, 0, 0);
+	rec(HECA_OP_RESIZE, 1, 0, 0, 0); /* EINVAL */
+	rec(HECA_OP_READ, 1, 0, 1, 0);
+	rec(0x80 | HECA_OP_DROPALL, 0, 0, 0, 0);
+	rec(0x80 | HECA_OP_CLONE, 0, 0, 0, 0x78);
+	rec(HECA_OP_DROPALL, 0, 0, 0, 0);
+	rec(HECA_OP_STAT, 0, 0, 0, 0);
+	save(dir, "rec_clone");
 
 	/* A sponsor with a cluster key (mode bit 7). Raw stream after HELLO + a valid AUTH: the
 	 * store works, a second AUTH is a protocol error. */

@@ -63,6 +63,7 @@ int main(int argc, char **argv)
 	const char *dir = argc > 1 ? argv[1] : "fuzz/corpus/wire";
 	uint8_t hello[HECA_WIRE_HELLO_LEN] = {0}, hello_r[HECA_WIRE_HELLO_REPLY_LEN] = {0};
 	uint8_t stat[HECA_WIRE_STAT_LEN], auth[HECA_WIRE_AUTH_LEN], auth_r[HECA_WIRE_AUTH_REPLY_LEN];
+	uint8_t clone[HECA_WIRE_CLONE_LEN];
 	const char echo[] = "hello, sponsor";
 	const uint8_t R = HECA_OP_REPLY;
 
@@ -70,6 +71,7 @@ int main(int argc, char **argv)
 		hello[i] = (uint8_t)(0xc0 + i);	     /* cluster id */
 		hello[16 + i] = (uint8_t)(0xd0 + i); /* demander id */
 		hello_r[i] = (uint8_t)(0xe0 + i);    /* sponsor id */
+		clone[i] = (uint8_t)(0xf0 + i);	     /* destination demander id */
 	}
 	heca_put32(hello + 32, HECA_CHAN_FAULT);
 	heca_put64(hello_r + 16, 16384); /* capacity_pages */
@@ -111,6 +113,19 @@ int main(int argc, char **argv)
 	SEED("auth-reply", R | HECA_OP_AUTH, 0, 0, 0, auth_r, sizeof(auth_r));
 	SEED("auth-eacces", R | HECA_OP_AUTH, EACCES, 0, 0, NULL, 0);
 	SEED("error-eacces", HECA_OP_ERROR, EACCES, 0, 0, NULL, 0);
+	SEED("clone", HECA_OP_CLONE, 0, 0, 0, clone, sizeof(clone));
+	SEED("clone-reply", R | HECA_OP_CLONE, 0, 1234, 0, NULL, 0);
+	SEED("clone-enospc", R | HECA_OP_CLONE, ENOSPC, 0, 0, NULL, 0);
+	SEED("clone-eexist", R | HECA_OP_CLONE, EEXIST, 0, 0, NULL, 0);
+	SEED("discard", HECA_OP_DISCARD, 0, 16, 1000, NULL, 0);
+	SEED("discard-all", HECA_OP_DISCARD, 0, 0, UINT32_MAX, NULL, 0);
+	SEED("discard-reply", R | HECA_OP_DISCARD, 0, 12, 1000, NULL, 0);
+	SEED("discard-enoent", R | HECA_OP_DISCARD, ENOENT, 0, 1000, NULL, 0);
+	SEED("resize", HECA_OP_RESIZE, 0, 512, 0, NULL, 0);
+	SEED("resize-reply", R | HECA_OP_RESIZE, 0, 512, 0, NULL, 0);
+	SEED("resize-einval", R | HECA_OP_RESIZE, EINVAL, 0, 0, NULL, 0);
+	SEED("dropall", HECA_OP_DROPALL, 0, 0, 0, NULL, 0);
+	SEED("dropall-reply", R | HECA_OP_DROPALL, 0, 99, 0, NULL, 0);
 	/* The stream: every small frame above back to back, then half a frame. */
 	memcpy(stream + stream_len, buf, HECA_WIRE_HDR / 2);
 	put(dir, "stream", stream, stream_len + HECA_WIRE_HDR / 2);

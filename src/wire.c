@@ -34,6 +34,10 @@ const char *heca_wire_opname(uint8_t opcode)
 	case HECA_OP_STAT: return "STAT";
 	case HECA_OP_ECHO: return "ECHO";
 	case HECA_OP_AUTH: return "AUTH";
+	case HECA_OP_CLONE: return "CLONE";
+	case HECA_OP_DISCARD: return "DISCARD";
+	case HECA_OP_RESIZE: return "RESIZE";
+	case HECA_OP_DROPALL: return "DROPALL";
 	case HECA_OP_ERROR: return "ERROR";
 	}
 	return "?";
@@ -48,7 +52,7 @@ long heca_wire_payload_len(uint8_t opcode, uint32_t count, int32_t status)
 		return -EPROTO;
 	if (!reply && status != 0 && op != HECA_OP_ERROR)
 		return -EPROTO; /* only ERROR frames and replies carry a status */
-	if (op < HECA_OP_HELLO || (op > HECA_OP_AUTH && op != HECA_OP_ERROR))
+	if (op < HECA_OP_HELLO || (op > HECA_OP_DROPALL && op != HECA_OP_ERROR))
 		return -EPROTO; /* unknown opcode: caught here, or an error reply would pass */
 	if (op == HECA_OP_READ || op == HECA_OP_WRITE) {
 		if (count == 0 || count > HECA_WIRE_MAX_PAGES)
@@ -63,7 +67,12 @@ long heca_wire_payload_len(uint8_t opcode, uint32_t count, int32_t status)
 		return reply ? HECA_WIRE_HELLO_REPLY_LEN : HECA_WIRE_HELLO_LEN;
 	case HECA_OP_ALLOC:
 	case HECA_OP_FREE:
+	case HECA_OP_DISCARD: /* count is a run length here, not a payload size: any value */
+	case HECA_OP_RESIZE:
+	case HECA_OP_DROPALL:
 		return 0;
+	case HECA_OP_CLONE:
+		return reply ? 0 : HECA_WIRE_CLONE_LEN;
 	case HECA_OP_READ:
 		return reply ? (long)count * HECA_WIRE_PAGE : 0;
 	case HECA_OP_WRITE:

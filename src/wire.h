@@ -20,17 +20,22 @@
 #define HECA_WIRE_AUTH_LEN 64       /* client_nonce[32] mac[32] */
 #define HECA_WIRE_AUTH_REPLY_LEN 32 /* mac2[32] */
 #define HECA_WIRE_STAT_LEN 40
+#define HECA_WIRE_CLONE_LEN 16 /* destination demander[16] */
 
 enum heca_op {
-	HECA_OP_HELLO = 0x01, /* payload: cluster[16] demander[16] u32 channel u32 session */
-	HECA_OP_ALLOC = 0x02, /* segment, page = size in pages */
-	HECA_OP_FREE = 0x03,  /* segment */
-	HECA_OP_READ = 0x04,  /* segment, page, count; reply carries count pages */
-	HECA_OP_WRITE = 0x05, /* segment, page, count, count pages of payload */
-	HECA_OP_STAT = 0x06,  /* reply: 5 x u64 (capacity, used, segments, demanders, mine) */
-	HECA_OP_ECHO = 0x07,  /* payload up to 1 MiB echoed back: raw transport measurements */
-	HECA_OP_AUTH = 0x08,  /* client_nonce[32] mac[32]; reply: mac2[32] (see auth.h) */
-	HECA_OP_ERROR = 0x7f, /* status = errno; sent before a peer is disconnected */
+	HECA_OP_HELLO = 0x01,	/* payload: cluster[16] demander[16] u32 channel u32 session */
+	HECA_OP_ALLOC = 0x02,	/* segment, page = size in pages */
+	HECA_OP_FREE = 0x03,	/* segment */
+	HECA_OP_READ = 0x04,	/* segment, page, count; reply carries count pages */
+	HECA_OP_WRITE = 0x05,	/* segment, page, count, count pages of payload */
+	HECA_OP_STAT = 0x06,	/* reply: 5 x u64 (capacity, used, segments, demanders, mine) */
+	HECA_OP_ECHO = 0x07,	/* payload up to 1 MiB echoed back: raw transport measurements */
+	HECA_OP_AUTH = 0x08,	/* client_nonce[32] mac[32]; reply: mac2[32] (see auth.h) */
+	HECA_OP_CLONE = 0x09,	/* payload: demander[16]; reply page = pages copied */
+	HECA_OP_DISCARD = 0x0a, /* segment, page, count (any u32); reply page = pages freed */
+	HECA_OP_RESIZE = 0x0b,	/* segment, page = new size in pages (> 0) */
+	HECA_OP_DROPALL = 0x0c, /* every segment of the demander; reply page = pages freed */
+	HECA_OP_ERROR = 0x7f,	/* status = errno; sent before a peer is disconnected */
 };
 
 #define HECA_OP_REPLY 0x80 /* opcode bit: this frame answers request req_id */

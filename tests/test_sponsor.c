@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * test_sponsor.c - the real hecad spoken to over TCP: store and fetch, capacity, isolation,
- * protocol errors confined to one client, cluster ids, shutdown and the command line.
+ * CLONE/DISCARD/RESIZE/DROPALL, leases of closed demanders, protocol errors confined to one
+ * client, cluster ids, shutdown and the command line.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -388,6 +389,144 @@ static void measure(const struct t_sponsor *s)
 	free(rx);
 }
 
+/* CLONE, DISCARD, RESIZE and DROPALL as hecad answers them. */
+static void test_new_ops(const struct t_sponsor *s)
+{
+	int a = cl_hello(s, 20, 0, 0), b;
+	uint8_t dst[16] = {21};
+	struct heca_frame f;
+	uint64_t st[5];
+
+	rpc(a, HECA_OP_ALLOC, 1, 64, 0, NULL, 0, 0);
+	fill(w, 8, 30);
+	rpc(a, HECA_OP_WRITE, 1, 0, 8, w, 8 * PG, 0);
+	f = rpc(a, HECA_OP_CLONE, 0, 0, 0, dst, sizeof(dst), 0);
+	ASSERT_EQ(f.page, 8);
+	rpc(a, HECA_OP_CLONE, 0, 0, 0, dst, sizeof(dst), EEXIST);
+	dst[0] = 20;
+	rpc(a, HECA_OP_CLONE, 0, 0, 0, dst, sizeof(dst), EINVAL);
+
+	/* The copy: same content, then independent of A's DISCARD. */
+	b = cl_hello(s, 21, 0, 0);
+	f = rpc(a, HECA_OP_DISCARD, 1, 2, 4, NULL, 0, 0);
+	ASSERT_EQ(f.page, 4);
+	f = rpc(b, HECA_OP_READ, 1, 0, 8, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(f.payload, w, 8 * PG));
+	rpc(a, HECA_OP_READ, 1, 2, 1, NULL, 0, ENOENT);
+	f = rpc(a, HECA_OP_READ, 1, 6, 2, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(f.payload, w + 6 * PG, 2 * PG));
+	rpc(a, HECA_OP_DISCARD, 9, 0, 1, NULL, 0, ENOENT);
+
+	/* RESIZE: shrinking frees, growing allows writes past the old end. */
+	rpc(b, HECA_OP_RESIZE, 1, 4, 0, NULL, 0, 0);
+	stat5(b, st);
+	ASSERT_EQ(st[4], 4);
+	rpc(b, HECA_OP_READ, 1, 4, 1, NULL, 0, EINVAL);
+	rpc(b, HECA_OP_RESIZE, 1, 1000, 0, NULL, 0, 0);
+	rpc(b, HECA_OP_WRITE, 1, 999, 1, w, PG, 0);
+	f = rpc(b, HECA_OP_READ, 1, 999, 1, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(f.payload, w, PG));
+	rpc(b, HECA_OP_RESIZE, 2, 10, 0, NULL, 0, ENOENT);
+
+	/* DROPALL: every page of the demander, counted in the reply. */
+	f = rpc(b, HECA_OP_DROPALL, 0, 0, 0, NULL, 0, 0);
+	ASSERT_EQ(f.page, 5);
+	f = rpc(a, HECA_OP_DROPALL, 0, 0, 0, NULL, 0, 0);
+	ASSERT_EQ(f.page, 4);
+	stat5(a, st);
+	ASSERT_EQ(st[4], 0);
+	rpc(a, HECA_OP_READ, 1, 0, 1, NULL, 0, ENOENT);
+	close(a);
+	close(b);
+}
+
+/* Poll STAT on fd until used pages reach want or ms pass. Returns the time it took, or -1. */
+static double wait_used(int fd, uint64_t want, double ms)
+{
+	double t0 = t_now_ms();
+	uint64_t st[5];
+
+	for (;;) {
+		stat5(fd, st);
+		if (st[1] == want)
+			return t_now_ms() - t0;
+		if (t_now_ms() - t0 > ms)
+			return -1;
+		usleep(20 * 1000);
+	}
+}
+
+/* A demander with pages and n connections that then all close. */
+static void write_and_leave(const struct t_sponsor *s, uint8_t dem, uint32_t seed)
+{
+	int a = cl_hello(s, dem, 0, 0), a2 = cl_hello(s, dem, 0, 0);
+	struct heca_frame f;
+
+	rpc(a, HECA_OP_ALLOC, 1, 100, 0, NULL, 0, 0);
+	fill(w, 16, seed);
+	rpc(a, HECA_OP_WRITE, 1, 0, 16, w, 16 * PG, 0);
+	f = rpc(a2, HECA_OP_READ, 1, 0, 16, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(f.payload, w, 16 * PG));
+	close(a);
+	close(a2);
+}
+
+static void test_lease(void)
+{
+	const char *lease1[] = {"--lease", "1", NULL};
+	struct t_sponsor s;
+	struct heca_frame f;
+	uint64_t st[5];
+	double t;
+	int obs, a;
+
+	/* --lease 1: the pages of a demander that closed everything go within about a second. */
+	t_sponsor_start(&s, "1M", lease1);
+	obs = cl_hello(&s, 2, 0, 0);
+	write_and_leave(&s, 1, 40);
+	stat5(obs, st);
+	ASSERT_EQ(st[1], 16);
+	ASSERT_EQ(st[3], 2);
+	t = wait_used(obs, 0, 3000);
+	if (t < 0)
+		T_FAILF("pages of a closed demander still held 3 s after close with --lease 1");
+	ASSERT_GE(t, 500); /* not before the lease */
+	stat5(obs, st);
+	ASSERT_EQ(st[2], 0);
+	ASSERT_EQ(st[3], 1);
+	a = cl_hello(&s, 1, 0, 0);
+	rpc(a, HECA_OP_READ, 1, 0, 1, NULL, 0, ENOENT);
+	close(a);
+
+	/* Back within the lease: everything is still there, and stays. */
+	write_and_leave(&s, 3, 41);
+	usleep(300 * 1000);
+	a = cl_hello(&s, 3, 0, 0);
+	usleep(1500 * 1000);
+	f = rpc(a, HECA_OP_READ, 1, 0, 16, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(f.payload, w, 16 * PG));
+	stat5(obs, st);
+	ASSERT_EQ(st[1], 16);
+	close(a);
+	ASSERT_GE(wait_used(obs, 0, 3000), 0);
+	close(obs);
+	ASSERT_EQ(t_sponsor_stop(&s, 0), 0);
+
+	/* The default lease (30 s): still there after 2 s. */
+	t_sponsor_start(&s, "1M", NULL);
+	obs = cl_hello(&s, 2, 0, 0);
+	write_and_leave(&s, 1, 42);
+	usleep(2000 * 1000);
+	stat5(obs, st);
+	ASSERT_EQ(st[1], 16);
+	a = cl_hello(&s, 1, 0, 0);
+	f = rpc(a, HECA_OP_READ, 1, 0, 16, NULL, 0, 0);
+	ASSERT_TRUE(!memcmp(f.payload, w, 16 * PG));
+	close(a);
+	close(obs);
+	ASSERT_EQ(t_sponsor_stop(&s, 0), 0);
+}
+
 static void test_cluster_id(void)
 {
 	const char *extra[] = {"--cluster-id", "0101010101010101010101010101010a", NULL};
@@ -445,11 +584,19 @@ static void test_cli(void)
 	const char *badflag[] = {"--listen", "127.0.0.1:0", "--capacity", "1M", "--nope", NULL};
 	const char *badcl[] = {"--listen", "127.0.0.1:0", "--capacity", "1M", "--cluster-id",
 			       "xyz", NULL};
+	const char *badlease[][7] = {
+		{"--listen", "127.0.0.1:0", "--capacity", "1M", "--lease", "-1", NULL},
+		{"--listen", "127.0.0.1:0", "--capacity", "1M", "--lease", "1s", NULL},
+		{"--listen", "127.0.0.1:0", "--capacity", "1M", "--lease", "", NULL},
+		{"--listen", "127.0.0.1:0", "--capacity", "1M", "--lease", "1.2.3", NULL},
+	};
 
 	ASSERT_EQ(t_run_hecad(help), 0);
 	ASSERT_EQ(t_run_hecad(bogus), 2);
 	ASSERT_EQ(t_run_hecad(badflag), 2);
 	ASSERT_EQ(t_run_hecad(badcl), 2);
+	for (size_t i = 0; i < sizeof(badlease) / sizeof(badlease[0]); i++)
+		ASSERT_EQ(t_run_hecad(badlease[i]), 2);
 }
 
 int main(void)
@@ -462,10 +609,12 @@ int main(void)
 	test_store(&s);
 	test_malformed(&s);
 	test_stalled_client(&s);
+	test_new_ops(&s);
 	test_store(&s); /* still fine after all that */
 	measure(&s);
 	ASSERT_EQ(t_sponsor_stop(&s, 0), 0);
 	test_capacity();
+	test_lease();
 	test_cluster_id();
 	test_sigterm();
 	printf("test_sponsor: ok\n");

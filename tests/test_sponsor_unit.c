@@ -2,7 +2,7 @@
 /*
  * test_sponsor_unit.c - sponsor request handling driven as a pure function over byte buffers:
  * every opcode, error statuses, truncated and garbage input, capacity and index edge cases,
- * the AUTH state machine of a sponsor with a cluster key.
+ * the AUTH state machine of a sponsor with a cluster key, leases on a fake clock.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -19,6 +19,8 @@
 
 static const uint8_t DEM_A[16] = {0xa};
 static const uint8_t DEM_B[16] = {0xb};
+static const uint8_t DEM_C[16] = {0xc};
+static const uint8_t DEM_D[16] = {0xd};
 static uint8_t pagebuf[HECA_WIRE_MAX_PAYLOAD];
 
 /* Append one request frame to buf at *len. */
@@ -65,10 +67,11 @@ static long feed(struct sponsor *sp, struct sponsor_conn *c, const uint8_t *buf,
 	return rc;
 }
 
-/* Send one request, expect exactly one reply with opcode|REPLY and the given status. */
-static const struct heca_frame *req(struct sponsor *sp, struct sponsor_conn *c, uint8_t op,
-				    uint32_t seg, uint64_t page, uint32_t count,
-				    const void *payload, uint32_t plen, int status)
+/* Send one request, expect exactly one reply with opcode|REPLY and the given status; the
+ * reply's page is not checked. */
+static const struct heca_frame *call(struct sponsor *sp, struct sponsor_conn *c, uint8_t op,
+				     uint32_t seg, uint64_t page, uint32_t count,
+				     const void *payload, uint32_t plen, int status)
 {
 	static uint8_t buf[HECA_WIRE_HDR + HECA_WIRE_MAX_PAYLOAD];
 	static uint64_t id = 100;
@@ -83,12 +86,22 @@ static const struct heca_frame *req(struct sponsor *sp, struct sponsor_conn *c, 
 	ASSERT_EQ(g_rep[0].opcode, op | HECA_OP_REPLY);
 	ASSERT_EQ(g_rep[0].req_id, id);
 	ASSERT_EQ(g_rep[0].segment, seg);
-	ASSERT_EQ(g_rep[0].page, page);
 	ASSERT_EQ(g_rep[0].count, count);
 	if (g_rep[0].status != status)
 		T_FAILF("%s seg %u page %llu count %u: status %d, want %d", heca_wire_opname(op),
 			seg, (unsigned long long)page, count, g_rep[0].status, status);
 	return &g_rep[0];
+}
+
+/* call(), and the reply's page must be the request's. */
+static const struct heca_frame *req(struct sponsor *sp, struct sponsor_conn *c, uint8_t op,
+				    uint32_t seg, uint64_t page, uint32_t count,
+				    const void *payload, uint32_t plen, int status)
+{
+	const struct heca_frame *r = call(sp, c, op, seg, page, count, payload, plen, status);
+
+	ASSERT_EQ(r->page, page);
+	return r;
 }
 
 static void hello(struct sponsor *sp, struct sponsor_conn *c, const uint8_t dem[16])
@@ -754,6 +767,549 @@ static void test_open_limits(void)
 	sponsor_close(sp);
 }
 
+/* ---- CLONE, DISCARD, RESIZE, DROPALL, leases ------------------------------------------- */
+
+static uint64_t g_now; /* the fake clock of the sponsors below */
+
+static uint64_t fake_clock(void)
+{
+	return g_now;
+}
+
+static struct {
+	int n;
+	uint8_t id[8][16];
+	uint64_t pages[8];
+} g_expired;
+
+static void on_expired(void *arg, const uint8_t dem[16], uint64_t pages)
+{
+	ASSERT_TRUE(arg == &g_expired);
+	ASSERT_TRUE(g_expired.n < 8);
+	memcpy(g_expired.id[g_expired.n], dem, 16);
+	g_expired.pages[g_expired.n++] = pages;
+}
+
+static struct sponsor *open_fake(uint64_t bytes)
+{
+	struct sponsor_config cfg = {.capacity = bytes,
+				     .clock_ns = fake_clock,
+				     .expired = on_expired,
+				     .expired_arg = &g_expired};
+	struct sponsor *sp;
+
+	ASSERT_EQ(sponsor_open(&cfg, &sp), 0);
+	g_expired.n = 0;
+	return sp;
+}
+
+static void hello_session(struct sponsor *sp, struct sponsor_conn *c, const uint8_t dem[16],
+			  uint32_t session)
+{
+	uint8_t p[HECA_WIRE_HELLO_LEN] = {0};
+
+	memcpy(p + 16, dem, 16);
+	heca_put32(p + 36, session);
+	req(sp, c, HECA_OP_HELLO, 0, 0, 0, p, sizeof(p), 0);
+}
+
+/* Page `page` as written with seed: its bytes depend on both. */
+static void page_fill(uint8_t *p, uint64_t page, uint32_t seed)
+{
+	fill(p, 1, seed * 7919u + (uint32_t)page * 104729u + (uint32_t)(page >> 32));
+}
+
+/* WRITE pages [first, first + n) with page_fill(seed), up to 256 at a time. */
+static void write_pages(struct sponsor *sp, struct sponsor_conn *c, uint32_t seg, uint64_t first,
+			uint64_t n, uint32_t seed)
+{
+	for (uint64_t done = 0; done < n;) {
+		uint32_t k = (uint32_t)HECA_MIN(n - done, HECA_WIRE_MAX_PAGES);
+
+		for (uint32_t i = 0; i < k; i++)
+			page_fill(pagebuf + (size_t)i * PG, first + done + i, seed);
+		req(sp, c, HECA_OP_WRITE, seg, first + done, k, pagebuf, k * PG, 0);
+		done += k;
+	}
+}
+
+/* READ pages [first, first + n) and compare them with page_fill(seed). */
+static void expect_pages(struct sponsor *sp, struct sponsor_conn *c, uint32_t seg, uint64_t first,
+			 uint64_t n, uint32_t seed)
+{
+	static uint8_t want[PG];
+
+	for (uint64_t done = 0; done < n;) {
+		uint32_t k = (uint32_t)HECA_MIN(n - done, HECA_WIRE_MAX_PAGES);
+		const struct heca_frame *r =
+		    req(sp, c, HECA_OP_READ, seg, first + done, k, NULL, 0, 0);
+
+		ASSERT_EQ(r->payload_len, k * PG);
+		for (uint32_t i = 0; i < k; i++) {
+			page_fill(want, first + done + i, seed);
+			if (memcmp(r->payload + (size_t)i * PG, want, PG))
+				T_FAILF("segment %u page %llu: wrong content", seg,
+					(unsigned long long)(first + done + i));
+		}
+		done += k;
+	}
+}
+
+/* The page reads like a page never written: ENOENT and no payload. */
+static void expect_absent(struct sponsor *sp, struct sponsor_conn *c, uint32_t seg, uint64_t page)
+{
+	const struct heca_frame *r = req(sp, c, HECA_OP_READ, seg, page, 1, NULL, 0, ENOENT);
+
+	ASSERT_EQ(r->payload_len, 0);
+}
+
+static uint64_t clone_to(struct sponsor *sp, struct sponsor_conn *c, const uint8_t dst[16],
+			 int status)
+{
+	return call(sp, c, HECA_OP_CLONE, 0, 0, 0, dst, HECA_WIRE_CLONE_LEN, status)->page;
+}
+
+static uint64_t discard(struct sponsor *sp, struct sponsor_conn *c, uint32_t seg, uint64_t page,
+			uint32_t count, int status)
+{
+	return call(sp, c, HECA_OP_DISCARD, seg, page, count, NULL, 0, status)->page;
+}
+
+static uint64_t dropall(struct sponsor *sp, struct sponsor_conn *c, int status)
+{
+	return call(sp, c, HECA_OP_DROPALL, 0, 0, 0, NULL, 0, status)->page;
+}
+
+static struct sponsor_stats stats(struct sponsor *sp)
+{
+	struct sponsor_stats ss;
+
+	sponsor_get_stats(sp, &ss);
+	return ss;
+}
+
+static void test_clone(void)
+{
+	struct sponsor *sp = open_fake(64 * PG);
+	struct sponsor_conn a, b, c, d;
+	struct sponsor_stats ss, before;
+	uint64_t st[5], mine, nd;
+
+	sponsor_conn_init(&a);
+	sponsor_conn_init(&b);
+	sponsor_conn_init(&c);
+	sponsor_conn_init(&d);
+	hello(sp, &a, DEM_A);
+
+	/* Nothing to copy: it works and leaves no record behind. */
+	ASSERT_EQ(clone_to(sp, &a, DEM_B, 0), 0);
+	ASSERT_EQ(stats(sp).demanders, 1);
+
+	/* Three segments: a small one, a deep one (5 index levels), an empty one. */
+	req(sp, &a, HECA_OP_ALLOC, 1, 100, 0, NULL, 0, 0);
+	req(sp, &a, HECA_OP_ALLOC, 2, 1ull << 40, 0, NULL, 0, 0);
+	req(sp, &a, HECA_OP_ALLOC, 3, 8, 0, NULL, 0, 0);
+	write_pages(sp, &a, 1, 0, 10, 1);
+	write_pages(sp, &a, 2, 5, 1, 2);
+	write_pages(sp, &a, 2, (1ull << 39) + 3, 1, 3);
+	ASSERT_EQ(clone_to(sp, &a, DEM_B, 0), 12);
+	ss = stats(sp);
+	ASSERT_EQ(ss.used_pages, 24);
+	ASSERT_EQ(ss.segments, 6);
+	ASSERT_EQ(ss.demanders, 2);
+
+	/* B finds the same segments, sizes and contents. */
+	hello(sp, &b, DEM_B);
+	do_stat(sp, &b, st);
+	ASSERT_EQ(st[4], 12);
+	expect_pages(sp, &b, 1, 0, 10, 1);
+	expect_pages(sp, &b, 2, 5, 1, 2);
+	expect_pages(sp, &b, 2, (1ull << 39) + 3, 1, 3);
+	expect_absent(sp, &b, 1, 10);
+	expect_absent(sp, &b, 3, 0);
+	req(sp, &b, HECA_OP_WRITE, 1, 100, 1, pagebuf, PG, EINVAL);
+	req(sp, &b, HECA_OP_WRITE, 3, 8, 1, pagebuf, PG, EINVAL);
+	req(sp, &b, HECA_OP_WRITE, 2, 1ull << 40, 1, pagebuf, PG, EINVAL);
+	write_pages(sp, &b, 2, (1ull << 40) - 1, 1, 4);
+	write_pages(sp, &b, 3, 7, 1, 4);
+
+	/* Independent copies: writes and frees on either side leave the other alone. */
+	write_pages(sp, &a, 1, 0, 1, 5);
+	write_pages(sp, &b, 1, 1, 1, 6);
+	expect_pages(sp, &a, 1, 0, 1, 5);
+	expect_pages(sp, &a, 1, 1, 9, 1);
+	expect_pages(sp, &b, 1, 0, 1, 1);
+	expect_pages(sp, &b, 1, 1, 1, 6);
+	expect_pages(sp, &b, 1, 2, 8, 1);
+	req(sp, &a, HECA_OP_FREE, 2, 0, 0, NULL, 0, 0);
+	expect_pages(sp, &b, 2, 5, 1, 2);
+	expect_pages(sp, &b, 2, (1ull << 39) + 3, 1, 3);
+	ASSERT_EQ(discard(sp, &b, 1, 0, 10, 0), 10);
+	expect_pages(sp, &a, 1, 0, 1, 5);
+	expect_pages(sp, &a, 1, 1, 9, 1);
+	expect_absent(sp, &a, 3, 7);
+
+	/* To itself: EINVAL; to a demander holding a segment: EEXIST. Nothing changes. */
+	before = stats(sp);
+	ASSERT_EQ(clone_to(sp, &a, DEM_A, EINVAL), 0);
+	ASSERT_EQ(clone_to(sp, &a, DEM_B, EEXIST), 0);
+	ss = stats(sp);
+	ASSERT_EQ(ss.used_pages, before.used_pages);
+	ASSERT_EQ(ss.segments, before.segments);
+	expect_pages(sp, &b, 2, 5, 1, 2);
+	expect_absent(sp, &b, 1, 1);
+
+	/* A destination that is connected but holds nothing is fine, and not orphaned. */
+	hello(sp, &c, DEM_C);
+	do_stat(sp, &a, st);
+	mine = st[4];
+	ASSERT_EQ(mine, 10);
+	ASSERT_EQ(clone_to(sp, &c, DEM_C, EINVAL), 0);
+	ASSERT_EQ(clone_to(sp, &c, DEM_A, EEXIST), 0);
+	ASSERT_EQ(clone_to(sp, &a, DEM_C, 0), mine);
+	expect_pages(sp, &c, 1, 0, 1, 5);
+	expect_pages(sp, &c, 1, 1, 9, 1);
+	ASSERT_EQ(sponsor_expire(sp, UINT64_MAX, 0, &nd), 0);
+	ASSERT_EQ(nd, 0);
+
+	/* Capacity for all but one page: ENOSPC, nothing copied, no record made. */
+	before = stats(sp);
+	ASSERT_TRUE(before.capacity_pages - before.used_pages > mine);
+	write_pages(sp, &b, 1, 20, before.capacity_pages - before.used_pages - mine + 1, 7);
+	before = stats(sp);
+	ASSERT_EQ(before.capacity_pages - before.used_pages, mine - 1);
+	ASSERT_EQ(clone_to(sp, &a, DEM_D, ENOSPC), 0);
+	ss = stats(sp);
+	ASSERT_EQ(ss.used_pages, before.used_pages);
+	ASSERT_EQ(ss.segments, before.segments);
+	ASSERT_EQ(ss.demanders, before.demanders);
+	ASSERT_EQ(sponsor_check(sp), 0);
+	hello(sp, &d, DEM_D);
+	do_stat(sp, &d, st);
+	ASSERT_EQ(st[4], 0);
+	expect_absent(sp, &d, 1, 0);
+	req(sp, &d, HECA_OP_READ, 1, 0, 1, NULL, 0, ENOENT);
+	sponsor_conn_exit(sp, &d);
+
+	/* One page freed: exactly full works. */
+	ASSERT_EQ(discard(sp, &b, 1, 20, 1, 0), 1);
+	ASSERT_EQ(clone_to(sp, &a, DEM_D, 0), mine);
+	ss = stats(sp);
+	ASSERT_EQ(ss.used_pages, ss.capacity_pages);
+	sponsor_conn_init(&d);
+	hello(sp, &d, DEM_D);
+	expect_pages(sp, &d, 1, 0, 1, 5);
+	expect_pages(sp, &d, 1, 1, 9, 1);
+	req(sp, &d, HECA_OP_WRITE, 1, 50, 1, pagebuf, PG, ENOSPC);
+
+	sponsor_conn_exit(sp, &a);
+	sponsor_conn_exit(sp, &b);
+	sponsor_conn_exit(sp, &c);
+	sponsor_conn_exit(sp, &d);
+	sponsor_close(sp);
+}
+
+static void test_discard(void)
+{
+	struct sponsor *sp = open_fake(3000 * PG);
+	struct sponsor_conn a;
+	const struct heca_frame *r;
+	uint64_t used;
+
+	sponsor_conn_init(&a);
+	hello(sp, &a, DEM_A);
+	discard(sp, &a, 1, 0, 1, ENOENT);
+	req(sp, &a, HECA_OP_ALLOC, 1, 2000, 0, NULL, 0, 0);
+	write_pages(sp, &a, 1, 0, 1024, 1);
+	ASSERT_EQ(stats(sp).used_pages, 1024);
+
+	/* A run inside one leaf: those pages read as never written, neighbours stay. */
+	ASSERT_EQ(discard(sp, &a, 1, 100, 50, 0), 50);
+	ASSERT_EQ(stats(sp).used_pages, 974);
+	expect_pages(sp, &a, 1, 0, 100, 1);
+	expect_absent(sp, &a, 1, 100);
+	expect_absent(sp, &a, 1, 149);
+	expect_pages(sp, &a, 1, 150, 874, 1);
+	r = req(sp, &a, HECA_OP_READ, 1, 90, 20, NULL, 0, ENOENT);
+	ASSERT_EQ(r->payload_len, 0);
+	expect_absent(sp, &a, 1, 1500); /* never written, for comparison */
+	/* Discarding again frees nothing; writing there again costs a page again. */
+	ASSERT_EQ(discard(sp, &a, 1, 100, 50, 0), 0);
+	write_pages(sp, &a, 1, 120, 1, 2);
+	ASSERT_EQ(stats(sp).used_pages, 975);
+	expect_pages(sp, &a, 1, 120, 1, 2);
+
+	/* Across a leaf boundary (512 pages per leaf), then a whole leaf. */
+	ASSERT_EQ(discard(sp, &a, 1, 500, 201, 0), 201);
+	expect_pages(sp, &a, 1, 150, 350, 1);
+	expect_absent(sp, &a, 1, 500);
+	expect_absent(sp, &a, 1, 511);
+	expect_absent(sp, &a, 1, 512);
+	expect_absent(sp, &a, 1, 700);
+	expect_pages(sp, &a, 1, 701, 323, 1);
+	ASSERT_EQ(discard(sp, &a, 1, 512, 512, 0), 323);
+	expect_absent(sp, &a, 1, 1023);
+	expect_pages(sp, &a, 1, 0, 100, 1);
+	expect_pages(sp, &a, 1, 120, 1, 2);
+	ASSERT_EQ(stats(sp).used_pages, 451);
+	write_pages(sp, &a, 1, 600, 3, 3);
+	expect_pages(sp, &a, 1, 600, 3, 3);
+
+	/* Clipped at the segment's end; past the end or count 0: nothing, no error. */
+	write_pages(sp, &a, 1, 1995, 5, 4);
+	ASSERT_EQ(discard(sp, &a, 1, 1990, UINT32_MAX, 0), 5);
+	expect_absent(sp, &a, 1, 1999);
+	ASSERT_EQ(discard(sp, &a, 1, 2000, 10, 0), 0);
+	ASSERT_EQ(discard(sp, &a, 1, UINT64_MAX, UINT32_MAX, 0), 0);
+	ASSERT_EQ(discard(sp, &a, 1, 0, 0, 0), 0);
+	expect_pages(sp, &a, 1, 0, 100, 1);
+
+	/* A huge segment: runs near 2^64 do not overflow, far pages stay. */
+	used = stats(sp).used_pages;
+	req(sp, &a, HECA_OP_ALLOC, 2, UINT64_MAX, 0, NULL, 0, 0);
+	write_pages(sp, &a, 2, 0, 1, 5);
+	write_pages(sp, &a, 2, 1ull << 40, 1, 5);
+	write_pages(sp, &a, 2, UINT64_MAX - 1, 1, 5);
+	ASSERT_EQ(discard(sp, &a, 2, UINT64_MAX - 10, UINT32_MAX, 0), 1);
+	ASSERT_EQ(discard(sp, &a, 2, 0, UINT32_MAX, 0), 1);
+	expect_absent(sp, &a, 2, 0);
+	expect_absent(sp, &a, 2, UINT64_MAX - 1);
+	expect_pages(sp, &a, 2, 1ull << 40, 1, 5);
+	ASSERT_EQ(stats(sp).used_pages, used + 1);
+
+	/* Whole segment: it stays, empty. */
+	ASSERT_EQ(discard(sp, &a, 1, 0, UINT32_MAX, 0), used);
+	ASSERT_EQ(stats(sp).used_pages, 1);
+	ASSERT_EQ(stats(sp).segments, 2);
+	expect_absent(sp, &a, 1, 0);
+	write_pages(sp, &a, 1, 0, 2, 6);
+	expect_pages(sp, &a, 1, 0, 2, 6);
+	sponsor_conn_exit(sp, &a);
+	sponsor_close(sp);
+}
+
+static void test_resize(void)
+{
+	struct sponsor *sp = open_fake(64 * PG);
+	struct sponsor_conn a;
+
+	sponsor_conn_init(&a);
+	hello(sp, &a, DEM_A);
+	req(sp, &a, HECA_OP_RESIZE, 1, 10, 0, NULL, 0, ENOENT);
+	req(sp, &a, HECA_OP_ALLOC, 1, 10, 0, NULL, 0, 0);
+	req(sp, &a, HECA_OP_RESIZE, 1, 0, 0, NULL, 0, EINVAL);
+	write_pages(sp, &a, 1, 0, 10, 1);
+
+	/* Grow past a leaf (one index level more), then far (five more): old pages stay. */
+	req(sp, &a, HECA_OP_WRITE, 1, 10, 1, pagebuf, PG, EINVAL);
+	req(sp, &a, HECA_OP_RESIZE, 1, 600, 0, NULL, 0, 0);
+	write_pages(sp, &a, 1, 599, 1, 2);
+	req(sp, &a, HECA_OP_WRITE, 1, 600, 1, pagebuf, PG, EINVAL);
+	req(sp, &a, HECA_OP_RESIZE, 1, 1ull << 40, 0, NULL, 0, 0);
+	write_pages(sp, &a, 1, (1ull << 40) - 1, 1, 3);
+	req(sp, &a, HECA_OP_RESIZE, 1, 1ull << 40, 0, NULL, 0, 0); /* same size: nothing */
+	expect_pages(sp, &a, 1, 0, 10, 1);
+	expect_pages(sp, &a, 1, 599, 1, 2);
+	expect_pages(sp, &a, 1, (1ull << 40) - 1, 1, 3);
+	ASSERT_EQ(stats(sp).used_pages, 12);
+
+	/* Shrink: pages at or past the new size are freed, the rest stay. */
+	req(sp, &a, HECA_OP_RESIZE, 1, 5, 0, NULL, 0, 0);
+	ASSERT_EQ(stats(sp).used_pages, 5);
+	expect_pages(sp, &a, 1, 0, 5, 1);
+	req(sp, &a, HECA_OP_READ, 1, 5, 1, NULL, 0, EINVAL);
+	req(sp, &a, HECA_OP_WRITE, 1, 5, 1, pagebuf, PG, EINVAL);
+	/* Grown again, the freed pages read as never written. */
+	req(sp, &a, HECA_OP_RESIZE, 1, 1ull << 40, 0, NULL, 0, 0);
+	expect_absent(sp, &a, 1, 5);
+	expect_absent(sp, &a, 1, 599);
+	expect_absent(sp, &a, 1, (1ull << 40) - 1);
+	expect_pages(sp, &a, 1, 0, 5, 1);
+	write_pages(sp, &a, 1, 7, 1, 4);
+	write_pages(sp, &a, 1, 1ull << 39, 1, 4);
+	expect_pages(sp, &a, 1, 7, 1, 4);
+	expect_pages(sp, &a, 1, 1ull << 39, 1, 4);
+	ASSERT_EQ(stats(sp).used_pages, 7);
+
+	/* Shrink to a leaf boundary: the page just below stays, the one at it goes. */
+	req(sp, &a, HECA_OP_ALLOC, 2, 1024, 0, NULL, 0, 0);
+	write_pages(sp, &a, 2, 511, 2, 5);
+	write_pages(sp, &a, 2, 1023, 1, 5);
+	req(sp, &a, HECA_OP_RESIZE, 2, 512, 0, NULL, 0, 0);
+	expect_pages(sp, &a, 2, 511, 1, 5);
+	req(sp, &a, HECA_OP_READ, 2, 512, 1, NULL, 0, EINVAL);
+	ASSERT_EQ(stats(sp).used_pages, 8);
+	/* ALLOC still never shrinks, and grows as before. */
+	req(sp, &a, HECA_OP_ALLOC, 2, 100, 0, NULL, 0, 0);
+	expect_pages(sp, &a, 2, 511, 1, 5);
+	req(sp, &a, HECA_OP_ALLOC, 2, 2048, 0, NULL, 0, 0);
+	write_pages(sp, &a, 2, 2047, 1, 6);
+	expect_pages(sp, &a, 2, 2047, 1, 6);
+	expect_absent(sp, &a, 2, 1023);
+	sponsor_conn_exit(sp, &a);
+	sponsor_close(sp);
+}
+
+static void test_dropall(void)
+{
+	struct sponsor *sp = open_fake(64 * PG);
+	struct sponsor_conn a, b;
+	struct sponsor_stats ss;
+
+	sponsor_conn_init(&a);
+	sponsor_conn_init(&b);
+	hello(sp, &a, DEM_A);
+	hello(sp, &b, DEM_B);
+	ASSERT_EQ(dropall(sp, &a, 0), 0);
+	req(sp, &a, HECA_OP_ALLOC, 1, 100, 0, NULL, 0, 0);
+	req(sp, &a, HECA_OP_ALLOC, 2, 1ull << 30, 0, NULL, 0, 0);
+	req(sp, &a, HECA_OP_ALLOC, 3, 4, 0, NULL, 0, 0);
+	write_pages(sp, &a, 1, 0, 20, 1);
+	write_pages(sp, &a, 2, 1ull << 29, 3, 1);
+	req(sp, &b, HECA_OP_ALLOC, 1, 100, 0, NULL, 0, 0);
+	write_pages(sp, &b, 1, 0, 4, 2);
+
+	ASSERT_EQ(dropall(sp, &a, 0), 23);
+	ss = stats(sp);
+	ASSERT_EQ(ss.used_pages, 4);
+	ASSERT_EQ(ss.segments, 1);
+	ASSERT_EQ(ss.demanders, 2); /* A is still connected */
+	req(sp, &a, HECA_OP_READ, 1, 0, 1, NULL, 0, ENOENT);
+	req(sp, &a, HECA_OP_FREE, 3, 0, 0, NULL, 0, ENOENT);
+	expect_pages(sp, &b, 1, 0, 4, 2);
+	ASSERT_EQ(dropall(sp, &a, 0), 0);
+
+	/* The id is used again from scratch. */
+	req(sp, &a, HECA_OP_ALLOC, 1, 10, 0, NULL, 0, 0);
+	expect_absent(sp, &a, 1, 0);
+	write_pages(sp, &a, 1, 0, 2, 3);
+	expect_pages(sp, &a, 1, 0, 2, 3);
+	ASSERT_EQ(stats(sp).used_pages, 6);
+	sponsor_conn_exit(sp, &a);
+	sponsor_conn_exit(sp, &b);
+	sponsor_close(sp);
+}
+
+/* Connections of a session the demander has left behind change nothing with the new ops. */
+static void test_new_ops_stale(void)
+{
+	struct sponsor *sp = open_fake(64 * PG);
+	struct sponsor_conn old, cur;
+
+	sponsor_conn_init(&old);
+	sponsor_conn_init(&cur);
+	hello_session(sp, &old, DEM_A, 1);
+	req(sp, &old, HECA_OP_ALLOC, 1, 10, 0, NULL, 0, 0);
+	write_pages(sp, &old, 1, 0, 4, 1);
+	hello_session(sp, &cur, DEM_A, 2);
+	ASSERT_EQ(clone_to(sp, &old, DEM_B, ESTALE), 0);
+	ASSERT_EQ(discard(sp, &old, 1, 0, 4, ESTALE), 0);
+	req(sp, &old, HECA_OP_RESIZE, 1, 2, 0, NULL, 0, ESTALE);
+	ASSERT_EQ(dropall(sp, &old, ESTALE), 0);
+	ASSERT_EQ(stats(sp).demanders, 1);
+	expect_pages(sp, &cur, 1, 0, 4, 1);
+	req(sp, &cur, HECA_OP_WRITE, 1, 9, 1, pagebuf, PG, 0);
+	sponsor_conn_exit(sp, &old);
+	sponsor_conn_exit(sp, &cur);
+	sponsor_close(sp);
+}
+
+static void test_lease(void)
+{
+	const uint64_t lease = 30000;
+	struct sponsor *sp = open_fake(64 * PG);
+	struct sponsor_conn a, a2, b, c;
+	uint64_t nd;
+
+	sponsor_conn_init(&a);
+	sponsor_conn_init(&a2);
+	sponsor_conn_init(&b);
+	hello(sp, &a, DEM_A);
+	hello(sp, &a2, DEM_A);
+	hello(sp, &b, DEM_B);
+	req(sp, &a, HECA_OP_ALLOC, 1, 100, 0, NULL, 0, 0);
+	write_pages(sp, &a, 1, 0, 3, 1);
+	req(sp, &b, HECA_OP_ALLOC, 1, 100, 0, NULL, 0, 0);
+	write_pages(sp, &b, 1, 0, 2, 2);
+
+	/* Connected demanders never expire, not even with lease 0. */
+	ASSERT_EQ(sponsor_expire(sp, UINT64_MAX, 0, &nd), 0);
+	ASSERT_EQ(nd, 0);
+	/* One of two connections closing orphans nothing. */
+	g_now = 1000;
+	sponsor_conn_exit(sp, &a);
+	ASSERT_EQ(sponsor_expire(sp, UINT64_MAX, 0, &nd), 0);
+	ASSERT_EQ(nd, 0);
+
+	/* The last one closing does: kept until the lease is over. */
+	g_now = 2000;
+	sponsor_conn_exit(sp, &a2);
+	ASSERT_EQ(sponsor_expire(sp, 2000 + lease - 1, lease, &nd), 0);
+	ASSERT_EQ(nd, 0);
+	ASSERT_EQ(sponsor_expire(sp, 1000, lease, NULL), 0); /* a clock before the orphaning */
+	ASSERT_EQ(stats(sp).used_pages, 5);
+
+	/* A new READY connection cancels the orphaning; pages are all there. */
+	g_now = 2000 + lease - 1;
+	sponsor_conn_init(&a);
+	hello(sp, &a, DEM_A);
+	ASSERT_EQ(sponsor_expire(sp, UINT64_MAX, lease, &nd), 0);
+	ASSERT_EQ(nd, 0);
+	expect_pages(sp, &a, 1, 0, 3, 1);
+	ASSERT_EQ(g_expired.n, 0);
+
+	/* Closed again: the lease starts over from this close. */
+	g_now = 100000;
+	sponsor_conn_exit(sp, &a);
+	ASSERT_EQ(sponsor_expire(sp, 100000 + lease - 1, lease, &nd), 0);
+	ASSERT_EQ(sponsor_expire(sp, 100000 + lease, lease, &nd), 3);
+	ASSERT_EQ(nd, 1);
+	ASSERT_EQ(g_expired.n, 1);
+	ASSERT_TRUE(!memcmp(g_expired.id[0], DEM_A, 16));
+	ASSERT_EQ(g_expired.pages[0], 3);
+	ASSERT_EQ(stats(sp).used_pages, 2);
+	ASSERT_EQ(stats(sp).demanders, 1);
+	ASSERT_EQ(sponsor_expire(sp, UINT64_MAX, lease, &nd), 0); /* once only */
+	ASSERT_EQ(nd, 0);
+	expect_pages(sp, &b, 1, 0, 2, 2);
+	/* Coming back later, A starts from nothing. */
+	sponsor_conn_init(&a);
+	hello(sp, &a, DEM_A);
+	req(sp, &a, HECA_OP_READ, 1, 0, 1, NULL, 0, ENOENT);
+	req(sp, &a, HECA_OP_FREE, 1, 0, 0, NULL, 0, ENOENT);
+
+	/* A CLONE destination nobody claims expires a lease after the clone... */
+	g_now = 200000;
+	ASSERT_EQ(clone_to(sp, &b, DEM_C, 0), 2);
+	ASSERT_EQ(sponsor_expire(sp, 200000 + lease - 1, lease, &nd), 0);
+	ASSERT_EQ(stats(sp).used_pages, 4);
+	ASSERT_EQ(sponsor_expire(sp, 200000 + lease, lease, &nd), 2);
+	ASSERT_EQ(nd, 1);
+	ASSERT_TRUE(!memcmp(g_expired.id[1], DEM_C, 16));
+	ASSERT_EQ(stats(sp).used_pages, 2);
+	expect_pages(sp, &b, 1, 0, 2, 2);
+
+	/* ...one that is claimed in time stays, with its pages. */
+	g_now = 300000;
+	ASSERT_EQ(clone_to(sp, &b, DEM_C, 0), 2);
+	sponsor_conn_init(&c);
+	g_now = 300000 + lease - 1;
+	hello(sp, &c, DEM_C);
+	ASSERT_EQ(sponsor_expire(sp, UINT64_MAX, lease, &nd), 0);
+	expect_pages(sp, &c, 1, 0, 2, 2);
+
+	/* Lease 0: gone at the first sweep after the close. */
+	sponsor_conn_exit(sp, &c);
+	ASSERT_EQ(sponsor_expire(sp, g_now, 0, &nd), 2);
+	ASSERT_EQ(nd, 1);
+	ASSERT_EQ(stats(sp).used_pages, 2);
+	ASSERT_EQ(g_expired.n, 3);
+
+	sponsor_conn_exit(sp, &a);
+	sponsor_conn_exit(sp, &b);
+	sponsor_close(sp);
+}
+
 int main(void)
 {
 	test_hello_rules();
@@ -763,6 +1319,12 @@ int main(void)
 	test_index_and_slabs();
 	test_open_limits();
 	test_auth_rules();
+	test_clone();
+	test_discard();
+	test_resize();
+	test_dropall();
+	test_new_ops_stale();
+	test_lease();
 	sponsor_buf_free(&g_out);
 	printf("test_sponsor_unit: ok\n");
 	return T_PASS;

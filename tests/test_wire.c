@@ -174,6 +174,21 @@ static const struct wcase cases[] = {
     {R(HECA_OP_AUTH), 0, 0, HECA_WIRE_AUTH_REPLY_LEN, 0},
     {R(HECA_OP_AUTH), EACCES, 0, 0, 0},
     {R(HECA_OP_AUTH), EINVAL, 0, 0, 0},
+    {HECA_OP_CLONE, 0, 0, HECA_WIRE_CLONE_LEN, 0},
+    {R(HECA_OP_CLONE), 0, 0, 0, 12345},
+    {R(HECA_OP_CLONE), ENOSPC, 0, 0, 0},
+    {R(HECA_OP_CLONE), EEXIST, 0, 0, 0},
+    {HECA_OP_DISCARD, 0, 0, 0, 5},
+    {HECA_OP_DISCARD, 0, 1, 0, 5},
+    {HECA_OP_DISCARD, 0, HECA_WIRE_MAX_PAGES + 1, 0, 5},
+    {HECA_OP_DISCARD, 0, UINT32_MAX, 0, UINT64_MAX},
+    {R(HECA_OP_DISCARD), 0, UINT32_MAX, 0, 300},
+    {R(HECA_OP_DISCARD), ENOENT, 7, 0, 0},
+    {HECA_OP_RESIZE, 0, 0, 0, 1u << 20},
+    {R(HECA_OP_RESIZE), 0, 0, 0, 1u << 20},
+    {R(HECA_OP_RESIZE), EINVAL, 0, 0, 0},
+    {HECA_OP_DROPALL, 0, 0, 0, 0},
+    {R(HECA_OP_DROPALL), 0, 0, 0, 99},
     {HECA_OP_ERROR, EPROTO, 0, 0, 0},
     {HECA_OP_ERROR, EBADMSG, 0, 0, 0},
     {HECA_OP_ERROR, EACCES, 0, 0, 0},
@@ -200,15 +215,29 @@ static void test_payload_len_table(void)
 	ASSERT_EQ(heca_wire_payload_len(HECA_OP_AUTH, 0, 0), HECA_WIRE_AUTH_LEN);
 	ASSERT_EQ(heca_wire_payload_len(R(HECA_OP_AUTH), 0, 0), HECA_WIRE_AUTH_REPLY_LEN);
 	ASSERT_EQ(heca_wire_payload_len(R(HECA_OP_AUTH), 0, EACCES), 0);
+	ASSERT_EQ(heca_wire_payload_len(HECA_OP_CLONE, 0, 0), HECA_WIRE_CLONE_LEN);
+	ASSERT_EQ(heca_wire_payload_len(R(HECA_OP_CLONE), 0, 0), 0);
+	ASSERT_EQ(heca_wire_payload_len(R(HECA_OP_CLONE), 0, ENOSPC), 0);
+	/* DISCARD's count is a run length, any u32, and brings no payload. */
+	ASSERT_EQ(heca_wire_payload_len(HECA_OP_DISCARD, 0, 0), 0);
+	ASSERT_EQ(heca_wire_payload_len(HECA_OP_DISCARD, UINT32_MAX, 0), 0);
+	ASSERT_EQ(heca_wire_payload_len(R(HECA_OP_DISCARD), UINT32_MAX, 0), 0);
+	ASSERT_EQ(heca_wire_payload_len(HECA_OP_RESIZE, 0, 0), 0);
+	ASSERT_EQ(heca_wire_payload_len(HECA_OP_DROPALL, 0, 0), 0);
+	ASSERT_EQ(heca_wire_payload_len(HECA_OP_DROPALL, 0, EINVAL), -EPROTO);
 	ASSERT_EQ(HECA_WIRE_HELLO_REPLY_LEN, 72);
 	ASSERT_EQ(HECA_HELLO_REPLY_OFF_NONCE + 32, HECA_WIRE_HELLO_REPLY_LEN);
-	ASSERT_EQ(heca_wire_payload_len(0x09, 0, 0), -EPROTO);
-	ASSERT_EQ(heca_wire_payload_len(R(0x09), 0, EINVAL), -EPROTO);
+	ASSERT_EQ(heca_wire_payload_len(0x0d, 0, 0), -EPROTO);
+	ASSERT_EQ(heca_wire_payload_len(R(0x0d), 0, EINVAL), -EPROTO);
 
 	ASSERT_EQ(strcmp(heca_wire_opname(HECA_OP_WRITE), "WRITE"), 0);
 	ASSERT_EQ(strcmp(heca_wire_opname(R(HECA_OP_READ)), "READ"), 0);
 	ASSERT_EQ(strcmp(heca_wire_opname(HECA_OP_AUTH), "AUTH"), 0);
-	ASSERT_EQ(strcmp(heca_wire_opname(0x09), "?"), 0);
+	ASSERT_EQ(strcmp(heca_wire_opname(HECA_OP_CLONE), "CLONE"), 0);
+	ASSERT_EQ(strcmp(heca_wire_opname(HECA_OP_DISCARD), "DISCARD"), 0);
+	ASSERT_EQ(strcmp(heca_wire_opname(R(HECA_OP_RESIZE)), "RESIZE"), 0);
+	ASSERT_EQ(strcmp(heca_wire_opname(HECA_OP_DROPALL), "DROPALL"), 0);
+	ASSERT_EQ(strcmp(heca_wire_opname(0x0d), "?"), 0);
 	ASSERT_EQ(strcmp(heca_wire_opname(HECA_OP_ERROR), "ERROR"), 0);
 	ASSERT_EQ(strcmp(heca_wire_opname(0x42), "?"), 0);
 }
@@ -413,7 +442,7 @@ static void test_malformed(void)
 	BAD(R(HECA_OP_ECHO), 0, 0, HECA_WIRE_MAX_PAYLOAD + 1);
 
 	/* A request never carries a status; a reply's status is an errno, 0..4095. */
-	for (uint8_t op = HECA_OP_HELLO; op <= HECA_OP_AUTH; op++) {
+	for (uint8_t op = HECA_OP_HELLO; op <= HECA_OP_DROPALL; op++) {
 		uint32_t cnt = (op == HECA_OP_READ || op == HECA_OP_WRITE) ? 1 : 0;
 		long plen = heca_wire_payload_len(op, cnt, 0);
 
@@ -437,7 +466,7 @@ static void test_malformed(void)
 	for (unsigned op = 0; op < 256; op++) {
 		uint8_t base = (uint8_t)(op & ~HECA_OP_REPLY);
 
-		if ((base >= HECA_OP_HELLO && base <= HECA_OP_AUTH) || base == HECA_OP_ERROR)
+		if ((base >= HECA_OP_HELLO && base <= HECA_OP_DROPALL) || base == HECA_OP_ERROR)
 			continue;
 		BAD((uint8_t)op, 0, 0, 0);
 		BAD((uint8_t)op, 0, 1, PG);
