@@ -317,7 +317,7 @@ static int bench_latency(const struct bench_opts *o, struct bench_result *r)
 		       f && f->base > 0 ? f->heca / f->base : NAN);
 	}
 	if (!o->quiet)
-		cli_print_stats(&s1);
+		cli_print_stats(stdout, &s1);
 out:
 	free(perm);
 	free(smp);
@@ -786,7 +786,7 @@ int cmd_bench(int argc, char **argv)
 		      : !strcmp(wl, "latency")		     ? 256 * MiB
 							     : 1024 * MiB;
 		snprintf(capstr, sizeof(capstr), "%llu", (unsigned long long)(cap + 256 * MiB));
-		if (cli_spawn_sponsors(&sp, 2, capstr))
+		if (cli_spawn_sponsors(&sp, 2, capstr, 0))
 			return 1;
 		o.sponsors = sp.list;
 		printf("started 2 sponsors: %s\n", o.sponsors);

@@ -7,6 +7,7 @@
 #define HECA_CLI_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -21,14 +22,16 @@ struct spawned {
 	char list[CLI_MAX_SPAWN * 64]; /* "a,b,c" */
 };
 
-/* Start n hecad processes on 127.0.0.1 port 0 with the given capacity. Returns 0 or -errno,
- * printing why on stderr. */
-int cli_spawn_sponsors(struct spawned *sp, int n, const char *capacity);
+/* Start n hecad processes on 127.0.0.1 port 0 with the given capacity (their own messages
+ * to /dev/null if quiet). Returns 0 or -errno, printing why on stderr. */
+int cli_spawn_sponsors(struct spawned *sp, int n, const char *capacity, int quiet);
 /* SIGTERM them and wait. */
 void cli_stop_sponsors(struct spawned *sp);
 
 void cli_log(void *arg, enum heca_log_level level, const char *msg);
-void cli_print_stats(const struct heca_stats *st);
+void cli_print_stats(FILE *f, const struct heca_stats *st);
+
+int cmd_run(int argc, char **argv);
 
 int cmd_demo(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

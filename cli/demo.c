@@ -220,7 +220,7 @@ int cmd_demo(int argc, char **argv)
 	if (!sponsors && !o.cluster_file) {
 		/* Each sponsor can take the whole region: capacity is reserved lazily. */
 		snprintf(cap, sizeof(cap), "%llu", (unsigned long long)size);
-		if (cli_spawn_sponsors(&sp, 2, cap))
+		if (cli_spawn_sponsors(&sp, 2, cap, 0))
 			return 1;
 		sponsors = sp.list;
 		printf("started 2 sponsors: %s\n", sponsors);
@@ -263,7 +263,7 @@ int cmd_demo(int argc, char **argv)
 	printf("write  %.2f s (%.0f MiB/s), read back %.2f s (%.0f MiB/s)%s\n", tw,
 	       (double)size * rounds / 1048576.0 / tw, tr, (double)size * rounds / 1048576.0 / tr,
 	       rounds > 1 ? " over all rounds" : "");
-	cli_print_stats(&st);
+	cli_print_stats(stdout, &st);
 	if (atomic_load(&d.bad) == 0) {
 		printf("verified: OK (%llu pages)\n", (unsigned long long)d.npages);
 		ret = 0;

@@ -12,6 +12,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: heca COMMAND [OPTIONS]\n"
 		   "\n"
 		   "commands:\n"
+		   "  run      run an unmodified program with more memory than the machine has\n"
 		   "  demo     fill a region larger than local memory, read it back, verify it\n"
 		   "  bench    the original Hecatonchire measurements beside their baselines\n"
 		   "  status   a running demander's counters and sponsors, or a cluster's sponsors\n"
@@ -29,6 +30,8 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (!strcmp(argv[1], "run"))
+		return cmd_run(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "demo"))
 		return cmd_demo(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "status") || !strcmp(argv[1], "add") || !strcmp(argv[1], "drain") ||

@@ -36,7 +36,7 @@ static void hecad_path(char *out, size_t len)
 	snprintf(out, len, "hecad");
 }
 
-int cli_spawn_sponsors(struct spawned *sp, int n, const char *capacity)
+int cli_spawn_sponsors(struct spawned *sp, int n, const char *capacity, int quiet)
 {
 	char bin[PATH_MAX];
 
@@ -59,6 +59,11 @@ int cli_spawn_sponsors(struct spawned *sp, int n, const char *capacity)
 			/* Sponsors started for a command end with it, even if it crashes. */
 			prctl(PR_SET_PDEATHSIG, SIGTERM);
 			dup2(pfd[1], 1);
+			if (quiet) {
+				int null = open("/dev/null", O_WRONLY);
+				if (null >= 0)
+					dup2(null, 2);
+			}
 			execlp(bin, bin, "--listen", "127.0.0.1:0", "--capacity", capacity,
 			       (char *)NULL);
 			fprintf(stderr, "heca: cannot run %s: %s\n", bin, strerror(errno));
@@ -107,33 +112,33 @@ static void us(char *buf, size_t len, uint64_t ns)
 	snprintf(buf, len, "%.1f us", (double)ns / 1000.0);
 }
 
-void cli_print_stats(const struct heca_stats *st)
+void cli_print_stats(FILE *f, const struct heca_stats *st)
 {
 	char a[32], b[32], c[32], d[32], e[32];
 
-	printf("  faults        read %llu, write %llu, write-protect %llu, zero (no network) %llu,"
+	fprintf(f, "  faults        read %llu, write %llu, write-protect %llu, zero (no network) %llu,"
 	       " from write-back buffer %llu, waited for room %llu\n",
 	       (unsigned long long)st->faults_read, (unsigned long long)st->faults_write,
 	       (unsigned long long)st->faults_wp, (unsigned long long)st->faults_zero,
 	       (unsigned long long)st->faults_wb_hit, (unsigned long long)st->faults_deferred);
-	printf("  pages in      fetched %llu, prefetched %llu\n",
+	fprintf(f, "  pages in      fetched %llu, prefetched %llu\n",
 	       (unsigned long long)st->pages_fetched, (unsigned long long)st->pages_prefetched);
-	printf("  pages out     written back %llu, dropped clean %llu, dropped zero %llu (of %llu "
+	fprintf(f, "  pages out     written back %llu, dropped clean %llu, dropped zero %llu (of %llu "
 	       "evicted)\n",
 	       (unsigned long long)st->pages_written_back,
 	       (unsigned long long)st->pages_dropped_clean,
 	       (unsigned long long)st->pages_dropped_zero, (unsigned long long)st->pages_evicted);
-	printf("  bytes         sent %.1f MiB, received %.1f MiB\n",
+	fprintf(f, "  bytes         sent %.1f MiB, received %.1f MiB\n",
 	       (double)st->bytes_sent / 1048576.0, (double)st->bytes_received / 1048576.0);
 	us(a, sizeof(a), st->lat_p50_ns);
 	us(b, sizeof(b), st->lat_p90_ns);
 	us(c, sizeof(c), st->lat_p99_ns);
 	us(d, sizeof(d), st->lat_mean_ns);
 	us(e, sizeof(e), st->lat_max_ns);
-	printf("  fault latency p50 %s, p90 %s, p99 %s, mean %s, max %s (%llu faults)\n", a, b, c,
+	fprintf(f, "  fault latency p50 %s, p90 %s, p99 %s, mean %s, max %s (%llu faults)\n", a, b, c,
 	       d, e, (unsigned long long)st->lat_count);
 	if (st->lat_fetch_count)
-		printf("  demand fetch  p50 %.1f us, p99 %.1f us, mean %.1f us = network %.1f + "
+		fprintf(f, "  demand fetch  p50 %.1f us, p99 %.1f us, mean %.1f us = network %.1f + "
 		       "map and wake %.1f + engine %.1f (%llu fetches)\n",
 		       (double)st->lat_fetch_p50_ns / 1000.0, (double)st->lat_fetch_p99_ns / 1000.0,
 		       (double)st->lat_fetch_mean_ns / 1000.0, (double)st->fetch_net_mean_ns / 1000.0,
@@ -144,7 +149,7 @@ void cli_print_stats(const struct heca_stats *st)
 					: 0) /
 			       1000.0,
 		       (unsigned long long)st->lat_fetch_count);
-	printf("  resident      %llu of %llu budget pages; lost pages %llu, write-back errors "
+	fprintf(f, "  resident      %llu of %llu budget pages; lost pages %llu, write-back errors "
 	       "%llu, kept locally %llu\n",
 	       (unsigned long long)st->resident_pages, (unsigned long long)st->budget_pages,
 	       (unsigned long long)st->pages_lost, (unsigned long long)st->writeback_errors,

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -121,6 +122,17 @@ int heca_register(struct heca *h, void *addr, size_t len);
  * page could not be brought back, the segment stays registered).
  */
 int heca_unregister(struct heca *h, void *addr, unsigned int flags);
+
+/*
+ * fork() for a process with sponsored memory: the child sees exactly the memory of the parent
+ * at the fork (resident pages copy-on-write, the sponsors copy the rest for it) and runs an
+ * engine of its own; neither sees the other's later writes. Returns what fork() returns (the
+ * child's pid, 0 in the child, -1 with errno), or -errno if the sponsors could not copy the
+ * segments (then no child was made). A plain fork() instead leaves sponsored memory out of
+ * the child: touching it there is a segmentation fault. In a child that could not restart
+ * heca (heca_last_error() says why) the sponsored segments are unmapped.
+ */
+pid_t heca_fork(struct heca *h);
 
 /* One sponsor as the demander sees it. */
 struct heca_sponsor_info {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "heca_int.h"
+#include "segops.h"
 
 struct out {
 	char *buf;
@@ -142,6 +143,7 @@ static void *control_main(void *arg)
 	struct heca *h = arg;
 	sigset_t all;
 
+	heca__internal = 1;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	while (!__atomic_load_n(&h->stop, __ATOMIC_ACQUIRE)) {

@@ -16,6 +16,7 @@
 #include "compat_uffd.h"
 #include "heca_int.h"
 #include "prefetch.h"
+#include "segops.h"
 #include "util.h"
 #include "wire.h"
 
@@ -30,9 +31,9 @@ struct seg *heca__seg_by_addr_locked(struct heca *h, uintptr_t addr)
 	while (lo < hi) {
 		unsigned int mid = (lo + hi) / 2;
 		struct seg *s = h->segs[mid];
-		if (addr < s->base)
+		if (addr < seg_start(s))
 			hi = mid;
-		else if (addr >= s->base + s->npages * PAGE_SZ)
+		else if (addr >= seg_limit(s))
 			lo = mid + 1;
 		else
 			return s;
@@ -40,12 +41,21 @@ struct seg *heca__seg_by_addr_locked(struct heca *h, uintptr_t addr)
 	return NULL;
 }
 
-struct seg *heca__seg_by_id_locked(struct heca *h, uint32_t id)
+struct seg *heca__seg_by_page_locked(struct heca *h, uint32_t id, uint64_t page)
 {
-	for (unsigned int i = 0; i < h->nsegs; i++)
-		if (h->segs[i]->id == id)
-			return h->segs[i];
+	for (struct seg *s = h->idhash[id % SEG_HASH]; s; s = s->idnext)
+		if (s->id == id && seg_has(s, page))
+			return s;
 	return NULL;
+}
+
+/* Whether another piece of s's store segment is registered (a partial unmap split it). */
+bool heca__seg_id_shared_locked(struct heca *h, const struct seg *s)
+{
+	for (struct seg *o = h->idhash[s->id % SEG_HASH]; o; o = o->idnext)
+		if (o != s && o->id == s->id)
+			return true;
+	return false;
 }
 
 /* ---- FIFO of resident pages (caller holds h->lock) ---- */
@@ -252,7 +262,7 @@ static void prefetch_locked(struct heca *h, struct seg *s, uint64_t page, uint32
 	struct prefetch_plan plan;
 	bool wantw;
 
-	if (!w || s->leaving)
+	if (!w || s->leaving || h->frozen)
 		return;
 	plan = heca__prefetch_plan(&h->trends, tid, s->base / PAGE_SZ + page, (unsigned int)w,
 				   HECA_WIRE_MAX_PAGES - 1, write);
@@ -267,26 +277,26 @@ static void prefetch_locked(struct heca *h, struct seg *s, uint64_t page, uint32
 	case PF_MODE_STRIDE:
 		for (uint64_t k = 1; k <= w; k++) {
 			int64_t p = (int64_t)page + plan.stride * (int64_t)k;
-			if (p < 0 || (uint64_t)p >= s->npages)
+			if (p < 0 || !seg_has(s, (uint64_t)p))
 				break;
 			if (s->st[p] == PS_REMOTE)
 				prefetch_run_locked(h, s, (uint64_t)p, (uint64_t)p + 1, wantw);
 		}
 		return;
 	case PF_MODE_BEHIND:
-		lo = page > w ? page - w : 0;
+		lo = page > s->first + w ? page - w : s->first;
 		hi = page;
 		break;
 	case PF_MODE_AROUND:
-		lo = page > w / 2 ? page - w / 2 : 0;
+		lo = page > s->first + w / 2 ? page - w / 2 : s->first;
 		hi = page + w / 2 + 1;
 		break;
 	default: /* ahead, with a little behind for a scan that has just turned */
-		lo = page > w / 8 ? page - w / 8 : 0;
+		lo = page > s->first + w / 8 ? page - w / 8 : s->first;
 		hi = lo + w + 1;
 		break;
 	}
-	prefetch_range_locked(h, s, page, lo, HECA_MIN(hi, s->npages), wantw);
+	prefetch_range_locked(h, s, page, lo, HECA_MIN(hi, seg_end(s)), wantw);
 }
 
 /*
@@ -307,8 +317,8 @@ static void zero_ahead_locked(struct heca *h, struct seg *s, uint64_t page, bool
 		w = room;
 	if (!w)
 		return;
-	lo = page > w / 4 ? page - w / 4 : 0;
-	hi = HECA_MIN(lo + w + 1, s->npages);
+	lo = page > s->first + w / 4 ? page - w / 4 : s->first;
+	hi = HECA_MIN(lo + w + 1, seg_end(s));
 	for (uint64_t p = lo; p < hi;) {
 		uint64_t q;
 		if (s->st[p] != PS_EMPTY) {
@@ -405,7 +415,7 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 		zero_ahead_locked(h, s, page, write);
 		return;
 	case PS_REMOTE:
-		if (!room_locked(h, s, 1))
+		if (!room_locked(h, s, 1) || h->frozen)
 			goto defer;
 		if (*b & PF_WB) {
 			struct wb_entry *e = heca__wb_find_locked(h, s->id, page);
@@ -508,13 +518,13 @@ void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t segid, 
 	struct seg *s;
 
 	pthread_mutex_lock(&h->lock);
-	s = heca__seg_by_id_locked(h, segid);
-	if (!s || page >= s->npages) {
+	s = heca__seg_by_page_locked(h, segid, page);
+	if (!s) {
 		pthread_mutex_unlock(&h->lock);
 		return; /* unregistered while in flight */
 	}
-	if (page + count > s->npages)
-		count = (uint32_t)(s->npages - page);
+	if (page + count > seg_end(s))
+		count = (uint32_t)(seg_end(s) - page);
 	for (uint32_t i = 0; i < count;) {
 		uint8_t *b = &s->st[page + i];
 		uint32_t j;
@@ -567,12 +577,12 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid,
 	(void)cookie;
 
 	pthread_mutex_lock(&h->lock);
-	s = heca__seg_by_id_locked(h, segid);
 	for (uint32_t i = 0; i < count; i++) {
 		struct wb_entry *e = heca__wb_find_locked(h, segid, page + i);
 		uint8_t *b;
 		if (!e)
 			continue;
+		s = heca__seg_by_page_locked(h, segid, page + i);
 		if (!s) {
 			wb_put_locked(h, e);
 			continue;
@@ -650,6 +660,7 @@ void *heca__engine_main(void *arg)
 	uint64_t last_tick = 0;
 	sigset_t all;
 
+	heca__internal = 1;
 	/* Signals go to application threads, never to the engine: a handler touching sponsored
 	 * memory on this thread would wait for itself. */
 	sigfillset(&all);

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "heca_int.h"
+#include "segops.h"
 #include "util.h"
 #include "wire.h"
 
@@ -69,12 +70,12 @@ static unsigned int pick_locked(struct heca *h, struct victim *v, unsigned int m
 		uint64_t e = h->fifo[h->fifo_head++ & (h->fifo_cap - 1)];
 		uint32_t segid = (uint32_t)(e >> 32);
 		uint64_t page = e & 0xffffffffu;
-		struct seg *s = heca__seg_by_id_locked(h, segid);
+		struct seg *s = heca__seg_by_page_locked(h, segid, page);
 		uint8_t *b;
 		int st;
 
 		scanned++;
-		if (!s || page >= s->npages)
+		if (!s)
 			continue; /* stale: segment gone */
 		b = &s->st[page];
 		st = pstate(*b);
@@ -267,9 +268,11 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 void *heca__evict_main(void *arg)
 {
 	struct heca *h = arg;
-	struct victim *v = malloc(EVICT_BATCH * sizeof(*v));
+	struct victim *v;
 	sigset_t all;
 
+	heca__internal = 1;
+	v = malloc(EVICT_BATCH * sizeof(*v));
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	if (!v)
@@ -278,7 +281,7 @@ void *heca__evict_main(void *arg)
 	while (!h->stop) {
 		unsigned int n, max;
 
-		if (!need_evict_locked(h) || h->wb_pages >= WB_MAX_PAGES) {
+		if (!need_evict_locked(h) || h->wb_pages >= WB_MAX_PAGES || h->frozen) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_nsec += 50 * 1000000;

@@ -141,6 +141,11 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 	rc = heca__uffd_open(h);
 	if (rc)
 		goto fail;
+	if (h->user_mode_only)
+		heca__log(h, HECA_LOG_WARN,
+			  "userfaultfd serves user-mode faults only here (not root, no "
+			  "CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=0): a system call that writes "
+			  "into sponsored memory that is not resident fails with EFAULT");
 	/* One epoll set for the engine: the fault fd, its wake-up fd, and the stores' sockets,
 	 * which a store adds (and swaps on reconnect) itself, tagged with its own context. */
 	h->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -194,7 +199,7 @@ fail:
 	return rc;
 }
 
-static int insert_seg_locked(struct heca *h, struct seg *s)
+int heca__seg_insert_locked(struct heca *h, struct seg *s)
 {
 	unsigned int i;
 
@@ -206,16 +211,25 @@ static int insert_seg_locked(struct heca *h, struct seg *s)
 		h->segs = n;
 		h->capsegs = ncap;
 	}
-	for (i = h->nsegs; i > 0 && h->segs[i - 1]->base > s->base; i--)
+	for (i = h->nsegs; i > 0 && seg_start(h->segs[i - 1]) > seg_start(s); i--)
 		h->segs[i] = h->segs[i - 1];
 	h->segs[i] = s;
 	h->nsegs++;
+	s->idnext = h->idhash[s->id % SEG_HASH];
+	h->idhash[s->id % SEG_HASH] = s;
 	return 0;
 }
 
-static void remove_seg_locked(struct heca *h, struct seg *s)
+void heca__seg_remove_locked(struct heca *h, struct seg *s)
 {
 	unsigned int i;
+	struct seg **pp = &h->idhash[s->id % SEG_HASH];
+
+	while (*pp && *pp != s)
+		pp = &(*pp)->idnext;
+	if (*pp)
+		*pp = s->idnext;
+	s->idnext = NULL;
 	for (i = 0; i < h->nsegs && h->segs[i] != s; i++)
 		;
 	if (i == h->nsegs)
@@ -224,14 +238,45 @@ static void remove_seg_locked(struct heca *h, struct seg *s)
 	h->nsegs--;
 }
 
-static bool overlaps_locked(struct heca *h, uintptr_t a, uint64_t len)
+/* Keep h->segs sorted by address after s moved (mremap). */
+void heca__seg_resort_locked(struct heca *h)
+{
+	for (unsigned int i = 1; i < h->nsegs; i++) {
+		struct seg *s = h->segs[i];
+		unsigned int j = i;
+		for (; j > 0 && seg_start(h->segs[j - 1]) > seg_start(s); j--)
+			h->segs[j] = h->segs[j - 1];
+		h->segs[j] = s;
+	}
+}
+
+bool heca__overlaps_locked(struct heca *h, uintptr_t a, uint64_t len)
 {
 	for (unsigned int i = 0; i < h->nsegs; i++) {
 		struct seg *s = h->segs[i];
-		if (a < s->base + s->npages * PAGE_SZ && s->base < a + len)
+		if (a < seg_limit(s) && seg_start(s) < a + len)
 			return true;
 	}
 	return false;
+}
+
+struct seg_states *heca__states_new(uint64_t cap)
+{
+	struct seg_states *ss = calloc(1, sizeof(*ss) + cap);
+	if (ss) {
+		ss->refs = 1;
+		ss->cap = cap;
+	}
+	return ss;
+}
+
+void heca__seg_free(struct seg *s)
+{
+	if (!s)
+		return;
+	if (s->ss && --s->ss->refs == 0)
+		free(s->ss);
+	free(s);
 }
 
 static int do_register(struct heca *h, void *addr, size_t len, bool owned)
@@ -252,14 +297,15 @@ static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 	s->base = a;
 	s->npages = len / PAGE_SZ;
 	s->owned = owned;
-	s->st = calloc(s->npages, 1);
+	s->ss = heca__states_new(s->npages);
 	present = malloc(s->npages);
-	if (!s->st || !present) {
+	if (!s->ss || !present) {
 		rc = -ENOMEM;
 		goto fail;
 	}
+	s->st = s->ss->b;
 	pthread_mutex_lock(&h->lock);
-	if (overlaps_locked(h, a, len)) {
+	if (heca__overlaps_locked(h, a, len)) {
 		pthread_mutex_unlock(&h->lock);
 		heca__set_error("register: range overlaps a registered segment");
 		rc = -EBUSY;
@@ -275,8 +321,12 @@ static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 		goto fail;
 	}
 	madvise(addr, len, MADV_NOHUGEPAGE);
+	/* A child made by fork() would see the pages here but not the ones at sponsors: leave
+	 * the range out of children, so touching it there faults loudly instead of reading
+	 * zeros (heca's fork support copies segments on purpose, see fork.c). */
+	madvise(addr, len, MADV_DONTFORK);
 	pthread_mutex_lock(&h->lock);
-	rc = insert_seg_locked(h, s);
+	rc = heca__seg_insert_locked(h, s);
 	pthread_mutex_unlock(&h->lock);
 	if (rc)
 		goto fail_release;
@@ -285,7 +335,7 @@ static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 		heca__set_error("register: UFFDIO_REGISTER: %s (private anonymous memory only)",
 				strerror(-rc));
 		pthread_mutex_lock(&h->lock);
-		remove_seg_locked(h, s);
+		heca__seg_remove_locked(h, s);
 		pthread_mutex_unlock(&h->lock);
 		goto fail_release;
 	}
@@ -310,9 +360,7 @@ fail_release:
 	h->store->ops->release(h->store, s->id);
 fail:
 	free(present);
-	if (s)
-		free(s->st);
-	free(s);
+	heca__seg_free(s);
 	return rc;
 }
 
@@ -348,10 +396,10 @@ static void detach_locked(struct heca *h, struct seg *s)
 	s->leaving = true;
 	while (h->evicting)
 		pthread_cond_wait(&h->evict_cond, &h->lock);
-	remove_seg_locked(h, s);
+	heca__seg_remove_locked(h, s);
 	h->resident -= s->resident;
 	h->pinned -= s->pinned_pages;
-	for (uint64_t p = 0; p < s->npages; p++)
+	for (uint64_t p = s->first; p < seg_end(s); p++)
 		if (pstate(s->st[p]) == PS_FETCHING)
 			h->fetching--;
 }
@@ -359,6 +407,8 @@ static void detach_locked(struct heca *h, struct seg *s)
 static int do_unregister(struct heca *h, struct seg *s, unsigned int flags)
 {
 	uint64_t len = s->npages * PAGE_SZ;
+	uintptr_t start = seg_start(s);
+	bool shared;
 	int rc;
 
 	if (!(flags & HECA_UNREG_DISCARD)) {
@@ -369,7 +419,7 @@ static int do_unregister(struct heca *h, struct seg *s, unsigned int flags)
 		while (h->evicting)
 			pthread_cond_wait(&h->evict_cond, &h->lock);
 		pthread_mutex_unlock(&h->lock);
-		for (uint64_t p = 0; p < s->npages; p++) {
+		for (uint64_t p = s->first; p < seg_end(s); p++) {
 			int st;
 			pthread_mutex_lock(&h->lock);
 			st = pstate(s->st[p]);
@@ -388,15 +438,20 @@ static int do_unregister(struct heca *h, struct seg *s, unsigned int flags)
 	}
 	pthread_mutex_lock(&h->lock);
 	detach_locked(h, s);
+	shared = heca__seg_id_shared_locked(h, s);
 	pthread_mutex_unlock(&h->lock);
-	rc = heca__uffd_unregister(h, s->base, len);
+	rc = heca__uffd_unregister(h, start, len);
+	madvise((void *)start, len, MADV_DOFORK); /* ordinary memory again */
 	if (flags & HECA_UNREG_DISCARD)
-		madvise((void *)s->base, len, MADV_DONTNEED);
-	h->store->ops->release(h->store, s->id);
+		madvise((void *)start, len, MADV_DONTNEED);
+	/* Another piece of a split segment keeps the rest of the store segment. */
+	if (shared)
+		h->store->ops->discard(h->store, s->id, s->first, s->npages);
+	else
+		h->store->ops->release(h->store, s->id);
 	if (s->owned && (flags & HECA_UNREG_DISCARD))
-		munmap((void *)s->base, len);
-	free(s->st);
-	free(s);
+		munmap((void *)start, len);
+	heca__seg_free(s);
 	return rc;
 }
 
@@ -405,7 +460,7 @@ static struct seg *find_base(struct heca *h, void *addr)
 	struct seg *s;
 	pthread_mutex_lock(&h->lock);
 	s = heca__seg_by_addr_locked(h, (uintptr_t)addr);
-	if (s && s->base != (uintptr_t)addr)
+	if (s && seg_start(s) != (uintptr_t)addr)
 		s = NULL;
 	pthread_mutex_unlock(&h->lock);
 	return s;

@@ -53,16 +53,52 @@ static inline bool president(int st)
 	return st == PS_CLEAN || st == PS_ZERO || st == PS_DIRTY || st == PS_EVICTING;
 }
 
+/* Page states of a store segment, by store page; shared by the pieces a partial unmap
+ * leaves of one segment. */
+struct seg_states {
+	unsigned int refs;
+	uint64_t cap; /* pages */
+	uint8_t b[];
+};
+
+/*
+ * A registered range. It holds store pages [first, first + npages) of store segment `id`, page p
+ * at address base + p * PAGE_SZ: `base` is where store page 0 would be, so trimming the head of
+ * a segment or splitting it (munmap of a part) changes neither page numbers nor addresses, and
+ * moving it (mremap) changes only `base`.
+ */
 struct seg {
 	uint32_t id;
 	uintptr_t base;
+	uint64_t first;
 	uint64_t npages;
-	uint8_t *st;	  /* page states */
+	uint8_t *st;	  /* page states by store page: ss->b */
+	struct seg_states *ss;
+	struct seg *idnext; /* h->idhash chain */
 	bool owned;	  /* made by heca_map(): unmapped on release */
 	bool leaving;	  /* being unregistered: the evictor leaves it alone */
 	uint64_t resident; /* pages of this segment counted in h->resident */
 	uint64_t pinned_pages; /* of them kept locally for good, outside the budget */
 };
+
+static inline uint64_t seg_end(const struct seg *s)
+{
+	return s->first + s->npages;
+}
+static inline bool seg_has(const struct seg *s, uint64_t p)
+{
+	return p >= s->first && p < seg_end(s);
+}
+static inline uintptr_t seg_start(const struct seg *s)
+{
+	return s->base + s->first * PAGE_SZ;
+}
+static inline uintptr_t seg_limit(const struct seg *s)
+{
+	return s->base + seg_end(s) * PAGE_SZ;
+}
+
+#define SEG_HASH 1024
 
 /* A write-back in flight: one page's content until the sponsor acknowledges it. */
 struct wb_entry {
@@ -108,6 +144,16 @@ struct heca_store_ops {
 	/* Synchronous, from any thread. */
 	int (*alloc)(struct heca_store *s, uint32_t seg, uint64_t npages);
 	int (*release)(struct heca_store *s, uint32_t seg);
+	/* Synchronous, any thread: forget pages [page, page + count) of a segment (they read
+	 * as never written), and make a segment hold npages pages. */
+	int (*discard)(struct heca_store *s, uint32_t seg, uint64_t page, uint64_t count);
+	int (*resize)(struct heca_store *s, uint32_t seg, uint64_t npages);
+	/* fork(): before it, with the engine frozen, copy every segment for the child demander
+	 * child_id (sponsors clone them); in the child, start over on the inherited state with
+	 * the handle's new demander id. Optional (NULL: fork is refused). */
+	int (*fork_prepare)(struct heca_store *s, const uint8_t child_id[16]);
+	int (*fork_child)(struct heca_store *s);
+	void (*fork_resume)(struct heca_store *s); /* parent, after the fork or its failure */
 	/* Engine thread: an fd the store registered in h->epfd with data.ptr == ctx is ready;
 	 * decode and complete what arrived. */
 	void (*dispatch)(struct heca_store *s, void *ctx);
@@ -158,14 +204,17 @@ struct heca {
 	int epfd; /* the engine's epoll set; stores add their sockets with data.ptr = context */
 	unsigned int features; /* HECA_FEAT_* */
 	bool thread_id;	       /* uffd messages carry the faulting thread id */
+	bool user_mode_only;   /* kernel-mode faults (system calls) are not served: EFAULT */
 	uint8_t demander_id[16];
 
 	struct heca_store *store;
 
 	pthread_mutex_t lock; /* page states, segments, FIFO, WB table, counters below */
 	pthread_cond_t evict_cond; /* evictor waits for work or for WB acks */
-	struct seg **segs;	   /* sorted by base address */
+	struct seg **segs;	   /* sorted by address */
 	unsigned int nsegs, capsegs;
+	struct seg *idhash[SEG_HASH]; /* segments by store id */
+	bool frozen; /* fork: no new reads or evictions until the process is copied */
 	uint32_t next_seg_id;
 
 	uint64_t budget;   /* pages */
@@ -212,7 +261,8 @@ struct heca {
 /* engine.c */
 void *heca__engine_main(void *arg);
 void heca__engine_wake(struct heca *h);
-struct seg *heca__seg_by_id_locked(struct heca *h, uint32_t id);
+struct seg *heca__seg_by_page_locked(struct heca *h, uint32_t id, uint64_t page);
+bool heca__seg_id_shared_locked(struct heca *h, const struct seg *s);
 struct seg *heca__seg_by_addr_locked(struct heca *h, uintptr_t addr);
 void heca__fifo_push_locked(struct heca *h, uint32_t seg, uint64_t page);
 struct wb_entry *heca__wb_find_locked(struct heca *h, uint32_t seg, uint64_t page);
@@ -222,6 +272,14 @@ void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t seg, ui
 			uint32_t count, const uint8_t *data);
 void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t seg, uint64_t page,
 			 uint32_t count);
+
+/* heca.c: the segment table (caller holds h->lock) */
+int heca__seg_insert_locked(struct heca *h, struct seg *s);
+void heca__seg_remove_locked(struct heca *h, struct seg *s);
+void heca__seg_resort_locked(struct heca *h);
+bool heca__overlaps_locked(struct heca *h, uintptr_t a, uint64_t len);
+struct seg_states *heca__states_new(uint64_t cap);
+void heca__seg_free(struct seg *s);
 
 /* evict.c */
 void *heca__evict_main(void *arg);

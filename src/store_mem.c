@@ -130,14 +130,15 @@ static int mem_alloc(struct heca_store *s, uint32_t seg, uint64_t npages)
 	return 0;
 }
 
-static int mem_release(struct heca_store *s, uint32_t seg)
+/* Free the pages of seg in [lo, hi). */
+static int mem_forget(struct heca_store *s, uint32_t seg, uint64_t lo, uint64_t hi)
 {
 	struct mem_store *m = (struct mem_store *)s;
 	pthread_mutex_lock(&m->mu);
 	for (unsigned int i = 0; i < MEM_BUCKETS; i++) {
 		struct mem_page **pp = &m->b[i];
 		while (*pp) {
-			if ((*pp)->seg == seg) {
+			if ((*pp)->seg == seg && (*pp)->page >= lo && (*pp)->page < hi) {
 				struct mem_page *dead = *pp;
 				*pp = dead->next;
 				free(dead);
@@ -148,6 +149,57 @@ static int mem_release(struct heca_store *s, uint32_t seg)
 	}
 	pthread_mutex_unlock(&m->mu);
 	return 0;
+}
+
+static int mem_release(struct heca_store *s, uint32_t seg)
+{
+	return mem_forget(s, seg, 0, UINT64_MAX);
+}
+
+static int mem_discard(struct heca_store *s, uint32_t seg, uint64_t page, uint64_t count)
+{
+	return mem_forget(s, seg, page, page + count);
+}
+
+static int mem_resize(struct heca_store *s, uint32_t seg, uint64_t npages)
+{
+	(void)s;
+	(void)seg;
+	(void)npages;
+	return 0;
+}
+
+/* The pages live in this process's memory, which fork() copies: nothing to do before. */
+static int mem_fork_prepare(struct heca_store *s, const uint8_t child_id[16])
+{
+	(void)s;
+	(void)child_id;
+	return 0;
+}
+
+static void mem_fork_resume(struct heca_store *s)
+{
+	(void)s;
+}
+
+/* In the child: the copied store is its own; only the wake-up fd is shared with the parent. */
+static int mem_fork_child(struct heca_store *s)
+{
+	struct mem_store *m = (struct mem_store *)s;
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = m};
+
+	pthread_mutex_init(&m->mu, NULL);
+	close(m->evfd);
+	m->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (m->evfd < 0)
+		return -errno;
+	while (m->head) { /* completions of the parent's requests */
+		struct mem_done *d = m->head;
+		m->head = d->next;
+		free(d);
+	}
+	m->tail = &m->head;
+	return epoll_ctl(s->h->epfd, EPOLL_CTL_ADD, m->evfd, &ev) ? -errno : 0;
 }
 
 static void mem_dispatch(struct heca_store *s, void *ctx)
@@ -209,6 +261,11 @@ static const struct heca_store_ops mem_ops = {
 	.write = mem_write,
 	.alloc = mem_alloc,
 	.release = mem_release,
+	.discard = mem_discard,
+	.resize = mem_resize,
+	.fork_prepare = mem_fork_prepare,
+	.fork_child = mem_fork_child,
+	.fork_resume = mem_fork_resume,
 	.dispatch = mem_dispatch,
 	.tick = mem_tick,
 	.close = mem_close,

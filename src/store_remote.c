@@ -25,6 +25,7 @@
 #include "auth.h"
 #include "heca_int.h"
 #include "net.h"
+#include "segops.h"
 #include "util.h"
 #include "wire.h"
 
@@ -135,6 +136,8 @@ struct remote {
 	size_t keylen;
 	pthread_t repair;
 	bool repair_started, stop;
+	bool paused; /* fork: the repair thread waits */
+	bool busy;   /* the repair thread is at work (not waiting) */
 	pthread_cond_t repair_cond;
 };
 
@@ -941,6 +944,161 @@ static int remote_release(struct heca_store *s, uint32_t seg)
 	return 0;
 }
 
+static void *repair_main(void *arg);
+static void member_start(struct remote *r, struct member *m);
+
+/* Ask every member that is up to run op on seg; a member that is down drops everything of
+ * ours when it comes back. */
+static int ctl_all(struct remote *r, uint8_t op, uint32_t seg, uint64_t page, uint32_t count)
+{
+	int first = 0;
+	for (unsigned int i = 0; i < __atomic_load_n(&r->nm, __ATOMIC_ACQUIRE); i++) {
+		struct member *m = r->m[i];
+		struct heca_frame req = {.opcode = op, .segment = seg, .page = page, .count = count},
+				  rep;
+		uint8_t buf[256];
+		int rc;
+		if (mstate(m) != M_UP)
+			continue;
+		rc = ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)r->base.h->opt.timeout_ms);
+		if (rc == -ENOENT)
+			rc = 0;
+		if (rc && !first)
+			first = rc;
+	}
+	return first;
+}
+
+static int remote_discard(struct heca_store *s, uint32_t seg, uint64_t page, uint64_t count)
+{
+	struct remote *r = (struct remote *)s;
+	int rc = 0;
+
+	while (count && !rc) {
+		uint32_t n = (uint32_t)HECA_MIN(count, 0x80000000ull);
+		rc = ctl_all(r, HECA_OP_DISCARD, seg, page, n);
+		page += n;
+		count -= n;
+	}
+	return rc;
+}
+
+static int remote_resize(struct heca_store *s, uint32_t seg, uint64_t npages)
+{
+	struct remote *r = (struct remote *)s;
+
+	pthread_mutex_lock(&r->mu);
+	for (unsigned int i = 0; i < r->nsegs; i++)
+		if (r->segs[i].seg == seg)
+			r->segs[i].npages = npages; /* what a sponsor that comes back is told */
+	pthread_mutex_unlock(&r->mu);
+	return ctl_all(r, HECA_OP_RESIZE, seg, npages, 0);
+}
+
+/* fork(): with the engine frozen, hold the repair thread and have every member that is up
+ * copy all our segments for the child. A member that is down holds nothing current. */
+static int remote_fork_prepare(struct heca_store *s, const uint8_t child_id[16])
+{
+	struct remote *r = (struct remote *)s;
+	int rc = 0;
+
+	pthread_mutex_lock(&r->mu);
+	r->paused = true;
+	while (r->busy)
+		pthread_cond_wait(&r->repair_cond, &r->mu);
+	pthread_mutex_unlock(&r->mu);
+	for (unsigned int i = 0; i < r->nm && !rc; i++) {
+		struct member *m = r->m[i];
+		struct heca_frame req = {.opcode = HECA_OP_CLONE, .payload = child_id,
+					 .payload_len = 16},
+				  rep;
+		uint8_t buf[256];
+		if (mstate(m) != M_UP)
+			continue;
+		rc = ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)r->base.h->opt.timeout_ms);
+		if (rc)
+			heca__set_error("fork: sponsor %s cannot copy the segments: %s", m->addr,
+					heca_strerror(rc));
+	}
+	return rc;
+}
+
+static void remote_fork_resume(struct heca_store *s)
+{
+	struct remote *r = (struct remote *)s;
+	pthread_mutex_lock(&r->mu);
+	r->paused = false;
+	pthread_cond_broadcast(&r->repair_cond);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* In the child: the member table and stripe map are the parent's at the fork, which the
+ * sponsors copied for our (new) demander id; the sockets are the parent's. Connect anew. */
+static int remote_fork_child(struct heca_store *s)
+{
+	struct remote *r = (struct remote *)s;
+	enum heca_channel ch[4] = {HECA_CHAN_CONTROL, HECA_CHAN_FAULT, HECA_CHAN_PREFETCH,
+				   HECA_CHAN_BULK};
+	unsigned int up = 0;
+	int rc;
+
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	pthread_cond_init(&r->repair_cond, NULL);
+	r->paused = r->busy = r->repair_started = false;
+	for (unsigned int i = 0; i < r->nm; i++) {
+		struct member *m = r->m[i];
+		struct conn *cs[4] = {&m->ctl, &m->fault, &m->prefetch, &m->bulk};
+		bool was_up = mstate(m) == M_UP;
+
+		for (int k = 0; k < 4; k++) {
+			struct conn *c = cs[k];
+			pthread_mutex_init(&c->mu, NULL);
+			pthread_mutex_init(&c->smu, NULL);
+			if (c->fd >= 0)
+				close(c->fd);
+			c->fd = -1;
+			c->watched = false;
+			c->broken = false;
+			c->qhead = c->qtail = 0;
+			c->rlen = 0;
+			if (m->fresh[k] >= 0)
+				close(m->fresh[k]);
+			m->fresh[k] = -1;
+		}
+		m->swap_ready = false;
+		m->session = 1;
+		for (int k = 0; k < 4 && was_up; k++) {
+			rc = dial(r, m, ch[k]);
+			if (rc < 0) {
+				for (int j = 0; j < k; j++) {
+					close(cs[j]->fd);
+					cs[j]->fd = -1;
+				}
+				was_up = false;
+				break;
+			}
+			cs[k]->fd = rc;
+		}
+		if (!was_up) {
+			set_mstate(m, M_DOWN);
+			m->backoff_ms = 100;
+			m->next_try_ns = heca__now_ns() + m->backoff_ms * 1000000ull;
+			continue;
+		}
+		__atomic_store_n(&m->last_ok_ns, heca__now_ns(), __ATOMIC_RELAXED);
+		member_start(r, m);
+		up++;
+	}
+	if (!up)
+		return -ENOTCONN;
+	rc = -pthread_create(&r->repair, NULL, repair_main, r);
+	if (rc)
+		return rc;
+	r->repair_started = true;
+	return 0;
+}
+
 /* ---- the repair thread: heartbeats, reconnects, copies ---- */
 
 static void heartbeat(struct remote *r, struct member *m)
@@ -1226,17 +1384,26 @@ static void *repair_main(void *arg)
 {
 	struct remote *r = arg;
 	size_t buflen = HECA_WIRE_HDR + HECA_WIRE_MAX_PAYLOAD + 4096;
-	uint8_t *buf = malloc(buflen);
+	uint8_t *buf;
 	sigset_t all;
 
+	heca__internal = 1;
+	buf = malloc(buflen);
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	if (!buf)
 		return NULL;
 	while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
-		uint64_t now = heca__now_ns();
+		uint64_t now;
 		unsigned int nm = __atomic_load_n(&r->nm, __ATOMIC_ACQUIRE);
 		struct timespec ts;
+
+		pthread_mutex_lock(&r->mu);
+		while (r->paused && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE))
+			pthread_cond_wait(&r->repair_cond, &r->mu);
+		r->busy = true;
+		pthread_mutex_unlock(&r->mu);
+		now = heca__now_ns();
 
 		for (unsigned int i = 0; i < nm && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE); i++) {
 			struct member *m = r->m[i];
@@ -1277,6 +1444,8 @@ static void *repair_main(void *arg)
 				  m->addr);
 		}
 		pthread_mutex_lock(&r->mu);
+		r->busy = false;
+		pthread_cond_broadcast(&r->repair_cond);
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 100000000;
 		if (ts.tv_nsec >= 1000000000) {
@@ -1510,6 +1679,11 @@ static const struct heca_store_ops remote_ops = {
 	.write = remote_write,
 	.alloc = remote_alloc,
 	.release = remote_release,
+	.discard = remote_discard,
+	.resize = remote_resize,
+	.fork_prepare = remote_fork_prepare,
+	.fork_child = remote_fork_child,
+	.fork_resume = remote_fork_resume,
 	.dispatch = remote_dispatch,
 	.tick = remote_tick,
 	.close = remote_close,

@@ -66,6 +66,27 @@ static int seccomp_mode(void)
 	return mode;
 }
 
+/*
+ * Faults the kernel takes on the program's behalf (read() into sponsored memory, say) must be
+ * served too, which takes a privileged userfaultfd. Where only an unprivileged one is allowed
+ * (UFFD_USER_MODE_ONLY, 5.11+, when vm.unprivileged_userfaultfd is 0), such system calls fail
+ * with EFAULT on pages that are not resident: fine for code that only touches its memory.
+ */
+static int open_fd(struct heca *h)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	h->user_mode_only = false;
+	if (fd >= 0 || errno != EPERM)
+		return fd;
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1 /* UFFD_USER_MODE_ONLY */);
+	if (fd >= 0)
+		h->user_mode_only = true;
+	else
+		errno = EPERM;
+	return fd;
+}
+
 int heca__uffd_open(struct heca *h)
 {
 	struct uffdio_api api = {.api = UFFD_API};
@@ -73,11 +94,7 @@ int heca__uffd_open(struct heca *h)
 			UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE;
 	int fd, err;
 
-	/* UFFD_USER_MODE_ONLY lets an unprivileged process use it when the sysctl is 0 (5.11+):
-	 * heca only needs faults from user space. */
-	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1 /* UFFD_USER_MODE_ONLY */);
-	if (fd < 0 && errno == EINVAL)
-		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	fd = open_fd(h);
 	if (fd < 0) {
 		err = -errno;
 		if (err == -ENOSYS)
@@ -114,9 +131,7 @@ int heca__uffd_open(struct heca *h)
 		want &= ~(uint64_t)UFFD_FEATURE_PAGEFAULT_FLAG_WP;
 	if (h->opt.flags & HECA_OPT_NO_POISON)
 		want &= ~(uint64_t)UFFD_FEATURE_POISON;
-	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1);
-	if (fd < 0)
-		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	fd = open_fd(h);
 	if (fd < 0)
 		return -errno;
 	api.api = UFFD_API;

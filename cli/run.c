@@ -1,0 +1,333 @@
+// SPDX-License-Identifier: MIT
+/*
+ * run.c - `heca run [options] -- PROGRAM [ARGS...]`: run an unmodified program with heca
+ * preloaded (libheca-preload.so), so that its large private anonymous memory is sponsored.
+ * The settings travel to the program (and to what it starts) as HECA_* environment variables.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "preload_stats.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: heca run [OPTIONS] -- PROGRAM [ARGS...]\n"
+		"\n"
+		"Run an unmodified, dynamically linked program with more memory than the machine\n"
+		"gives it: its private anonymous memory blocks of at least --min-size (malloc of\n"
+		"large blocks, anonymous mmap) live locally up to the budget and at memory sponsors\n"
+		"beyond it. Each process the program starts (fork, exec) has a budget of its own.\n"
+		"\n"
+		"options (each also an environment variable, for programs started another way):\n"
+		"  --sponsors LIST      HOST:PORT,... of running hecad sponsors     HECA_SPONSORS\n"
+		"  --cluster FILE       a cluster file (docs/cluster.md)            HECA_CLUSTER\n"
+		"  --cluster-id HEX     the cluster's 32-hex-digit id               HECA_CLUSTER_ID\n"
+		"  --key-file FILE      the cluster key (hecad --gen-key)           HECA_KEY_FILE\n"
+		"  --spawn N            start N sponsors on loopback for this run (default 2 when\n"
+		"                       neither --sponsors nor --cluster is given)\n"
+		"  --capacity SIZE      capacity of each spawned sponsor (default 8G)\n"
+		"  --local SIZE|cgroup  local budget per process (default 64M); `cgroup`: 75%% of the\n"
+		"                       memory cgroup limit the program runs in      HECA_LOCAL\n"
+		"  --replicas N         copies of each stripe (default 2 with two or more sponsors)\n"
+		"                                                                   HECA_REPLICAS\n"
+		"  --prefetch PAGES     pages fetched around a fault (default 16, 0: off)\n"
+		"                                                                   HECA_PREFETCH\n"
+		"  --min-size SIZE      smallest block that is sponsored (default 4M) HECA_MIN_SIZE\n"
+		"  --stats              print heca's counters for the program when it exits\n"
+		"                       (through HECA_STATS_FILE)\n"
+		"  -v, --verbose        log what heca does on stderr                HECA_VERBOSE\n"
+		"  -h, --help           this text\n"
+		"\n"
+		"The exit status is the program's (128+N if signal N ended it); 127 if it cannot be\n"
+		"found, 126 if it cannot be executed, 1 if heca cannot start, 2 for a bad option.\n"
+		"`heca status --pid PID` shows a running process's counters.\n"
+		"Supported and not: docs/transparent.md.\n");
+}
+
+static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "heca run: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n(heca run --help lists the options)\n");
+	return 2;
+}
+
+/* The preload library: HECA_PRELOAD, or beside this executable. */
+static int preload_path(char *out, size_t len)
+{
+	char self[PATH_MAX];
+	ssize_t n;
+
+	if (getenv("HECA_PRELOAD")) {
+		snprintf(out, len, "%s", getenv("HECA_PRELOAD"));
+	} else {
+		n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		if (n <= 0)
+			return -errno;
+		self[n] = '\0';
+		snprintf(out, len, "%s/libheca-preload.so", dirname(self));
+	}
+	return access(out, R_OK) ? -errno : 0;
+}
+
+/* Open heca once with the settings the program will get, so that a sponsor that cannot be
+ * reached or a kernel without userfaultfd is said here, clearly, before the program runs. */
+static int preflight(void)
+{
+	struct heca_options o;
+	struct heca *h;
+	const char *v;
+	int rc;
+
+	heca_options_init(&o);
+	o.sponsors = getenv("HECA_SPONSORS");
+	o.cluster_file = getenv("HECA_CLUSTER");
+	o.key_file = getenv("HECA_KEY_FILE");
+	if ((v = getenv("HECA_CLUSTER_ID")) && *v)
+		heca_parse_id(v, o.cluster_id);
+	if ((v = getenv("HECA_REPLICAS")) && *v)
+		o.replicas = (unsigned int)strtoul(v, NULL, 10);
+	if ((v = getenv("HECA_LOCAL")) && !strcmp(v, "cgroup"))
+		o.flags |= HECA_OPT_BUDGET_CGROUP;
+	else if (v)
+		heca_parse_size(v, &o.local_budget);
+	rc = heca_open(&o, &h);
+	if (rc) {
+		fprintf(stderr, "heca run: cannot start heca: %s\n",
+			*heca_last_error() ? heca_last_error() : heca_strerror(rc));
+		return rc;
+	}
+	heca_close(h);
+	return 0;
+}
+
+static pid_t child_pid;
+
+static void forward(int sig)
+{
+	if (child_pid > 0)
+		kill(child_pid, sig);
+}
+
+/* Print the statistics the program's processes left in file; the first process's first. */
+static void print_stats(const char *file, pid_t top)
+{
+	struct heca_preload_stats rec;
+	int fd = open(file, O_RDONLY | O_CLOEXEC), found = 0;
+
+	if (fd < 0)
+		return;
+	while (read(fd, &rec, sizeof(rec)) == (ssize_t)sizeof(rec)) {
+		if (rec.magic != HECA_PRELOAD_STATS_MAGIC)
+			break;
+		fprintf(stderr, "heca run: statistics of process %lld%s:\n", (long long)rec.pid,
+			rec.pid == top ? " (the program)" : "");
+		cli_print_stats(stderr, &rec.st);
+		found++;
+	}
+	close(fd);
+	if (!found)
+		fprintf(stderr, "heca run: no statistics: no process of the program made a "
+				"sponsored allocation and exited normally\n");
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{"sponsors", required_argument, NULL, 's'},
+		{"cluster", required_argument, NULL, 'c'},
+		{"cluster-id", required_argument, NULL, 'I'},
+		{"key-file", required_argument, NULL, 'k'},
+		{"spawn", required_argument, NULL, 'n'},
+		{"capacity", required_argument, NULL, 'C'},
+		{"local", required_argument, NULL, 'l'},
+		{"replicas", required_argument, NULL, 'r'},
+		{"prefetch", required_argument, NULL, 'p'},
+		{"min-size", required_argument, NULL, 'm'},
+		{"stats", no_argument, NULL, 'S'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	const char *capacity = "8G";
+	char preload[PATH_MAX], env[PATH_MAX + 64], stats_file[64] = "";
+	struct spawned sp = {0};
+	int spawn = -1, c, stats = 0, rc, pfd[2], status;
+	uint64_t x;
+	uint8_t id[16];
+
+	while ((c = getopt_long(argc, argv, "+vh", lo, NULL)) != -1) {
+		char *end;
+		unsigned long n;
+		switch (c) {
+		case 's': setenv("HECA_SPONSORS", optarg, 1); break;
+		case 'c': setenv("HECA_CLUSTER", optarg, 1); break;
+		case 'I':
+			if (heca_parse_id(optarg, id))
+				return bad("--cluster-id %s: not 32 hex digits", optarg);
+			setenv("HECA_CLUSTER_ID", optarg, 1);
+			break;
+		case 'k': setenv("HECA_KEY_FILE", optarg, 1); break;
+		case 'n':
+			n = strtoul(optarg, &end, 10);
+			if (*end || !*optarg || n < 1 || n > CLI_MAX_SPAWN)
+				return bad("--spawn %s: give 1 to 16 sponsors", optarg);
+			spawn = (int)n;
+			break;
+		case 'C':
+			if (heca_parse_size(optarg, &x) || x < (1u << 20))
+				return bad("--capacity %s: not a size of at least 1M", optarg);
+			capacity = optarg;
+			break;
+		case 'l':
+			if (strcmp(optarg, "cgroup") && (heca_parse_size(optarg, &x) || x < 32768))
+				return bad("--local %s: give a size of at least 32k, or cgroup", optarg);
+			setenv("HECA_LOCAL", optarg, 1);
+			break;
+		case 'r':
+			n = strtoul(optarg, &end, 10);
+			if (*end || !*optarg || n < 1 || n > 4)
+				return bad("--replicas %s: give 1 to 4", optarg);
+			setenv("HECA_REPLICAS", optarg, 1);
+			break;
+		case 'p':
+			n = strtoul(optarg, &end, 10);
+			if (*end || !*optarg || n > 255)
+				return bad("--prefetch %s: give 0 to 255 pages", optarg);
+			setenv("HECA_PREFETCH", optarg, 1);
+			break;
+		case 'm':
+			if (heca_parse_size(optarg, &x) || x < 4096)
+				return bad("--min-size %s: not a size of at least 4k", optarg);
+			setenv("HECA_MIN_SIZE", optarg, 1);
+			break;
+		case 'S': stats = 1; break;
+		case 'v': setenv("HECA_VERBOSE", "1", 1); break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind >= argc)
+		return bad("%s", "no program given: heca run [OPTIONS] -- PROGRAM [ARGS...]");
+	if (spawn > 0 && (getenv("HECA_SPONSORS") || getenv("HECA_CLUSTER")))
+		return bad("%s", "--spawn starts sponsors of its own: give it without --sponsors "
+				 "or --cluster");
+	rc = preload_path(preload, sizeof(preload));
+	if (rc) {
+		fprintf(stderr, "heca run: %s: %s (set HECA_PRELOAD to the library)\n", preload,
+			strerror(-rc));
+		return 1;
+	}
+	if (spawn < 0 && !getenv("HECA_SPONSORS") && !getenv("HECA_CLUSTER"))
+		spawn = 2;
+	if (spawn > 0) {
+		if (cli_spawn_sponsors(&sp, spawn, capacity, !getenv("HECA_VERBOSE"))) {
+			fprintf(stderr, "heca run: cannot start local sponsors\n");
+			return 1;
+		}
+		setenv("HECA_SPONSORS", sp.list, 1);
+	}
+	if (preflight()) {
+		cli_stop_sponsors(&sp);
+		return 1;
+	}
+	if (stats) {
+		int fd;
+		snprintf(stats_file, sizeof(stats_file), "/tmp/heca-run-stats.XXXXXX");
+		fd = mkstemp(stats_file);
+		if (fd < 0) {
+			fprintf(stderr, "heca run: --stats: %s\n", strerror(errno));
+			cli_stop_sponsors(&sp);
+			return 1;
+		}
+		close(fd);
+		setenv("HECA_STATS_FILE", stats_file, 1);
+	}
+	if (getenv("LD_PRELOAD") && *getenv("LD_PRELOAD"))
+		snprintf(env, sizeof(env), "%s:%s", preload, getenv("LD_PRELOAD"));
+	else
+		snprintf(env, sizeof(env), "%s", preload);
+
+	/* The exec error comes back through a close-on-exec pipe: nothing means it ran. */
+	if (pipe2(pfd, O_CLOEXEC)) {
+		cli_stop_sponsors(&sp);
+		return 1;
+	}
+	fflush(NULL);
+	child_pid = fork();
+	if (child_pid < 0) {
+		fprintf(stderr, "heca run: fork: %s\n", strerror(errno));
+		cli_stop_sponsors(&sp);
+		return 1;
+	}
+	if (child_pid == 0) {
+		int err;
+		setenv("LD_PRELOAD", env, 1);
+		execvp(argv[optind], argv + optind);
+		err = errno;
+		if (write(pfd[1], &err, sizeof(err)) < 0)
+			_exit(127);
+		_exit(err == ENOENT ? 127 : 126);
+	}
+	close(pfd[1]);
+	signal(SIGINT, forward);
+	signal(SIGTERM, forward);
+	signal(SIGHUP, forward);
+	signal(SIGQUIT, forward);
+	{
+		int err;
+		if (read(pfd[0], &err, sizeof(err)) == (ssize_t)sizeof(err)) {
+			fprintf(stderr, "heca run: cannot execute '%s': %s\n", argv[optind],
+				strerror(err));
+			rc = err == ENOENT ? 127 : 126;
+			waitpid(child_pid, NULL, 0);
+			close(pfd[0]);
+			cli_stop_sponsors(&sp);
+			if (*stats_file)
+				unlink(stats_file);
+			return rc;
+		}
+		close(pfd[0]);
+	}
+	while (waitpid(child_pid, &status, 0) < 0)
+		if (errno != EINTR) {
+			status = 1 << 8;
+			break;
+		}
+	if (WIFSIGNALED(status)) {
+		rc = 128 + WTERMSIG(status);
+		fprintf(stderr, "heca run: %s ended by signal %d (%s)\n", argv[optind],
+			WTERMSIG(status), strsignal(WTERMSIG(status)));
+	} else {
+		rc = WEXITSTATUS(status);
+	}
+	{
+		/* A program killed without a word leaves its control socket behind. */
+		char path[128];
+		cli_control_path(child_pid, path, sizeof(path));
+		unlink(path);
+	}
+	if (*stats_file) {
+		print_stats(stats_file, child_pid);
+		unlink(stats_file);
+	}
+	cli_stop_sponsors(&sp);
+	return rc;
+}

@@ -1,0 +1,613 @@
+// SPDX-License-Identifier: MIT
+/*
+ * preload.c - libheca-preload.so: heca for programs that were never written for it. Loaded
+ * with LD_PRELOAD (by `heca run`), it makes large private anonymous memory sponsored:
+ *
+ *  - malloc() and friends of at least HECA_MIN_SIZE bytes get a sponsored mapping of their
+ *    own (glibc's malloc calls mmap internally, out of an interposer's reach, so the
+ *    allocation functions themselves are wrapped); free() gives it back, realloc() moves it
+ *    with mremap;
+ *  - mmap() of private anonymous memory of at least HECA_MIN_SIZE bytes is registered;
+ *  - munmap(), mremap(), madvise(MADV_DONTNEED/MADV_FREE), mprotect() and fork() on
+ *    sponsored memory are done so that page states, the budget and the sponsors stay true
+ *    (src/segops.c, src/fork.c).
+ *
+ * Everything else passes through. The library starts on the first large allocation, so
+ * programs that never make one pay nothing. Threads of libheca itself, and the wrappers while
+ * they call into it, pass straight through (heca__internal).
+ */
+#include <dlfcn.h>
+#include <malloc.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "heca.h"
+#include "heca_int.h"
+#include "preload_stats.h"
+#include "segops.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* glibc's own allocator, under the names it exports for exactly this purpose. */
+extern void *__libc_malloc(size_t);
+extern void __libc_free(void *);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+
+static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct heca *H;
+static int state; /* 0: not started, 1: running, -1: off (failed, or not wanted) */
+static pid_t owner;
+static uint64_t min_size = 4ull << 20;
+static pid_t (*real_fork)(void);
+static size_t (*real_usable)(void *);
+
+/* ---- big blocks handed out by malloc: address -> length ---- */
+
+struct block {
+	uintptr_t addr; /* 0: empty; 1: deleted */
+	uint64_t len;
+};
+static pthread_mutex_t blocks_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct block *blocks;
+static size_t nblocks_cap, nblocks_used;
+
+static size_t bslot(uintptr_t a, size_t cap)
+{
+	return (size_t)((a >> 12) * 0x9e3779b97f4a7c15ull >> 20) & (cap - 1);
+}
+
+static int blocks_grow_locked(void)
+{
+	size_t ncap = nblocks_cap ? nblocks_cap * 2 : 1024;
+	struct block *n = (struct block *)syscall(SYS_mmap, NULL, ncap * sizeof(*n),
+						  PROT_READ | PROT_WRITE,
+						  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if ((long)n == -1)
+		return -ENOMEM;
+	for (size_t i = 0; i < nblocks_cap; i++) {
+		size_t k;
+		if (blocks[i].addr <= 1)
+			continue;
+		for (k = bslot(blocks[i].addr, ncap); n[k].addr; k = (k + 1) & (ncap - 1))
+			;
+		n[k] = blocks[i];
+	}
+	if (blocks)
+		syscall(SYS_munmap, blocks, nblocks_cap * sizeof(*blocks));
+	blocks = n;
+	nblocks_cap = ncap;
+	return 0;
+}
+
+static int block_add(uintptr_t a, uint64_t len)
+{
+	size_t k;
+	pthread_mutex_lock(&blocks_mu);
+	if ((nblocks_used + 1) * 2 > nblocks_cap && blocks_grow_locked()) {
+		pthread_mutex_unlock(&blocks_mu);
+		return -ENOMEM;
+	}
+	for (k = bslot(a, nblocks_cap); blocks[k].addr > 1; k = (k + 1) & (nblocks_cap - 1))
+		;
+	blocks[k] = (struct block){a, len};
+	nblocks_used++;
+	pthread_mutex_unlock(&blocks_mu);
+	return 0;
+}
+
+/* The length of the block at a (0 if a is not one); remove it if take. */
+static uint64_t block_find(uintptr_t a, bool take)
+{
+	uint64_t len = 0;
+
+	if (!a || (a & (PAGE_SZ - 1)) || !__atomic_load_n(&nblocks_used, __ATOMIC_RELAXED))
+		return 0;
+	pthread_mutex_lock(&blocks_mu);
+	for (size_t k = bslot(a, nblocks_cap); nblocks_cap && blocks[k].addr;
+	     k = (k + 1) & (nblocks_cap - 1)) {
+		if (blocks[k].addr != a)
+			continue;
+		len = blocks[k].len;
+		if (take) {
+			blocks[k].addr = 1;
+			nblocks_used--;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&blocks_mu);
+	return len;
+}
+
+/* ---- start-up ---- */
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	char buf[600];
+	int n = snprintf(buf, sizeof(buf), "heca[%d]: ", (int)getpid());
+	va_list ap;
+	va_start(ap, fmt);
+	n += vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof(buf) - 2)
+		n = (int)sizeof(buf) - 2;
+	buf[n++] = '\n';
+	if (write(2, buf, (size_t)n) < 0)
+		return;
+}
+
+static void log_line(void *arg, enum heca_log_level level, const char *msg)
+{
+	(void)arg;
+	say("%s%s", level == HECA_LOG_ERROR ? "error: " : "", msg);
+}
+
+/* Settings from the environment (heca run sets them; see `heca run --help`). */
+static int read_env(struct heca_options *o, char *why, size_t whylen)
+{
+	const char *v;
+	uint64_t x;
+
+	heca_options_init(o);
+	o->sponsors = getenv("HECA_SPONSORS");
+	o->cluster_file = getenv("HECA_CLUSTER");
+	o->key_file = getenv("HECA_KEY_FILE");
+	if (!o->sponsors && !o->cluster_file) {
+		snprintf(why, whylen, "neither HECA_SPONSORS nor HECA_CLUSTER is set");
+		return -EINVAL;
+	}
+	if ((v = getenv("HECA_LOCAL")) && *v) {
+		if (!strcmp(v, "cgroup")) {
+			o->flags |= HECA_OPT_BUDGET_CGROUP;
+		} else if (heca_parse_size(v, &o->local_budget)) {
+			snprintf(why, whylen, "HECA_LOCAL=%s: not a size or \"cgroup\"", v);
+			return -EINVAL;
+		}
+	}
+	if ((v = getenv("HECA_CLUSTER_ID")) && *v && heca_parse_id(v, o->cluster_id)) {
+		snprintf(why, whylen, "HECA_CLUSTER_ID=%s: not 32 hex digits", v);
+		return -EINVAL;
+	}
+	if ((v = getenv("HECA_REPLICAS")) && *v)
+		o->replicas = (unsigned int)strtoul(v, NULL, 10);
+	if ((v = getenv("HECA_PREFETCH")) && *v)
+		o->prefetch_pages = (unsigned int)strtoul(v, NULL, 10);
+	if ((v = getenv("HECA_MIN_SIZE")) && *v) {
+		if (heca_parse_size(v, &x) || x < PAGE_SZ) {
+			snprintf(why, whylen, "HECA_MIN_SIZE=%s: not a size of at least 4k", v);
+			return -EINVAL;
+		}
+		min_size = x;
+	}
+	o->log = log_line;
+	o->log_level = getenv("HECA_VERBOSE") && *getenv("HECA_VERBOSE") ? HECA_LOG_INFO
+									   : HECA_LOG_ERROR;
+	return 0;
+}
+
+static char ctl_path[108];
+
+/* Start heca in this process, once. Returns whether it runs. */
+static bool start(void)
+{
+	struct heca_options o;
+	char why[256];
+	int rc;
+
+	if (__atomic_load_n(&state, __ATOMIC_ACQUIRE))
+		return state > 0;
+	heca__internal++;
+	pthread_mutex_lock(&init_mu);
+	if (state) {
+		pthread_mutex_unlock(&init_mu);
+		heca__internal--;
+		return state > 0;
+	}
+	rc = read_env(&o, why, sizeof(why));
+	if (!rc) {
+		if (getuid() == 0) {
+			mkdir("/run/heca", 0755);
+			snprintf(ctl_path, sizeof(ctl_path), "/run/heca/%d.sock", (int)getpid());
+		} else {
+			snprintf(ctl_path, sizeof(ctl_path), "/tmp/heca-%u", (unsigned)getuid());
+			mkdir(ctl_path, 0700);
+			snprintf(ctl_path, sizeof(ctl_path), "/tmp/heca-%u/%d.sock",
+				 (unsigned)getuid(), (int)getpid());
+		}
+		o.control_path = ctl_path;
+		rc = heca_open(&o, &H);
+		if (rc)
+			snprintf(why, sizeof(why), "%s", *heca_last_error() ? heca_last_error()
+									     : heca_strerror(rc));
+	}
+	if (rc) {
+		say("cannot start: %s; large allocations stay in local memory", why);
+		__atomic_store_n(&state, -1, __ATOMIC_RELEASE);
+	} else {
+		owner = getpid();
+		__atomic_store_n(&state, 1, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&init_mu);
+	heca__internal--;
+	return rc == 0;
+}
+
+/* Whether heca runs here and this call is the program's own. */
+static inline bool active(void)
+{
+	return !heca__internal && __atomic_load_n(&state, __ATOMIC_ACQUIRE) > 0;
+}
+
+__attribute__((constructor)) static void preload_init(void)
+{
+	const char *v = getenv("HECA_MIN_SIZE");
+	uint64_t x;
+
+	real_fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "fork");
+	real_usable = (size_t(*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+	if (v && !heca_parse_size(v, &x) && x >= PAGE_SZ)
+		min_size = x;
+}
+
+/* At exit: the statistics if asked for, then every segment freed at the sponsors. Memory is
+ * left mapped (as ordinary zero pages) for whatever still runs after this destructor. */
+__attribute__((destructor)) static void preload_fini(void)
+{
+	const char *file = getenv("HECA_STATS_FILE");
+
+	if (__atomic_load_n(&state, __ATOMIC_ACQUIRE) <= 0 || getpid() != owner)
+		return;
+	heca__internal++;
+	if (file && *file) {
+		struct heca_preload_stats rec = {.magic = HECA_PRELOAD_STATS_MAGIC,
+						 .pid = getpid()};
+		int fd = open(file, O_WRONLY | O_APPEND | O_CLOEXEC);
+		heca_get_stats(H, &rec.st);
+		if (fd >= 0) {
+			if (write(fd, &rec, sizeof(rec)) != (ssize_t)sizeof(rec))
+				say("cannot write statistics to %s", file);
+			close(fd);
+		}
+	}
+	for (;;) {
+		uintptr_t a = 0;
+		pthread_mutex_lock(&H->lock);
+		if (H->nsegs)
+			a = seg_start(H->segs[0]);
+		pthread_mutex_unlock(&H->lock);
+		if (!a || heca_unregister(H, (void *)a, HECA_UNREG_DISCARD))
+			break;
+	}
+	__atomic_store_n(&state, -1, __ATOMIC_RELEASE);
+	heca_close(H);
+	H = NULL;
+	heca__internal--;
+}
+
+/* ---- memory calls ---- */
+
+static void *sys_mmap(void *a, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return (void *)syscall(SYS_mmap, a, len, prot, flags, fd, off);
+}
+
+static uint64_t page_up(uint64_t n)
+{
+	return (n + PAGE_SZ - 1) & ~(PAGE_SZ - 1);
+}
+
+/* errno from a -errno, and the failure value. */
+static void *fail_ptr(int rc)
+{
+	errno = -rc;
+	return MAP_FAILED;
+}
+
+static bool sponsorable(size_t len, int prot, int flags, int fd)
+{
+	return len >= min_size && (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE &&
+	       !(flags & (MAP_STACK | MAP_GROWSDOWN | MAP_HUGETLB)) && fd == -1 &&
+	       (prot & PROT_READ) && (prot & PROT_WRITE);
+}
+
+EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	void *p;
+	bool want;
+
+	if (heca__internal)
+		return sys_mmap(addr, len, prot, flags, fd, off);
+	want = sponsorable(len, prot, flags, fd) && start();
+	if (active() && (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) == MAP_FIXED &&
+	    heca__range_sponsored(H, (uintptr_t)addr, len)) {
+		heca__internal++;
+		heca__unmap_range(H, (uintptr_t)addr, page_up(len)); /* it is replaced */
+		heca__internal--;
+	}
+	p = sys_mmap(addr, len, prot, flags | (want ? MAP_NORESERVE : 0), fd, off);
+	if (p == MAP_FAILED || !want || !active())
+		return p;
+	heca__internal++;
+	if (heca_register(H, p, page_up(len)) < 0)
+		say("mmap of %zu bytes at %p stays local memory: %s", len, p, heca_last_error());
+	heca__internal--;
+	return p;
+}
+EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+	__attribute__((alias("mmap")));
+
+EXPORT int munmap(void *addr, size_t len)
+{
+	if (active() && heca__range_sponsored(H, (uintptr_t)addr, len)) {
+		heca__internal++;
+		heca__unmap_range(H, (uintptr_t)addr, page_up(len));
+		heca__internal--;
+	}
+	return (int)syscall(SYS_munmap, addr, len);
+}
+
+EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
+{
+	void *want = NULL;
+	uintptr_t out;
+	int rc;
+
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		want = va_arg(ap, void *);
+		va_end(ap);
+	}
+	if (!active())
+		return (void *)syscall(SYS_mremap, old, oldlen, newlen, flags, want);
+	heca__internal++;
+	rc = heca__remap(H, (uintptr_t)old, oldlen, newlen, flags, (uintptr_t)want, &out);
+	heca__internal--;
+	if (rc == 1)
+		return (void *)syscall(SYS_mremap, old, oldlen, newlen, flags, want);
+	if (rc == -ENOTSUP) {
+		say("mremap(%p, %zu, %zu, %#x): only whole sponsored mappings can be remapped, "
+		    "without MREMAP_DONTUNMAP",
+		    old, oldlen, newlen, flags);
+		return fail_ptr(-EINVAL);
+	}
+	if (rc)
+		return fail_ptr(rc);
+	return (void *)out;
+}
+
+EXPORT int madvise(void *addr, size_t len, int advice)
+{
+	int rc = 0;
+
+	if (!active() || !heca__range_sponsored(H, (uintptr_t)addr, len))
+		return (int)syscall(SYS_madvise, addr, len, advice);
+	switch (advice) {
+	case MADV_DONTNEED:
+	case MADV_FREE:
+		/* The pages read as zero afterwards, as the kernel promises for DONTNEED (and
+		 * allows for FREE). */
+		heca__internal++;
+		rc = heca__discard_range(H, (uintptr_t)addr, page_up(len));
+		heca__internal--;
+		if (rc) {
+			errno = -rc;
+			return -1;
+		}
+		return 0;
+	case MADV_DOFORK:
+	case MADV_DONTFORK:
+	case MADV_HUGEPAGE:
+	case MADV_NOHUGEPAGE:
+	case MADV_COLD:
+	case MADV_PAGEOUT:
+	case MADV_MERGEABLE:
+	case MADV_UNMERGEABLE:
+		return 0; /* heca decides these for sponsored memory */
+	default:
+		return (int)syscall(SYS_madvise, addr, len, advice);
+	}
+}
+
+EXPORT int mprotect(void *addr, size_t len, int prot)
+{
+	if (active() && !(prot & PROT_READ) && heca__range_sponsored(H, (uintptr_t)addr, len)) {
+		/* heca must read a page to send it away: memory the program makes unreadable
+		 * comes back into local memory and stops being sponsored. */
+		int rc;
+		heca__internal++;
+		rc = heca__unsponsor_range(H, (uintptr_t)addr, len);
+		heca__internal--;
+		if (rc) {
+			say("mprotect(%p, %zu, %#x): cannot bring the sponsored pages back: %s", addr,
+			    len, prot, heca_strerror(rc));
+			errno = -rc;
+			return -1;
+		}
+	}
+	return (int)syscall(SYS_mprotect, addr, len, prot);
+}
+
+EXPORT pid_t fork(void)
+{
+	pid_t pid;
+	int child_err = 0;
+
+	if (!real_fork)
+		real_fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "fork");
+	if (!active() || getpid() != owner)
+		return real_fork();
+	heca__internal++;
+	pthread_mutex_lock(&blocks_mu);
+	pid = heca__fork_with(H, real_fork, &child_err);
+	pthread_mutex_unlock(&blocks_mu);
+	if (pid == 0) {
+		pthread_mutex_init(&blocks_mu, NULL);
+		owner = getpid();
+		if (child_err)
+			say("fork: %s; the child's sponsored memory is gone (touching it faults)",
+			    heca_last_error());
+	}
+	heca__internal--;
+	if (pid < -1) {
+		say("fork: %s", *heca_last_error() ? heca_last_error() : heca_strerror(pid));
+		errno = -pid;
+		return -1;
+	}
+	return pid;
+}
+
+/* ---- the allocator ---- */
+
+static void *big_alloc(size_t n)
+{
+	void *p = NULL;
+	uint64_t len = page_up(n);
+	int rc;
+
+	if (n < min_size || heca__internal || !start())
+		return NULL;
+	heca__internal++;
+	rc = heca_map(H, len, &p);
+	if (!rc && block_add((uintptr_t)p, len)) {
+		heca_unmap(H, p);
+		rc = -ENOMEM;
+	}
+	heca__internal--;
+	return rc ? NULL : p;
+}
+
+EXPORT void *malloc(size_t n)
+{
+	void *p = big_alloc(n);
+	return p ? p : __libc_malloc(n);
+}
+
+EXPORT void free(void *p)
+{
+	uint64_t len = p && !heca__internal ? block_find((uintptr_t)p, true) : 0;
+
+	if (!len) {
+		__libc_free(p);
+	} else if (active()) {
+		heca__internal++;
+		heca_unmap(H, p);
+		heca__internal--;
+	} else {
+		syscall(SYS_munmap, p, len); /* heca has stopped: ordinary memory now */
+	}
+}
+
+EXPORT void *calloc(size_t n, size_t m)
+{
+	void *p;
+	if (m && n > SIZE_MAX / m) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	p = big_alloc(n * m); /* fresh sponsored memory reads as zero */
+	return p ? p : __libc_calloc(n, m);
+}
+
+EXPORT void *realloc(void *p, size_t n)
+{
+	uint64_t len = p && !heca__internal ? block_find((uintptr_t)p, false) : 0;
+	void *q;
+
+	if (len && !active()) {
+		void *r = (void *)syscall(SYS_mremap, p, len, page_up(n ? n : 1), MREMAP_MAYMOVE, 0);
+		if (r == MAP_FAILED)
+			return NULL;
+		block_find((uintptr_t)p, true);
+		block_add((uintptr_t)r, page_up(n ? n : 1));
+		return r;
+	}
+	if (len) {
+		uintptr_t out;
+		int rc;
+		if (n == 0) {
+			free(p);
+			return NULL;
+		}
+		heca__internal++;
+		rc = heca__remap(H, (uintptr_t)p, len, page_up(n), MREMAP_MAYMOVE, 0, &out);
+		heca__internal--;
+		if (rc) {
+			errno = ENOMEM;
+			return NULL;
+		}
+		block_find((uintptr_t)p, true);
+		block_add(out, page_up(n));
+		return (void *)out;
+	}
+	if (n >= min_size && p && (q = big_alloc(n))) {
+		size_t have = real_usable ? real_usable(p) : 0;
+		memcpy(q, p, have < n ? have : n);
+		__libc_free(p);
+		return q;
+	}
+	return __libc_realloc(p, n);
+}
+
+EXPORT void *reallocarray(void *p, size_t n, size_t m)
+{
+	if (m && n > SIZE_MAX / m) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return realloc(p, n * m);
+}
+
+EXPORT void *memalign(size_t align, size_t n)
+{
+	void *p = align <= PAGE_SZ ? big_alloc(n) : NULL;
+	return p ? p : __libc_memalign(align, n);
+}
+
+EXPORT int posix_memalign(void **out, size_t align, size_t n)
+{
+	void *p;
+	if (!align || (align & (align - 1)) || align % sizeof(void *))
+		return EINVAL;
+	p = memalign(align, n);
+	if (!p)
+		return ENOMEM;
+	*out = p;
+	return 0;
+}
+
+EXPORT void *aligned_alloc(size_t align, size_t n)
+{
+	return memalign(align, n);
+}
+
+EXPORT void *valloc(size_t n)
+{
+	return memalign(PAGE_SZ, n);
+}
+
+EXPORT void *pvalloc(size_t n)
+{
+	return memalign(PAGE_SZ, page_up(n ? n : 1));
+}
+
+EXPORT size_t malloc_usable_size(void *p)
+{
+	uint64_t len = p ? block_find((uintptr_t)p, false) : 0;
+	if (len)
+		return len;
+	if (!real_usable)
+		real_usable = (size_t(*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+	return real_usable ? real_usable(p) : 0;
+}

@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: MIT
+/*
+ * segops.c - what a program may do to sponsored memory besides touching it: free part of it
+ * (munmap of a piece), give pages back (madvise DONTNEED/FREE: they read as zero afterwards),
+ * and grow, shrink or move it (mremap). The transparent mode calls these from its wrappers of
+ * the same system calls; each keeps page states, the budget and the sponsors' copies true.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "heca_int.h"
+#include "segops.h"
+#include "util.h"
+
+/* The system calls themselves: in the preloaded library the libc names are heca's wrappers. */
+static long sys_madvise(uintptr_t a, uint64_t len, int advice)
+{
+	return syscall(SYS_madvise, a, len, advice);
+}
+
+static void wait_a_little_locked(struct heca *h)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(&h->evict_cond, &h->lock, &ts);
+}
+
+/* Wait until no page of s in [lo, hi) has a read or write-back in flight and the evictor
+ * holds no victim (it keeps addresses outside the lock). Caller holds h->lock. */
+static void settle_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t hi)
+{
+	for (;;) {
+		bool busy = h->evicting > 0;
+		for (uint64_t p = lo; p < hi && !busy; p++) {
+			int st = pstate(s->st[p]);
+			busy = st == PS_FETCHING || st == PS_EVICTING || (s->st[p] & PF_WB);
+		}
+		if (!busy)
+			return;
+		heca__evict_kick_locked(h);
+		wait_a_little_locked(h);
+	}
+}
+
+/* Make store pages [lo, hi) of s never written: here (unmapped, not counted) and at the
+ * sponsors. Caller holds h->lock and has settled the range. The sponsors forget the pages
+ * before the lock is dropped, so a later write-back of the same page cannot be overtaken. */
+static int forget_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t hi)
+{
+	for (uint64_t p = lo; p < hi; p++) {
+		uint8_t b = s->st[p];
+		int st = pstate(b);
+		if (b & PF_PINNED) {
+			h->pinned--;
+			s->pinned_pages--;
+		} else if (president(st)) {
+			h->resident--;
+			s->resident--;
+		}
+		s->st[p] = PS_EMPTY;
+	}
+	sys_madvise(s->base + lo * PAGE_SZ, (hi - lo) * PAGE_SZ, MADV_DONTNEED);
+	return h->store->ops->discard(h->store, s->id, lo, hi - lo);
+}
+
+/* Count the resident and pinned pages of s from its states. */
+static void recount(struct seg *s)
+{
+	s->resident = s->pinned_pages = 0;
+	for (uint64_t p = s->first; p < seg_end(s); p++) {
+		if (s->st[p] & PF_PINNED)
+			s->pinned_pages++;
+		else if (president(pstate(s->st[p])))
+			s->resident++;
+	}
+}
+
+/* The first segment overlapping [a, a + len), or NULL. Caller holds h->lock. */
+static struct seg *first_overlap_locked(struct heca *h, uintptr_t a, uint64_t len)
+{
+	for (unsigned int i = 0; i < h->nsegs; i++) {
+		struct seg *s = h->segs[i];
+		if (a < seg_limit(s) && seg_start(s) < a + len)
+			return s;
+	}
+	return NULL;
+}
+
+bool heca__range_sponsored(struct heca *h, uintptr_t a, uint64_t len)
+{
+	bool any;
+	pthread_mutex_lock(&h->lock);
+	any = heca__overlaps_locked(h, a, len);
+	pthread_mutex_unlock(&h->lock);
+	return any;
+}
+
+int heca__discard_range(struct heca *h, uintptr_t a, uint64_t len)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&h->lock);
+	for (unsigned int i = 0; i < h->nsegs; i++) {
+		struct seg *s = h->segs[i];
+		uintptr_t lo = HECA_MAX(a, seg_start(s)), hi = HECA_MIN(a + len, seg_limit(s));
+		uint64_t plo, phi;
+		int r;
+
+		if (lo >= hi)
+			continue;
+		plo = (lo - s->base) / PAGE_SZ;
+		phi = (hi - s->base + PAGE_SZ - 1) / PAGE_SZ;
+		settle_locked(h, s, plo, phi);
+		r = forget_locked(h, s, plo, phi);
+		if (r && !rc)
+			rc = r;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return rc;
+}
+
+int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
+{
+	int rc = 0;
+
+	for (;;) {
+		struct seg *s, *t;
+		uintptr_t lo, hi;
+		uint64_t plo, phi;
+
+		pthread_mutex_lock(&h->lock);
+		s = first_overlap_locked(h, a, len);
+		if (!s) {
+			pthread_mutex_unlock(&h->lock);
+			return rc;
+		}
+		lo = HECA_MAX(a, seg_start(s));
+		hi = HECA_MIN(a + len, seg_limit(s));
+		plo = (lo - s->base) / PAGE_SZ;
+		phi = (hi - s->base + PAGE_SZ - 1) / PAGE_SZ;
+		if (plo == s->first && phi == seg_end(s)) {
+			/* The whole piece goes: unregister it, the caller unmaps. */
+			pthread_mutex_unlock(&h->lock);
+			s->owned = false;
+			heca_unregister(h, (void *)seg_start(s), HECA_UNREG_DISCARD);
+			continue;
+		}
+		settle_locked(h, s, s->first, seg_end(s));
+		{
+			int r = forget_locked(h, s, plo, phi);
+			if (r && !rc)
+				rc = r;
+		}
+		if (plo == s->first) {
+			s->npages = seg_end(s) - phi;
+			s->first = phi;
+		} else if (phi == seg_end(s)) {
+			s->npages = plo - s->first;
+		} else {
+			/* A hole in the middle: the part past it becomes a piece of its own, with
+			 * the same store segment, page numbers and state array. */
+			t = malloc(sizeof(*t));
+			if (!t) {
+				pthread_mutex_unlock(&h->lock);
+				return -ENOMEM;
+			}
+			*t = *s;
+			t->first = phi;
+			t->npages = seg_end(s) - phi;
+			t->idnext = NULL;
+			s->npages = plo - s->first;
+			s->ss->refs++;
+			recount(t);
+			heca__seg_insert_locked(h, t);
+		}
+		recount(s);
+		heca__uffd_unregister(h, lo, hi - lo);
+		pthread_mutex_unlock(&h->lock);
+	}
+}
+
+/* The largest page end over the pieces of store segment id. Caller holds h->lock. */
+static uint64_t store_end_locked(struct heca *h, uint32_t id)
+{
+	uint64_t end = 0;
+	for (struct seg *o = h->idhash[id % SEG_HASH]; o; o = o->idnext)
+		if (o->id == id)
+			end = HECA_MAX(end, seg_end(o));
+	return end;
+}
+
+int heca__remap(struct heca *h, uintptr_t old, uint64_t oldlen, uint64_t newlen, int flags,
+		uintptr_t want, uintptr_t *out)
+{
+	struct seg *s;
+	uint64_t newn = (newlen + PAGE_SZ - 1) / PAGE_SZ;
+	long r;
+	int rc;
+
+	oldlen = (oldlen + PAGE_SZ - 1) & ~(PAGE_SZ - 1);
+	pthread_mutex_lock(&h->lock);
+	s = first_overlap_locked(h, old, oldlen ? oldlen : PAGE_SZ);
+	if (!s) {
+		pthread_mutex_unlock(&h->lock);
+		return 1; /* not sponsored */
+	}
+	if (seg_start(s) != old || s->npages * PAGE_SZ != oldlen || (flags & MREMAP_DONTUNMAP)) {
+		pthread_mutex_unlock(&h->lock);
+		return -ENOTSUP;
+	}
+	if (!(flags & MREMAP_FIXED) && newn < s->npages) {
+		/* Shrink in place: the tail goes like a partial munmap. */
+		pthread_mutex_unlock(&h->lock);
+		rc = heca__unmap_range(h, old + newn * PAGE_SZ, oldlen - newn * PAGE_SZ);
+		if (rc)
+			return rc;
+		r = syscall(SYS_mremap, old, oldlen, newlen, flags, want);
+		if (r == -1)
+			return -errno;
+		*out = (uintptr_t)r;
+		return 0;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (flags & MREMAP_FIXED) {
+		/* Whatever sponsored memory sits at the destination is unmapped by the move. */
+		rc = heca__unmap_range(h, want, newlen);
+		if (rc)
+			return rc;
+	}
+	pthread_mutex_lock(&h->lock);
+	s = first_overlap_locked(h, old, oldlen);
+	if (!s || seg_start(s) != old || s->npages * PAGE_SZ != oldlen) {
+		pthread_mutex_unlock(&h->lock);
+		return -EINVAL;
+	}
+	if (s->first + newn > s->ss->cap || s->ss->refs > 1) {
+		struct seg_states *ns = heca__states_new(s->first + HECA_MAX(newn, s->npages));
+		if (!ns) {
+			pthread_mutex_unlock(&h->lock);
+			return -ENOMEM;
+		}
+		memcpy(ns->b + s->first, s->st + s->first, s->npages);
+		if (--s->ss->refs == 0)
+			free(s->ss);
+		s->ss = ns;
+		s->st = ns->b;
+	}
+	if (s->first + newn > store_end_locked(h, s->id)) {
+		rc = h->store->ops->resize(h->store, s->id, s->first + newn);
+		if (rc) {
+			pthread_mutex_unlock(&h->lock);
+			return rc;
+		}
+	}
+	/* Nothing in flight for the segment while its pages move: the engine and the evictor
+	 * wait on the lock, held across the system call. */
+	settle_locked(h, s, s->first, seg_end(s));
+	r = syscall(SYS_mremap, old, oldlen, newlen, flags, want);
+	if (r == -1) {
+		rc = -errno;
+		pthread_mutex_unlock(&h->lock);
+		return rc;
+	}
+	if ((uintptr_t)r != old) {
+		/* Moved: the kernel leaves the new range unregistered and its pages writable.
+		 * Register it again; pages that were write-protected are now dirty. */
+		s->base = (uintptr_t)r - s->first * PAGE_SZ;
+		s->npages = newn;
+		rc = heca__uffd_register(h, (uintptr_t)r, newn * PAGE_SZ);
+		if (rc)
+			heca__log(h, HECA_LOG_ERROR, "mremap: register the moved segment %u: %s",
+				  s->id, heca_strerror(rc));
+		for (uint64_t p = s->first; p < seg_end(s); p++) {
+			int st = pstate(s->st[p]);
+			if (st == PS_CLEAN || st == PS_ZERO)
+				pset(&s->st[p], PS_DIRTY);
+		}
+		heca__seg_resort_locked(h);
+	} else {
+		s->npages = newn; /* grown in place: the vma, and its registration, grew */
+	}
+	pthread_mutex_unlock(&h->lock);
+	*out = (uintptr_t)r;
+	return 0;
+}
+
+int heca__unsponsor_range(struct heca *h, uintptr_t a, uint64_t len)
+{
+	for (;;) {
+		struct seg *s;
+		uintptr_t start;
+		int rc;
+
+		pthread_mutex_lock(&h->lock);
+		s = first_overlap_locked(h, a, len);
+		start = s ? seg_start(s) : 0;
+		pthread_mutex_unlock(&h->lock);
+		if (!s)
+			return 0;
+		s->owned = false;
+		rc = heca_unregister(h, (void *)start, 0);
+		if (rc)
+			return rc;
+	}
+}

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * segops.h - operations on sponsored memory other than touching it, for the transparent mode
+ * (preload/): partial unmap, discard, mremap, giving a range back to the kernel, and fork.
+ * Each returns 0 or -errno unless it says otherwise.
+ */
+#ifndef HECA_SEGOPS_H
+#define HECA_SEGOPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "heca.h"
+
+/* Whether any sponsored segment overlaps [a, a + len). */
+bool heca__range_sponsored(struct heca *h, uintptr_t a, uint64_t len);
+
+/* madvise(MADV_DONTNEED) on sponsored memory: the pages of [a, a + len) read as zero
+ * afterwards, here and at the sponsors. */
+int heca__discard_range(struct heca *h, uintptr_t a, uint64_t len);
+
+/* Before munmap(a, len): stop sponsoring [a, a + len), freeing its pages at the sponsors;
+ * segments partly inside are trimmed or split. The caller unmaps. */
+int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len);
+
+/* mremap() of a whole sponsored segment, done here (the system call included). Returns 1 if
+ * old is not sponsored (the caller does the call itself), 0 with *out set, -ENOTSUP for a
+ * part of a segment or MREMAP_DONTUNMAP, or -errno of the system call. */
+int heca__remap(struct heca *h, uintptr_t old, uint64_t oldlen, uint64_t newlen, int flags,
+		uintptr_t want, uintptr_t *out);
+
+/* Stop sponsoring every segment overlapping [a, a + len), bringing their pages back. */
+int heca__unsponsor_range(struct heca *h, uintptr_t a, uint64_t len);
+
+/* fork() with copy-on-write semantics for sponsored memory, calling forkfn for the fork
+ * itself: the engine is frozen with nothing in flight, the sponsors copy every segment for
+ * the child, the child re-registers its copy with an engine of its own. Returns what forkfn
+ * returns, or -errno before forking (nothing changed). In the child *child_err is 0, or the
+ * error that kept it from restarting heca: then its sponsored segments are unmapped. */
+pid_t heca__fork_with(struct heca *h, pid_t (*forkfn)(void), int *child_err);
+
+/* The thread belongs to libheca (engine, evictor, repair, control): the transparent mode
+ * must pass its allocations and memory calls straight through. */
+extern __thread int heca__internal;
+
+#endif
