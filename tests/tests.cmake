@@ -69,3 +69,15 @@ add_test(NAME test_cluster_replica COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_c
 set_tests_properties(test_cluster_replica PROPERTIES LABELS integration TIMEOUT 240
   RESOURCE_LOCK netns RUN_SERIAL TRUE
   SKIP_RETURN_CODE 77 ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
+
+# Ordinary programs that heca run starts: built plain (no sanitizer runtime may come before the
+# preloaded library), linked with nothing of heca.
+foreach(p prog_fork prog_mremap)
+  add_executable(${p} tests/progs/${p}.c)
+  target_compile_options(${p} PRIVATE -fno-sanitize=all)
+  target_link_options(${p} PRIVATE -fno-sanitize=all)
+endforeach()
+# heca run with python3, GNU sort, fork/exec, mremap, errors, status, leases (integration).
+add_test(NAME test_run COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_run.sh)
+set_tests_properties(test_run PROPERTIES LABELS integration TIMEOUT 300 SKIP_RETURN_CODE 77
+  ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>;PROG_FORK=$<TARGET_FILE:prog_fork>;PROG_MREMAP=$<TARGET_FILE:prog_mremap>")

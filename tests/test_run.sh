@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# `heca run` with real programs that know nothing of heca, each under a local budget well below
+# what it uses, its output compared with a run without heca, and heca's own counters checked
+# so that a run that bypassed heca cannot pass: python3, GNU sort, a program that forks (and
+# execs) after filling memory, a program that grows a buffer with mremap; then the errors, a
+# running program's status, and the sponsors freeing everything when a program exits or is
+# killed. Env: HECAD, HECA_CLI, PROG_FORK, PROG_MREMAP. Exit: 0 pass, 1 fail, 77 skip.
+set -u -o pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+hecad=${HECAD:-$here/../build/hecad}
+cli=${HECA_CLI:-$here/../build/heca}
+prog_fork=${PROG_FORK:-$here/../build/prog_fork}
+prog_mremap=${PROG_MREMAP:-$here/../build/prog_mremap}
+
+failures=0
+ok() { echo "ok - $*"; }
+bad() { echo "not ok - $*"; failures=$((failures + 1)); }
+skip() { echo "SKIP: $*"; exit 77; }
+
+command -v python3 >/dev/null || skip "no python3"
+command -v sort >/dev/null || skip "no sort"
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# written_back FILE: the largest "written back N" of the statistics heca run printed.
+written_back() {
+	sed -n 's/.*written back \([0-9]*\),.*/\1/p' "$1" | sort -n | tail -1
+}
+
+# run_cmp NAME LOCAL CMD...: run CMD with and without heca; same stdout and status, and heca
+# must have sent pages away (its budget is below what CMD uses).
+run_cmp() {
+	local name=$1 local_=$2 wb
+	shift 2
+	"$@" >"$tmp/plain.out" 2>"$tmp/plain.err"
+	local prc=$?
+	"$cli" run --local "$local_" --stats -- "$@" >"$tmp/heca.out" 2>"$tmp/heca.err"
+	local hrc=$?
+	wb=$(written_back "$tmp/heca.err")
+	if [ "$prc" != "$hrc" ]; then
+		bad "$name: exit $hrc under heca, $prc without"
+		tail -20 "$tmp/heca.err"
+	elif ! cmp -s "$tmp/plain.out" "$tmp/heca.out"; then
+		bad "$name: output differs from the run without heca"
+		diff "$tmp/plain.out" "$tmp/heca.out" | head -5
+	elif [ -z "$wb" ] || [ "$wb" -lt 1000 ]; then
+		bad "$name: heca wrote back ${wb:-no} pages: the program did not run on sponsored memory"
+		tail -20 "$tmp/heca.err"
+	else
+		ok "$name: same output ($(head -c 60 "$tmp/heca.out" | tr '\n' ' ')), $wb pages written back"
+	fi
+}
+
+# 1. python3: a bytearray and a list several times the budget, summed several times.
+run_cmp "python3 bytearray 96 MiB, budget 16 MiB" 16M python3 -c '
+b = bytearray(96 << 20)
+for i in range(0, len(b), 512):
+    b[i] = (i >> 9) & 255
+print(sum(sum(b[k::4096]) for k in (0, 512, 1024)))
+'
+run_cmp "python3 list of 8M ints (64 MiB of pointers), budget 16 MiB" 16M python3 -c '
+l = [i & 1023 for i in range(8_000_000)]
+s = 0
+for k in range(3):
+    s += sum(l[k::3])
+print(s, len(l))
+'
+
+# 2. GNU sort with an in-memory buffer on a file larger than the budget.
+python3 -c '
+import random
+r = random.Random(11)
+with open("'"$tmp"'/in.txt", "w") as f:
+    for i in range(300_000):
+        f.write("%016x %d\n" % (r.getrandbits(64), i))
+'
+run_cmp "sort -S 64M of a $(($(stat -c %s "$tmp/in.txt") >> 20)) MiB file, budget 4 MiB" 4M \
+	sort -S 64M "$tmp/in.txt"
+
+# 3. fork after filling memory: parent and child each see only their own writes; exec too.
+run_cmp "fork: parent and child write different values (2 x 96 MiB, budget 16 MiB)" 16M \
+	"$prog_fork" 96
+grep -q "child: OK" "$tmp/heca.out" || bad "fork: the child did not say OK"
+run_cmp "fork, then exec in the child under the same heca run" 16M "$prog_fork" --exec 64
+grep -q "exec: OK" "$tmp/heca.out" || bad "fork+exec: the exec'd program did not say OK"
+
+# 4. mremap: grow (moving), shrink, regrow, discard, punch a hole.
+run_cmp "mremap: grow a buffer to 256 MiB, shrink, discard, hole (budget 16 MiB)" 16M \
+	"$prog_mremap" 256
+
+# 5. Errors: clear message, non-zero exit.
+"$cli" run -- /nonexistent/program >"$tmp/out" 2>&1
+rc=$?
+if [ $rc = 127 ] && grep -q "cannot execute '/nonexistent/program'" "$tmp/out"; then
+	ok "a program that does not exist: exit 127, $(head -1 "$tmp/out")"
+else
+	bad "a program that does not exist: exit $rc: $(cat "$tmp/out")"
+fi
+"$cli" run --local lots -- true >"$tmp/out" 2>&1
+rc=$?
+if [ $rc = 2 ] && grep -q -- "--local lots" "$tmp/out"; then
+	ok "a bad option: exit 2, $(head -1 "$tmp/out")"
+else
+	bad "a bad option: exit $rc: $(cat "$tmp/out")"
+fi
+"$cli" run --bogus -- true >"$tmp/out" 2>&1
+rc=$?
+[ $rc = 2 ] && ok "an unknown option: exit 2" || bad "an unknown option: exit $rc: $(cat "$tmp/out")"
+"$cli" run --sponsors 127.0.0.1:1 -- true >"$tmp/out" 2>&1
+rc=$?
+if [ $rc = 1 ] && grep -q "refused" "$tmp/out"; then
+	ok "no reachable sponsor: exit 1, $(head -1 "$tmp/out")"
+else
+	bad "no reachable sponsor: exit $rc: $(cat "$tmp/out")"
+fi
+"$cli" run >"$tmp/out" 2>&1
+rc=$?
+[ $rc = 2 ] && ok "no program: exit 2" || bad "no program: exit $rc"
+
+# 6. Sponsors of our own, with a 1 s lease: a running program's status, then everything freed
+#    when it exits, and when it is killed without a word.
+"$hecad" --listen 127.0.0.1:0 --capacity 1G --lease 1 >"$tmp/hecad.out" 2>"$tmp/hecad.err" &
+pids+=($!)
+for _ in $(seq 50); do grep -q "listening on" "$tmp/hecad.out" && break; sleep 0.1; done
+addr=$(sed -n 's/^listening on //p' "$tmp/hecad.out")
+[ -n "$addr" ] || { bad "hecad did not start: $(cat "$tmp/hecad.err")"; exit 1; }
+
+# What the sponsor stores for everyone ("41.0 MiB"), from `heca status --sponsors`.
+used() {
+	"$cli" status --sponsors "$addr" | awk 'NR == 2 { print $(NF - 1), $NF }'
+}
+wait_used_zero() {
+	for _ in $(seq 60); do
+		[ "$(used)" = "0 B" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+"$cli" run --sponsors "$addr" --local 8M -- python3 -c '
+import sys, time
+marker = "heca-status-probe"
+b = bytearray(48 << 20)
+for i in range(0, len(b), 4096):
+    b[i] = 1
+print("ready", flush=True)
+time.sleep(30)
+' >"$tmp/status.out" 2>&1 &
+runpid=$!
+pids+=($runpid)
+for _ in $(seq 100); do grep -q ready "$tmp/status.out" && break; sleep 0.1; done
+# The program's process is the one with a control socket (python3 may be a wrapper script).
+prog=
+for p in $(pgrep -f heca-status-probe); do
+	[ -S "/run/heca/$p.sock" ] && prog=$p
+done
+if [ -n "$prog" ] && "$cli" status --pid "$prog" >"$tmp/st" 2>&1 &&
+	grep -q "^segments=[1-9]" "$tmp/st" && grep -q "^pages_written_back=[1-9]" "$tmp/st"; then
+	ok "heca status --pid of a running program: $(grep -E '^(segments|resident_pages|pages_written_back)=' "$tmp/st" | tr '\n' ' ')"
+else
+	bad "heca status --pid $prog: $(cat "$tmp/st" 2>/dev/null)"
+fi
+u=$(used)
+kill -9 "$prog" 2>/dev/null
+wait "$runpid" 2>/dev/null
+if [ "$u" != "0 B" ] && wait_used_zero; then
+	ok "killed with SIGKILL: the sponsor held $u and freed it when the lease ended"
+else
+	bad "killed with SIGKILL: the sponsor held $u, now $(used)"
+fi
+
+"$cli" run --sponsors "$addr" --local 8M -- python3 -c '
+b = bytearray(48 << 20)
+for i in range(0, len(b), 4096):
+    b[i] = 1
+print(sum(b))
+' >"$tmp/exit.out" 2>&1
+# Freed at exit by the program itself: well before the lease would.
+u=$(used)
+if [ "$u" = "0 B" ] && [ "$(cat "$tmp/exit.out")" = 12288 ]; then
+	ok "normal exit: the sponsor holds nothing right after (program printed $(cat "$tmp/exit.out"))"
+else
+	bad "normal exit: the sponsor holds $u; the program printed $(cat "$tmp/exit.out")"
+fi
+
+echo "$failures failure(s)"
+[ "$failures" = 0 ]
