@@ -44,9 +44,15 @@ static int ask(const char *path, const char *cmd, int print)
 			close(fd);
 		return 2;
 	}
-	if (write(fd, cmd, strlen(cmd)) < 0 || write(fd, "\n", 1) < 0) {
-		close(fd);
-		return 2;
+	/* One write: the process answers as soon as it has read a line, and may close before a
+	 * second write arrives (which would then kill us with SIGPIPE). */
+	{
+		char line[600];
+		int n = snprintf(line, sizeof(line), "%s\n", cmd);
+		if (n < 0 || (size_t)n >= sizeof(line) || write(fd, line, (size_t)n) != n) {
+			close(fd);
+			return 2;
+		}
 	}
 	for (;;) {
 		ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);

@@ -154,6 +154,8 @@ struct heca_store_ops {
 	int (*fork_prepare)(struct heca_store *s, const uint8_t child_id[16]);
 	int (*fork_child)(struct heca_store *s);
 	void (*fork_resume)(struct heca_store *s); /* parent, after the fork or its failure */
+	/* Free every segment at once (the process is about to end). Optional. */
+	int (*drop_all)(struct heca_store *s);
 	/* Engine thread: an fd the store registered in h->epfd with data.ptr == ctx is ready;
 	 * decode and complete what arrived. */
 	void (*dispatch)(struct heca_store *s, void *ctx);

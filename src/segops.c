@@ -313,3 +313,8 @@ int heca__unsponsor_range(struct heca *h, uintptr_t a, uint64_t len)
 			return rc;
 	}
 }
+
+int heca__drop_all(struct heca *h)
+{
+	return h->store->ops->drop_all ? h->store->ops->drop_all(h->store) : -ENOTSUP;
+}

@@ -33,6 +33,9 @@ int heca__remap(struct heca *h, uintptr_t old, uint64_t oldlen, uint64_t newlen,
 /* Stop sponsoring every segment overlapping [a, a + len), bringing their pages back. */
 int heca__unsponsor_range(struct heca *h, uintptr_t a, uint64_t len);
 
+/* The process ends now (_exit): have the sponsors free every segment at once. */
+int heca__drop_all(struct heca *h);
+
 /* fork() with copy-on-write semantics for sponsored memory, calling forkfn for the fork
  * itself: the engine is frozen with nothing in flight, the sponsors copy every segment for
  * the child, the child re-registers its copy with an engine of its own. Returns what forkfn

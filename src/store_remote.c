@@ -983,6 +983,11 @@ static int remote_discard(struct heca_store *s, uint32_t seg, uint64_t page, uin
 	return rc;
 }
 
+static int remote_drop_all(struct heca_store *s)
+{
+	return ctl_all((struct remote *)s, HECA_OP_DROPALL, 0, 0, 0);
+}
+
 static int remote_resize(struct heca_store *s, uint32_t seg, uint64_t npages)
 {
 	struct remote *r = (struct remote *)s;
@@ -995,11 +1000,42 @@ static int remote_resize(struct heca_store *s, uint32_t seg, uint64_t npages)
 	return ctl_all(r, HECA_OP_RESIZE, seg, npages, 0);
 }
 
+struct clone_call {
+	struct remote *r;
+	struct member *m;
+	const uint8_t *child_id;
+	pthread_t t;
+	bool started;
+	int rc;
+};
+
+static void clone_call(struct clone_call *c)
+{
+	struct heca_frame req = {.opcode = HECA_OP_CLONE, .payload = c->child_id,
+				 .payload_len = 16},
+			  rep;
+	uint8_t buf[256];
+
+	/* A sponsor copies about a GiB a second: give it time in proportion. */
+	c->rc = ctl_call(c->r, c->m, &req, &rep, buf, sizeof(buf),
+			 (int)HECA_MAX(c->r->base.h->opt.timeout_ms, 60000u));
+}
+
+static void *clone_main(void *arg)
+{
+	heca__internal = 1;
+	clone_call(arg);
+	return NULL;
+}
+
 /* fork(): with the engine frozen, hold the repair thread and have every member that is up
- * copy all our segments for the child. A member that is down holds nothing current. */
+ * copy all our segments for the child, all at once. A member that is down holds nothing
+ * current: the child treats it as the parent does. */
 static int remote_fork_prepare(struct heca_store *s, const uint8_t child_id[16])
 {
 	struct remote *r = (struct remote *)s;
+	struct clone_call c[HECA_PLACE_MAX];
+	unsigned int n = 0;
 	int rc = 0;
 
 	pthread_mutex_lock(&r->mu);
@@ -1007,18 +1043,23 @@ static int remote_fork_prepare(struct heca_store *s, const uint8_t child_id[16])
 	while (r->busy)
 		pthread_cond_wait(&r->repair_cond, &r->mu);
 	pthread_mutex_unlock(&r->mu);
-	for (unsigned int i = 0; i < r->nm && !rc; i++) {
-		struct member *m = r->m[i];
-		struct heca_frame req = {.opcode = HECA_OP_CLONE, .payload = child_id,
-					 .payload_len = 16},
-				  rep;
-		uint8_t buf[256];
-		if (mstate(m) != M_UP)
+	for (unsigned int i = 0; i < r->nm; i++) {
+		if (mstate(r->m[i]) != M_UP)
 			continue;
-		rc = ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)r->base.h->opt.timeout_ms);
-		if (rc)
-			heca__set_error("fork: sponsor %s cannot copy the segments: %s", m->addr,
+		c[n] = (struct clone_call){.r = r, .m = r->m[i], .child_id = child_id};
+		c[n].started = pthread_create(&c[n].t, NULL, clone_main, &c[n]) == 0;
+		if (!c[n].started)
+			clone_call(&c[n]);
+		n++;
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		if (c[i].started)
+			pthread_join(c[i].t, NULL);
+		if (c[i].rc && !rc) {
+			rc = c[i].rc;
+			heca__set_error("fork: sponsor %s cannot copy the segments: %s", c[i].m->addr,
 					heca_strerror(rc));
+		}
 	}
 	return rc;
 }
@@ -1684,6 +1725,7 @@ static const struct heca_store_ops remote_ops = {
 	.fork_prepare = remote_fork_prepare,
 	.fork_child = remote_fork_child,
 	.fork_resume = remote_fork_resume,
+	.drop_all = remote_drop_all,
 	.dispatch = remote_dispatch,
 	.tick = remote_tick,
 	.close = remote_close,
