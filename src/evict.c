@@ -281,7 +281,8 @@ void *heca__evict_main(void *arg)
 	while (!h->stop) {
 		unsigned int n, max;
 
-		if (!need_evict_locked(h) || h->wb_pages >= WB_MAX_PAGES || h->frozen) {
+		if (!need_evict_locked(h) || h->wb_pages >= WB_MAX_PAGES || h->frozen ||
+		    h->evict_hold) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_nsec += 50 * 1000000;

@@ -390,12 +390,22 @@ int heca_map(struct heca *h, size_t len, void **addr)
 	return 0;
 }
 
+/* Wait until the evictor holds no victim (it keeps their addresses outside the lock); it
+ * starts no new batch meanwhile, so a busy evictor cannot starve the caller. Caller holds
+ * h->lock, and has it again on return with no batch under way. */
+void heca__evict_quiesce_locked(struct heca *h)
+{
+	h->evict_hold++;
+	while (h->evicting)
+		pthread_cond_wait(&h->evict_cond, &h->lock);
+	h->evict_hold--;
+}
+
 /* Take s out of the table once the evictor holds no victim of it. */
 static void detach_locked(struct heca *h, struct seg *s)
 {
 	s->leaving = true;
-	while (h->evicting)
-		pthread_cond_wait(&h->evict_cond, &h->lock);
+	heca__evict_quiesce_locked(h);
 	heca__seg_remove_locked(h, s);
 	h->resident -= s->resident;
 	h->pinned -= s->pinned_pages;
@@ -416,8 +426,7 @@ static int do_unregister(struct heca *h, struct seg *s, unsigned int flags)
 		 * the segment pinned, neither defers them nor evicts the result. */
 		pthread_mutex_lock(&h->lock);
 		s->leaving = true;
-		while (h->evicting)
-			pthread_cond_wait(&h->evict_cond, &h->lock);
+		heca__evict_quiesce_locked(h);
 		pthread_mutex_unlock(&h->lock);
 		for (uint64_t p = s->first; p < seg_end(s); p++) {
 			int st;

@@ -217,6 +217,7 @@ struct heca {
 	unsigned int nsegs, capsegs;
 	struct seg *idhash[SEG_HASH]; /* segments by store id */
 	bool frozen; /* fork: no new reads or evictions until the process is copied */
+	unsigned int evict_hold; /* threads waiting for the evictor to let go: it starts no batch */
 	uint32_t next_seg_id;
 
 	uint64_t budget;   /* pages */
@@ -282,6 +283,7 @@ void heca__seg_resort_locked(struct heca *h);
 bool heca__overlaps_locked(struct heca *h, uintptr_t a, uint64_t len);
 struct seg_states *heca__states_new(uint64_t cap);
 void heca__seg_free(struct seg *s);
+void heca__evict_quiesce_locked(struct heca *h);
 
 /* evict.c */
 void *heca__evict_main(void *arg);

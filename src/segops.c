@@ -40,14 +40,14 @@ static void wait_a_little_locked(struct heca *h)
 static void settle_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t hi)
 {
 	for (;;) {
-		bool busy = h->evicting > 0;
+		bool busy = false;
+		heca__evict_quiesce_locked(h);
 		for (uint64_t p = lo; p < hi && !busy; p++) {
 			int st = pstate(s->st[p]);
 			busy = st == PS_FETCHING || st == PS_EVICTING || (s->st[p] & PF_WB);
 		}
 		if (!busy)
 			return;
-		heca__evict_kick_locked(h);
 		wait_a_little_locked(h);
 	}
 }
