@@ -62,6 +62,9 @@ static void usage(FILE *f)
 	    "  qsort    parallel quicksort of 2G of 64-bit keys (one thread per core) in local\n"
 	    "           memory, then in heca with local = 3:4, 1:2, 1:3, 1:4, 1:5 of it; verified\n"
 	    "  all      raw, latency, walk, uniform (and qsort with --with-qsort), one table\n"
+	    "  programs python3 and GNU sort unconstrained, under `heca run` and under kernel\n"
+	    "           swap at the same memory limit; options of its own, given after it\n"
+	    "           (heca bench programs --help)\n"
 	    "\n"
 	    "options:\n"
 	    "  --sponsors LIST   sponsors (HOST:PORT,...); default: start 2 on 127.0.0.1\n"
@@ -608,6 +611,9 @@ int cmd_bench(int argc, char **argv)
 	int c, rc = 0;
 	char capstr[32];
 
+	/* programs runs whole programs under `heca run`: options of its own, no sponsors here. */
+	if (argc > 1 && !strcmp(argv[1], "programs"))
+		return bench_programs(argc - 1, argv + 1);
 	setvbuf(stdout, NULL, _IOLBF, 0); /* our lines interleave with the sponsors' stderr */
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "hq", lo, NULL)) != -1) {
@@ -759,6 +765,11 @@ int cmd_bench(int argc, char **argv)
 	if (optind + 1 < argc) {
 		fprintf(stderr, "heca bench: unexpected argument '%s'\n", argv[optind + 1]);
 		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(wl, "programs")) {
+		fprintf(stderr, "heca bench: programs takes its options after it: heca bench "
+				"programs [OPTIONS]\n");
 		return 2;
 	}
 	if (strcmp(wl, "raw") && strcmp(wl, "latency") && strcmp(wl, "walk") &&

@@ -133,6 +133,7 @@ int bench_open(const struct bench_opts *o, uint64_t local, unsigned int prefetch
 	       struct heca **out);
 /* `heca bench qsort` (cli/bench_qsort.c). Returns 0, or non-zero after printing why. */
 int bench_qsort(const struct bench_opts *o, struct bench_result *r);
+int bench_programs(int argc, char **argv); /* `heca bench programs` (cli/bench_programs.c) */
 /* 1 if s is a valid --ratios list ("3:4,1:2"), else 0. */
 int bench_ratios_valid(const char *s);
 
