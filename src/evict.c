@@ -31,6 +31,22 @@ struct victim {
 	uint8_t *copy;
 };
 
+/* Write-back copies come and go by the megabyte from this thread alone: mapped and unmapped
+ * directly, so that freed ones go back to the kernel instead of staying in a malloc arena
+ * of this thread, outside the budget, at their peak for good. */
+uint8_t *heca__wb_buf_alloc(unsigned int pages)
+{
+	void *p = mmap(NULL, (size_t)pages * PAGE_SZ, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void heca__wb_buf_free(uint8_t *buf, unsigned int pages)
+{
+	if (buf)
+		munmap(buf, (size_t)pages * PAGE_SZ);
+}
+
 void heca__evict_kick_locked(struct heca *h)
 {
 	pthread_cond_broadcast(&h->evict_cond);
@@ -166,8 +182,10 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		ndirty += v[i].was == PS_DIRTY;
 	if (ndirty) {
 		wb = calloc(1, sizeof(*wb) + ndirty * sizeof(wb->ent[0]));
-		if (wb)
-			wb->buf = aligned_alloc(PAGE_SZ, ndirty * PAGE_SZ);
+		if (wb) {
+			wb->buf = heca__wb_buf_alloc(ndirty);
+			wb->cap = ndirty;
+		}
 		if (!wb || !wb->buf) {
 			free(wb);
 			wb = NULL;
@@ -196,7 +214,7 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		wb->n = k;
 		wb->refs = k;
 		if (k == 0) {
-			free(wb->buf);
+			heca__wb_buf_free(wb->buf, wb->cap);
 			free(wb);
 			wb = NULL;
 		}

@@ -532,7 +532,7 @@ void heca_close(struct heca *h)
 			struct wb_batch *b = e->batch;
 			h->wb_hash[i] = e->next;
 			if (--b->refs == 0) {
-				free(b->buf);
+				heca__wb_buf_free(b->buf, b->cap);
 				free(b);
 			}
 		}

@@ -110,9 +110,10 @@ struct wb_entry {
 };
 
 struct wb_batch {
-	uint8_t *buf;	   /* n pages */
+	uint8_t *buf;	   /* n pages (heca__wb_buf_alloc) */
 	unsigned int refs; /* pages not yet acknowledged */
 	unsigned int n;
+	unsigned int cap;  /* pages of buf */
 	struct wb_entry ent[];
 };
 
@@ -288,6 +289,8 @@ void heca__evict_quiesce_locked(struct heca *h);
 /* evict.c */
 void *heca__evict_main(void *arg);
 void heca__evict_kick_locked(struct heca *h);
+uint8_t *heca__wb_buf_alloc(unsigned int pages);
+void heca__wb_buf_free(uint8_t *buf, unsigned int pages);
 
 /* uffd.c: thin wrappers that return -errno and retry EAGAIN/EINTR. */
 int heca__uffd_open(struct heca *h);
