@@ -398,7 +398,8 @@ void heca__evict_quiesce_locked(struct heca *h)
 	h->evict_hold++;
 	while (h->evicting)
 		pthread_cond_wait(&h->evict_cond, &h->lock);
-	h->evict_hold--;
+	if (--h->evict_hold == 0)
+		pthread_cond_broadcast(&h->evict_cond); /* the evictor may go on at once */
 }
 
 /* Take s out of the table once the evictor holds no victim of it. */
