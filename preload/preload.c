@@ -191,8 +191,10 @@ static int read_env(struct heca_options *o, char *why, size_t whylen)
 		min_size = x;
 	}
 	o->log = log_line;
+	/* Errors and warnings (a sponsor lost, a limited userfaultfd) always; the rest when
+	 * asked for. */
 	o->log_level = getenv("HECA_VERBOSE") && *getenv("HECA_VERBOSE") ? HECA_LOG_INFO
-									   : HECA_LOG_ERROR;
+									   : HECA_LOG_WARN;
 	return 0;
 }
 
