@@ -402,3 +402,21 @@ io_fail:
 	rmdir(dir);
 	return rc;
 }
+
+int bench_parse_ratios(const char *s, struct bench_ratio *r, int max)
+{
+	char buf[256], *save = NULL, *t;
+	int n = 0;
+
+	snprintf(buf, sizeof(buf), "%s", s);
+	for (t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		unsigned int a, b;
+		char end;
+		if (n == max || sscanf(t, "%u:%u%c", &a, &b, &end) != 2 || !a || !b || a > b)
+			return -EINVAL;
+		snprintf(r[n].label, sizeof(r[n].label), "%u:%u", a, b);
+		r[n].frac = (double)a / (double)b;
+		n++;
+	}
+	return n ? n : -EINVAL;
+}

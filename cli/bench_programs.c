@@ -36,10 +36,6 @@ static const char fairness[] =
     "heca's --local L bounds only the program's sponsored (large malloc/mmap) blocks; the swap "
     "run's cgroup limit L bounds all of its memory";
 
-struct ratio {
-	char label[24];
-	double frac; /* limit / unconstrained peak */
-};
 
 /* What a program wrote on stdout, reduced as it streams by: enough to tell a wrong answer
  * (a changed line, a lost line, lines out of order) without keeping the output. */
@@ -94,7 +90,7 @@ struct popts {
 	int prefetch_set, no_swap, quiet;
 	double timeout; /* per run; 0: 60x the unconstrained time + 120 s */
 	const char *ratios, *workloads, *swapfile, *json, *plot;
-	struct ratio rt[MAX_RATIOS];
+	struct bench_ratio rt[MAX_RATIOS];
 	int nr;
 	char heca[PATH_MAX], tmpdir[PATH_MAX];
 	unsigned int done, total; /* runs, for the progress line */
@@ -133,23 +129,6 @@ static void usage(FILE *f)
 	    "  --quiet            no progress line\n");
 }
 
-static int parse_ratios(const char *s, struct ratio *r, int max)
-{
-	char buf[256], *save = NULL, *t;
-	int n = 0;
-
-	snprintf(buf, sizeof(buf), "%s", s);
-	for (t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		unsigned int a, b;
-		char end;
-		if (n == max || sscanf(t, "%u:%u%c", &a, &b, &end) != 2 || !a || !b || a > b)
-			return -EINVAL;
-		snprintf(r[n].label, sizeof(r[n].label), "%u:%u", a, b);
-		r[n].frac = (double)a / (double)b;
-		n++;
-	}
-	return n ? n : -EINVAL;
-}
 
 /* --- output digest ------------------------------------------------------------------------ */
 
@@ -1296,7 +1275,7 @@ int bench_programs(int argc, char **argv)
 	}
 	if (!po.ratios)
 		po.ratios = "1:2,1:4";
-	po.nr = parse_ratios(po.ratios, po.rt, MAX_RATIOS);
+	po.nr = bench_parse_ratios(po.ratios, po.rt, MAX_RATIOS);
 	if (po.nr < 0) {
 		fprintf(stderr,
 			"heca bench programs: bad --ratios '%s' (want A:B,... with 0 < A <= B, at "

@@ -20,33 +20,11 @@
 #define PG	   HECA_PAGE_SIZE
 #define MAX_RATIOS 16
 
-struct ratio {
-	char label[24];
-	double frac; /* local / total */
-};
-
-static int parse_ratios(const char *s, struct ratio *r, int max)
-{
-	char buf[256], *save = NULL, *t;
-	int n = 0;
-
-	snprintf(buf, sizeof(buf), "%s", s);
-	for (t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		unsigned int a, b;
-		char end;
-		if (n == max || sscanf(t, "%u:%u%c", &a, &b, &end) != 2 || !a || !b || a > b)
-			return -EINVAL;
-		snprintf(r[n].label, sizeof(r[n].label), "%u:%u", a, b);
-		r[n].frac = (double)a / (double)b;
-		n++;
-	}
-	return n ? n : -EINVAL;
-}
 
 int bench_ratios_valid(const char *s)
 {
-	struct ratio r[MAX_RATIOS];
-	return parse_ratios(s, r, MAX_RATIOS) > 0;
+	struct bench_ratio r[MAX_RATIOS];
+	return bench_parse_ratios(s, r, MAX_RATIOS) > 0;
 }
 
 struct sort_job {
@@ -119,7 +97,7 @@ static int swap_child(void *arg)
 
 int bench_qsort(const struct bench_opts *o, struct bench_result *r)
 {
-	struct ratio rt[MAX_RATIOS];
+	struct bench_ratio rt[MAX_RATIOS];
 	double heca_s[MAX_RATIOS], swap_s[MAX_RATIOS], heca_pct[MAX_RATIOS], swap_pct[MAX_RATIOS],
 	    fr[MAX_RATIOS];
 	const char *lab[MAX_RATIOS];
@@ -137,7 +115,7 @@ int bench_qsort(const struct bench_opts *o, struct bench_result *r)
 
 	size -= size % PG;
 	j.n = size / sizeof(uint64_t);
-	nr = parse_ratios(o->ratios ? o->ratios : "3:4,1:2,1:3,1:4,1:5", rt, MAX_RATIOS);
+	nr = bench_parse_ratios(o->ratios ? o->ratios : "3:4,1:2,1:3,1:4,1:5", rt, MAX_RATIOS);
 	if (nr < 0) {
 		fprintf(stderr,
 			"heca bench qsort: bad --ratios '%s' (want A:B,... with 0 < A <= "

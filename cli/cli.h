@@ -134,6 +134,13 @@ int bench_open(const struct bench_opts *o, uint64_t local, unsigned int prefetch
 /* `heca bench qsort` (cli/bench_qsort.c). Returns 0, or non-zero after printing why. */
 int bench_qsort(const struct bench_opts *o, struct bench_result *r);
 int bench_programs(int argc, char **argv); /* `heca bench programs` (cli/bench_programs.c) */
+/* A memory ratio of a --ratios list: "1:4" and 0.25. */
+struct bench_ratio {
+	char label[24];
+	double frac; /* local (or limit) / total */
+};
+/* Parse "3:4,1:2" into r[0..max). Returns how many, or -EINVAL. */
+int bench_parse_ratios(const char *s, struct bench_ratio *r, int max);
 /* 1 if s is a valid --ratios list ("3:4,1:2"), else 0. */
 int bench_ratios_valid(const char *s);
 

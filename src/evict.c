@@ -301,14 +301,7 @@ void *heca__evict_main(void *arg)
 
 		if (!need_evict_locked(h) || h->wb_pages >= WB_MAX_PAGES || h->frozen ||
 		    h->evict_hold) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 50 * 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&h->evict_cond, &h->lock, &ts);
+			heca__cond_wait_ms(&h->evict_cond, &h->lock, 50);
 			continue;
 		}
 		/* Evict down to the low watermark, a batch at a time. */
@@ -320,14 +313,7 @@ void *heca__evict_main(void *arg)
 		n = pick_locked(h, v, max);
 		if (n == 0) {
 			/* Everything resident waits for write-back acks or is pinned. */
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 5 * 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&h->evict_cond, &h->lock, &ts);
+			heca__cond_wait_ms(&h->evict_cond, &h->lock, 5);
 			continue;
 		}
 		h->evicting++;

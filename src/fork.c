@@ -39,14 +39,7 @@ static void freeze(struct heca *h)
 	pthread_mutex_lock(&h->lock);
 	h->frozen = true;
 	while (h->fetching || h->evicting || h->wb_pages) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&h->evict_cond, &h->lock, &ts);
+		heca__cond_wait_ms(&h->evict_cond, &h->lock, 1);
 	}
 }
 

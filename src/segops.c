@@ -25,14 +25,7 @@ static long sys_madvise(uintptr_t a, uint64_t len, int advice)
 
 static void wait_a_little_locked(struct heca *h)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	pthread_cond_timedwait(&h->evict_cond, &h->lock, &ts);
+	heca__cond_wait_ms(&h->evict_cond, &h->lock, 1);
 }
 
 /* Wait until no page of s in [lo, hi) has a read or write-back in flight and the evictor

@@ -1192,14 +1192,7 @@ static void reconnect(struct remote *r, struct member *m)
 	/* Wait for the engine to swap the sockets in. */
 	pthread_mutex_lock(&r->mu);
 	while (__atomic_load_n(&m->swap_ready, __ATOMIC_ACQUIRE) && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 20000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&r->repair_cond, &r->mu, &ts);
+		heca__cond_wait_ms(&r->repair_cond, &r->mu, 20);
 	}
 	pthread_mutex_unlock(&r->mu);
 	pthread_mutex_lock(&m->ctl.mu);
@@ -1437,7 +1430,6 @@ static void *repair_main(void *arg)
 	while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
 		uint64_t now;
 		unsigned int nm = __atomic_load_n(&r->nm, __ATOMIC_ACQUIRE);
-		struct timespec ts;
 
 		pthread_mutex_lock(&r->mu);
 		while (r->paused && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE))
@@ -1487,14 +1479,8 @@ static void *repair_main(void *arg)
 		pthread_mutex_lock(&r->mu);
 		r->busy = false;
 		pthread_cond_broadcast(&r->repair_cond);
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 100000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
 		if (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE))
-			pthread_cond_timedwait(&r->repair_cond, &r->mu, &ts);
+			heca__cond_wait_ms(&r->repair_cond, &r->mu, 100);
 		pthread_mutex_unlock(&r->mu);
 	}
 	free(buf);

@@ -122,3 +122,17 @@ int heca_parse_id(const char *hex, uint8_t out[16])
 	}
 	return 0;
 }
+
+void heca__cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, unsigned int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(c, m, &ts);
+}

@@ -6,6 +6,7 @@
 #ifndef HECA_UTIL_H
 #define HECA_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -20,6 +21,9 @@ static inline uint64_t heca__now_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+/* pthread_cond_timedwait for at most ms milliseconds (the condition's default clock). */
+void heca__cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, unsigned int ms);
 
 /* Format bytes as "512.0 MiB" into buf. Returns buf. */
 char *heca__fmt_bytes(char *buf, size_t len, uint64_t bytes);
