@@ -245,10 +245,13 @@ static bool start(void)
 	return rc == 0;
 }
 
-/* Whether heca runs here and this call is the program's own. */
+/* Whether heca runs here and this call is the program's own. A child made without fork()
+ * (a raw clone, say) shares nothing of heca's: its engine, sockets and userfaultfd are the
+ * parent's, and its copy of the sponsored memory is not there at all. */
 static inline bool active(void)
 {
-	return !heca__internal && __atomic_load_n(&state, __ATOMIC_ACQUIRE) > 0;
+	return !heca__internal && __atomic_load_n(&state, __ATOMIC_ACQUIRE) > 0 &&
+	       getpid() == owner;
 }
 
 __attribute__((constructor)) static void preload_init(void)
@@ -379,8 +382,9 @@ EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
 	if (rc == 1)
 		return (void *)syscall(SYS_mremap, old, oldlen, newlen, flags, want);
 	if (rc == -ENOTSUP) {
-		say("mremap(%p, %zu, %zu, %#x): only whole sponsored mappings can be remapped, "
-		    "without MREMAP_DONTUNMAP",
+		say("mremap(%p, %zu, %zu, %#x): not supported on sponsored memory: only whole "
+		    "mappings, without MREMAP_DONTUNMAP, not grown into what is left of them "
+		    "after a partial munmap",
 		    old, oldlen, newlen, flags);
 		return fail_ptr(-EINVAL);
 	}
@@ -389,12 +393,29 @@ EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
 	return (void *)out;
 }
 
+/* madvise() on the parts of [addr, addr + len) that are not sponsored. */
+static int madvise_gaps(void *addr, size_t len, int advice)
+{
+	uintptr_t ga[64];
+	uint64_t gl[64];
+	int n, rc = 0;
+
+	heca__internal++;
+	n = heca__unsponsored_gaps(H, (uintptr_t)addr, len, ga, gl, 64);
+	heca__internal--;
+	for (int i = 0; i < n && !rc; i++)
+		rc = (int)syscall(SYS_madvise, ga[i], gl[i], advice);
+	return rc;
+}
+
 EXPORT int madvise(void *addr, size_t len, int advice)
 {
 	int rc = 0;
 
 	if (!active() || !heca__range_sponsored(H, (uintptr_t)addr, len))
 		return (int)syscall(SYS_madvise, addr, len, advice);
+	if (madvise_gaps(addr, len, advice))
+		return -1;
 	switch (advice) {
 	case MADV_DONTNEED:
 	case MADV_FREE:
@@ -457,9 +478,11 @@ EXPORT pid_t fork(void)
 	if (pid == 0) {
 		pthread_mutex_init(&blocks_mu, NULL);
 		owner = getpid();
-		if (child_err)
+		if (child_err) {
 			say("fork: %s; the child's sponsored memory is gone (touching it faults)",
 			    heca_last_error());
+			__atomic_store_n(&state, -1, __ATOMIC_RELEASE); /* no engine serves it */
+		}
 	}
 	heca__internal--;
 	if (pid < -1) {
@@ -517,13 +540,19 @@ EXPORT void free(void *p)
 
 	if (!len) {
 		__libc_free(p);
-	} else if (active()) {
-		heca__internal++;
-		heca_unmap(H, p);
-		heca__internal--;
-	} else {
-		syscall(SYS_munmap, p, len); /* heca has stopped: ordinary memory now */
+		return;
 	}
+	if (active()) {
+		int rc;
+		heca__internal++;
+		rc = heca_unmap(H, p);
+		heca__internal--;
+		if (rc == 0)
+			return;
+	}
+	/* heca has stopped, or no longer sponsors the block (mprotect took it back):
+	 * ordinary memory now. */
+	syscall(SYS_munmap, p, len);
 }
 
 EXPORT void *calloc(size_t n, size_t m)
@@ -540,26 +569,31 @@ EXPORT void *calloc(size_t n, size_t m)
 EXPORT void *realloc(void *p, size_t n)
 {
 	uint64_t len = p && !heca__internal ? block_find((uintptr_t)p, false) : 0;
+	bool sponsored = false;
 	void *q;
 
-	if (len && !active()) {
-		void *r = (void *)syscall(SYS_mremap, p, len, page_up(n ? n : 1), MREMAP_MAYMOVE, 0);
-		if (r == MAP_FAILED)
-			return NULL;
-		block_find((uintptr_t)p, true);
-		block_add((uintptr_t)r, page_up(n ? n : 1));
-		return r;
+	if (len && active()) {
+		/* mprotect may have taken the block back: then it is ordinary memory. */
+		heca__internal++;
+		sponsored = heca__range_sponsored(H, (uintptr_t)p, len);
+		heca__internal--;
+	}
+	if (len && n == 0) {
+		free(p);
+		return NULL;
 	}
 	if (len) {
 		uintptr_t out;
-		int rc;
-		if (n == 0) {
-			free(p);
-			return NULL;
+		int rc = 1;
+		if (sponsored) {
+			heca__internal++;
+			rc = heca__remap(H, (uintptr_t)p, len, page_up(n), MREMAP_MAYMOVE, 0, &out);
+			heca__internal--;
 		}
-		heca__internal++;
-		rc = heca__remap(H, (uintptr_t)p, len, page_up(n), MREMAP_MAYMOVE, 0, &out);
-		heca__internal--;
+		if (rc == 1) {
+			out = (uintptr_t)syscall(SYS_mremap, p, len, page_up(n), MREMAP_MAYMOVE, 0);
+			rc = (void *)out == MAP_FAILED ? -errno : 0;
+		}
 		if (rc) {
 			errno = ENOMEM;
 			return NULL;

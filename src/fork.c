@@ -153,10 +153,11 @@ pid_t heca__fork_with(struct heca *h, pid_t (*forkfn)(void), int *child_err)
 	rc = heca__random(child_id, sizeof(child_id));
 	if (rc)
 		return rc;
+	/* The repair thread first: it may wait for writes that need the engine, and so the
+	 * lock. Then the lock is held until the fork: no segment comes or goes meanwhile. */
+	h->store->ops->fork_pause(h->store);
 	freeze(h);
-	pthread_mutex_unlock(&h->lock);
 	rc = h->store->ops->fork_prepare(h->store, child_id);
-	pthread_mutex_lock(&h->lock);
 	if (rc) {
 		h->store->ops->fork_resume(h->store);
 		thaw(h);

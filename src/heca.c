@@ -199,10 +199,9 @@ fail:
 	return rc;
 }
 
-int heca__seg_insert_locked(struct heca *h, struct seg *s)
+/* Room for one more segment in the table. */
+int heca__segs_reserve_locked(struct heca *h)
 {
-	unsigned int i;
-
 	if (h->nsegs == h->capsegs) {
 		unsigned int ncap = h->capsegs ? h->capsegs * 2 : 8;
 		struct seg **n = realloc(h->segs, ncap * sizeof(*n));
@@ -211,6 +210,16 @@ int heca__seg_insert_locked(struct heca *h, struct seg *s)
 		h->segs = n;
 		h->capsegs = ncap;
 	}
+	return 0;
+}
+
+int heca__seg_insert_locked(struct heca *h, struct seg *s)
+{
+	unsigned int i;
+
+	if (heca__segs_reserve_locked(h))
+		return -ENOMEM;
+	h->seg_gen++;
 	for (i = h->nsegs; i > 0 && seg_start(h->segs[i - 1]) > seg_start(s); i--)
 		h->segs[i] = h->segs[i - 1];
 	h->segs[i] = s;
@@ -225,6 +234,7 @@ void heca__seg_remove_locked(struct heca *h, struct seg *s)
 	unsigned int i;
 	struct seg **pp = &h->idhash[s->id % SEG_HASH];
 
+	h->seg_gen++;
 	while (*pp && *pp != s)
 		pp = &(*pp)->idnext;
 	if (*pp)
@@ -241,6 +251,7 @@ void heca__seg_remove_locked(struct heca *h, struct seg *s)
 /* Keep h->segs sorted by address after s moved (mremap). */
 void heca__seg_resort_locked(struct heca *h)
 {
+	h->seg_gen++;
 	for (unsigned int i = 1; i < h->nsegs; i++) {
 		struct seg *s = h->segs[i];
 		unsigned int j = i;

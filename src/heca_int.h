@@ -152,6 +152,7 @@ struct heca_store_ops {
 	/* fork(): before it, with the engine frozen, copy every segment for the child demander
 	 * child_id (sponsors clone them); in the child, start over on the inherited state with
 	 * the handle's new demander id. Optional (NULL: fork is refused). */
+	void (*fork_pause)(struct heca_store *s); /* first: background work stops */
 	int (*fork_prepare)(struct heca_store *s, const uint8_t child_id[16]);
 	int (*fork_child)(struct heca_store *s);
 	void (*fork_resume)(struct heca_store *s); /* parent, after the fork or its failure */
@@ -218,6 +219,7 @@ struct heca {
 	unsigned int nsegs, capsegs;
 	struct seg *idhash[SEG_HASH]; /* segments by store id */
 	bool frozen; /* fork: no new reads or evictions until the process is copied */
+	uint64_t seg_gen; /* bumped whenever a segment is added, removed or reshaped */
 	unsigned int evict_hold; /* threads waiting for the evictor to let go: it starts no batch */
 	uint32_t next_seg_id;
 
@@ -278,6 +280,7 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t seg, u
 			 uint32_t count);
 
 /* heca.c: the segment table (caller holds h->lock) */
+int heca__segs_reserve_locked(struct heca *h);
 int heca__seg_insert_locked(struct heca *h, struct seg *s);
 void heca__seg_remove_locked(struct heca *h, struct seg *s);
 void heca__seg_resort_locked(struct heca *h);

@@ -29,19 +29,26 @@ static void wait_a_little_locked(struct heca *h)
 }
 
 /* Wait until no page of s in [lo, hi) has a read or write-back in flight and the evictor
- * holds no victim (it keeps addresses outside the lock). Caller holds h->lock. */
-static void settle_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t hi)
+ * holds no victim (it keeps addresses outside the lock). Caller holds h->lock, which may be
+ * dropped meanwhile: returns false if the segment table changed, and s may be gone. */
+static bool settle_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t hi)
 {
+	uint64_t gen = h->seg_gen;
+
 	for (;;) {
 		bool busy = false;
 		heca__evict_quiesce_locked(h);
+		if (h->seg_gen != gen)
+			return false;
 		for (uint64_t p = lo; p < hi && !busy; p++) {
 			int st = pstate(s->st[p]);
 			busy = st == PS_FETCHING || st == PS_EVICTING || (s->st[p] & PF_WB);
 		}
 		if (!busy)
-			return;
+			return true;
 		wait_a_little_locked(h);
+		if (h->seg_gen != gen)
+			return false;
 	}
 }
 
@@ -103,6 +110,7 @@ int heca__discard_range(struct heca *h, uintptr_t a, uint64_t len)
 	int rc = 0;
 
 	pthread_mutex_lock(&h->lock);
+retry:
 	for (unsigned int i = 0; i < h->nsegs; i++) {
 		struct seg *s = h->segs[i];
 		uintptr_t lo = HECA_MAX(a, seg_start(s)), hi = HECA_MIN(a + len, seg_limit(s));
@@ -113,7 +121,8 @@ int heca__discard_range(struct heca *h, uintptr_t a, uint64_t len)
 			continue;
 		plo = (lo - s->base) / PAGE_SZ;
 		phi = (hi - s->base + PAGE_SZ - 1) / PAGE_SZ;
-		settle_locked(h, s, plo, phi);
+		if (!settle_locked(h, s, plo, phi))
+			goto retry; /* the table changed while waiting: what is done stays done */
 		r = forget_locked(h, s, plo, phi);
 		if (r && !rc)
 			rc = r;
@@ -122,14 +131,44 @@ int heca__discard_range(struct heca *h, uintptr_t a, uint64_t len)
 	return rc;
 }
 
+int heca__unsponsored_gaps(struct heca *h, uintptr_t a, uint64_t len, uintptr_t *gap_a,
+			   uint64_t *gap_len, unsigned int max)
+{
+	unsigned int n = 0;
+	uintptr_t cur = a, end = a + len;
+
+	pthread_mutex_lock(&h->lock);
+	for (unsigned int i = 0; i < h->nsegs && cur < end; i++) {
+		struct seg *s = h->segs[i]; /* sorted by address */
+		if (seg_limit(s) <= cur)
+			continue;
+		if (seg_start(s) >= end)
+			break;
+		if (seg_start(s) > cur) {
+			if (n == max)
+				break;
+			gap_a[n] = cur;
+			gap_len[n++] = seg_start(s) - cur;
+		}
+		cur = seg_limit(s);
+	}
+	if (cur < end && n < max) {
+		gap_a[n] = cur;
+		gap_len[n++] = end - cur;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return (int)n;
+}
+
 int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
 {
 	int rc = 0;
 
 	for (;;) {
-		struct seg *s, *t;
+		struct seg *s, *t = NULL;
 		uintptr_t lo, hi;
 		uint64_t plo, phi;
+		bool middle;
 
 		pthread_mutex_lock(&h->lock);
 		s = first_overlap_locked(h, a, len);
@@ -143,17 +182,28 @@ int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
 		phi = (hi - s->base + PAGE_SZ - 1) / PAGE_SZ;
 		if (plo == s->first && phi == seg_end(s)) {
 			/* The whole piece goes: unregister it, the caller unmaps. */
-			pthread_mutex_unlock(&h->lock);
+			uintptr_t start = seg_start(s);
 			s->owned = false;
-			heca_unregister(h, (void *)seg_start(s), HECA_UNREG_DISCARD);
+			pthread_mutex_unlock(&h->lock);
+			heca_unregister(h, (void *)start, HECA_UNREG_DISCARD);
 			continue;
 		}
-		settle_locked(h, s, s->first, seg_end(s));
+		middle = plo != s->first && phi != seg_end(s);
+		if (middle && (heca__segs_reserve_locked(h) || !(t = malloc(sizeof(*t))))) {
+			pthread_mutex_unlock(&h->lock);
+			return -ENOMEM; /* nothing changed */
+		}
+		if (!settle_locked(h, s, s->first, seg_end(s))) {
+			free(t);
+			pthread_mutex_unlock(&h->lock);
+			continue; /* the table changed while waiting: look again */
+		}
 		{
 			int r = forget_locked(h, s, plo, phi);
 			if (r && !rc)
 				rc = r;
 		}
+		h->seg_gen++;
 		if (plo == s->first) {
 			s->npages = seg_end(s) - phi;
 			s->first = phi;
@@ -162,11 +212,6 @@ int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
 		} else {
 			/* A hole in the middle: the part past it becomes a piece of its own, with
 			 * the same store segment, page numbers and state array. */
-			t = malloc(sizeof(*t));
-			if (!t) {
-				pthread_mutex_unlock(&h->lock);
-				return -ENOMEM;
-			}
 			*t = *s;
 			t->first = phi;
 			t->npages = seg_end(s) - phi;
@@ -174,7 +219,8 @@ int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
 			s->npages = plo - s->first;
 			s->ss->refs++;
 			recount(t);
-			heca__seg_insert_locked(h, t);
+			heca__seg_insert_locked(h, t); /* room was reserved: cannot fail */
+			t = NULL;
 		}
 		recount(s);
 		heca__uffd_unregister(h, lo, hi - lo);
@@ -192,6 +238,16 @@ static uint64_t store_end_locked(struct heca *h, uint32_t id)
 	return end;
 }
 
+/* Whether growing s to end at store page `end` would reach another piece of its store
+ * segment (left by a partial munmap). Caller holds h->lock. */
+static bool grows_into_piece_locked(struct heca *h, const struct seg *s, uint64_t end)
+{
+	for (struct seg *o = h->idhash[s->id % SEG_HASH]; o; o = o->idnext)
+		if (o != s && o->id == s->id && o->first < end && seg_end(o) > s->first)
+			return true;
+	return false;
+}
+
 int heca__remap(struct heca *h, uintptr_t old, uint64_t oldlen, uint64_t newlen, int flags,
 		uintptr_t want, uintptr_t *out)
 {
@@ -201,29 +257,32 @@ int heca__remap(struct heca *h, uintptr_t old, uint64_t oldlen, uint64_t newlen,
 	int rc;
 
 	oldlen = (oldlen + PAGE_SZ - 1) & ~(PAGE_SZ - 1);
+again:
 	pthread_mutex_lock(&h->lock);
 	s = first_overlap_locked(h, old, oldlen ? oldlen : PAGE_SZ);
 	if (!s) {
 		pthread_mutex_unlock(&h->lock);
 		return 1; /* not sponsored */
 	}
-	if (seg_start(s) != old || s->npages * PAGE_SZ != oldlen || (flags & MREMAP_DONTUNMAP)) {
+	if (seg_start(s) != old || s->npages * PAGE_SZ != oldlen || (flags & MREMAP_DONTUNMAP) ||
+	    !newn || grows_into_piece_locked(h, s, s->first + newn)) {
 		pthread_mutex_unlock(&h->lock);
 		return -ENOTSUP;
 	}
-	if (!(flags & MREMAP_FIXED) && newn < s->npages) {
-		/* Shrink in place: the tail goes like a partial munmap. */
-		pthread_mutex_unlock(&h->lock);
-		rc = heca__unmap_range(h, old + newn * PAGE_SZ, oldlen - newn * PAGE_SZ);
+	pthread_mutex_unlock(&h->lock);
+	if (newn < oldlen / PAGE_SZ) {
+		/* Shrinking: the tail goes like a partial munmap, first. */
+		uintptr_t tail = old + newn * PAGE_SZ;
+		rc = heca__unmap_range(h, tail, oldlen - newn * PAGE_SZ);
 		if (rc)
 			return rc;
-		r = syscall(SYS_mremap, old, oldlen, newlen, flags, want);
-		if (r == -1)
-			return -errno;
-		*out = (uintptr_t)r;
-		return 0;
+		syscall(SYS_munmap, tail, oldlen - newn * PAGE_SZ);
+		oldlen = newn * PAGE_SZ;
+		if (!(flags & MREMAP_FIXED)) {
+			*out = old;
+			return 0;
+		}
 	}
-	pthread_mutex_unlock(&h->lock);
 	if (flags & MREMAP_FIXED) {
 		/* Whatever sponsored memory sits at the destination is unmapped by the move. */
 		rc = heca__unmap_range(h, want, newlen);
@@ -257,13 +316,17 @@ int heca__remap(struct heca *h, uintptr_t old, uint64_t oldlen, uint64_t newlen,
 	}
 	/* Nothing in flight for the segment while its pages move: the engine and the evictor
 	 * wait on the lock, held across the system call. */
-	settle_locked(h, s, s->first, seg_end(s));
+	if (!settle_locked(h, s, s->first, seg_end(s))) {
+		pthread_mutex_unlock(&h->lock);
+		goto again;
+	}
 	r = syscall(SYS_mremap, old, oldlen, newlen, flags, want);
 	if (r == -1) {
 		rc = -errno;
 		pthread_mutex_unlock(&h->lock);
 		return rc;
 	}
+	h->seg_gen++;
 	if ((uintptr_t)r != old) {
 		/* Moved: the kernel leaves the new range unregistered and its pages writable.
 		 * Register it again; pages that were write-protected are now dirty. */
@@ -297,10 +360,11 @@ int heca__unsponsor_range(struct heca *h, uintptr_t a, uint64_t len)
 		pthread_mutex_lock(&h->lock);
 		s = first_overlap_locked(h, a, len);
 		start = s ? seg_start(s) : 0;
+		if (s)
+			s->owned = false; /* a heca_map() block stays mapped, as ordinary memory */
 		pthread_mutex_unlock(&h->lock);
 		if (!s)
 			return 0;
-		s->owned = false;
 		rc = heca_unregister(h, (void *)start, 0);
 		if (rc)
 			return rc;

@@ -20,13 +20,19 @@ bool heca__range_sponsored(struct heca *h, uintptr_t a, uint64_t len);
  * afterwards, here and at the sponsors. */
 int heca__discard_range(struct heca *h, uintptr_t a, uint64_t len);
 
+/* The parts of [a, a + len) that no segment covers, at most max of them, into gap_a[] and
+ * gap_len[]; returns how many. */
+int heca__unsponsored_gaps(struct heca *h, uintptr_t a, uint64_t len, uintptr_t *gap_a,
+			   uint64_t *gap_len, unsigned int max);
+
 /* Before munmap(a, len): stop sponsoring [a, a + len), freeing its pages at the sponsors;
  * segments partly inside are trimmed or split. The caller unmaps. */
 int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len);
 
 /* mremap() of a whole sponsored segment, done here (the system call included). Returns 1 if
  * old is not sponsored (the caller does the call itself), 0 with *out set, -ENOTSUP for a
- * part of a segment or MREMAP_DONTUNMAP, or -errno of the system call. */
+ * part of a segment, MREMAP_DONTUNMAP, or growing a piece left by a partial munmap into its
+ * other piece; or -errno of the system call. */
 int heca__remap(struct heca *h, uintptr_t old, uint64_t oldlen, uint64_t newlen, int flags,
 		uintptr_t want, uintptr_t *out);
 

@@ -169,6 +169,11 @@ static int mem_resize(struct heca_store *s, uint32_t seg, uint64_t npages)
 	return 0;
 }
 
+static void mem_fork_pause(struct heca_store *s)
+{
+	(void)s;
+}
+
 /* The pages live in this process's memory, which fork() copies: nothing to do before. */
 static int mem_fork_prepare(struct heca_store *s, const uint8_t child_id[16])
 {
@@ -263,6 +268,7 @@ static const struct heca_store_ops mem_ops = {
 	.release = mem_release,
 	.discard = mem_discard,
 	.resize = mem_resize,
+	.fork_pause = mem_fork_pause,
 	.fork_prepare = mem_fork_prepare,
 	.fork_child = mem_fork_child,
 	.fork_resume = mem_fork_resume,

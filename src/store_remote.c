@@ -974,6 +974,19 @@ static int remote_discard(struct heca_store *s, uint32_t seg, uint64_t page, uin
 	struct remote *r = (struct remote *)s;
 	int rc = 0;
 
+	/* Those pages are no longer written: a stripe copy must not ask for them. */
+	pthread_mutex_lock(&r->mu);
+	for (uint64_t p = page; p < page + count;) {
+		uint64_t idx = p / r->stripe_pages, end = (idx + 1) * r->stripe_pages;
+		struct stripe *st = stripe_find_locked(r, seg, idx);
+		for (; p < end && p < page + count; p++)
+			if (st) {
+				uint64_t off = p % r->stripe_pages;
+				st->bits[off / 64] &= ~(1ull << (off % 64));
+			}
+	}
+	pthread_mutex_unlock(&r->mu);
+
 	while (count && !rc) {
 		uint32_t n = (uint32_t)HECA_MIN(count, 0x80000000ull);
 		rc = ctl_all(r, HECA_OP_DISCARD, seg, page, n);
@@ -1028,9 +1041,20 @@ static void *clone_main(void *arg)
 	return NULL;
 }
 
-/* fork(): with the engine frozen, hold the repair thread and have every member that is up
- * copy all our segments for the child, all at once. A member that is down holds nothing
+/* fork(): the repair thread is held (remote_fork_pause) and the engine frozen; have every
+ * member that is up copy all our segments for the child, all at once. A member that is down holds nothing
  * current: the child treats it as the parent does. */
+static void remote_fork_pause(struct heca_store *s)
+{
+	struct remote *r = (struct remote *)s;
+
+	pthread_mutex_lock(&r->mu);
+	r->paused = true;
+	while (r->busy)
+		pthread_cond_wait(&r->repair_cond, &r->mu);
+	pthread_mutex_unlock(&r->mu);
+}
+
 static int remote_fork_prepare(struct heca_store *s, const uint8_t child_id[16])
 {
 	struct remote *r = (struct remote *)s;
@@ -1038,11 +1062,6 @@ static int remote_fork_prepare(struct heca_store *s, const uint8_t child_id[16])
 	unsigned int n = 0;
 	int rc = 0;
 
-	pthread_mutex_lock(&r->mu);
-	r->paused = true;
-	while (r->busy)
-		pthread_cond_wait(&r->repair_cond, &r->mu);
-	pthread_mutex_unlock(&r->mu);
 	for (unsigned int i = 0; i < r->nm; i++) {
 		if (mstate(r->m[i]) != M_UP)
 			continue;
@@ -1122,9 +1141,12 @@ static int remote_fork_child(struct heca_store *s)
 			cs[k]->fd = rc;
 		}
 		if (!was_up) {
-			set_mstate(m, M_DOWN);
-			m->backoff_ms = 100;
-			m->next_try_ns = heca__now_ns() + m->backoff_ms * 1000000ull;
+			/* Its copies of our stripes count no more: the repair thread restores
+			 * them from the other holders and reconnects it with backoff. */
+			if (mstate(m) != M_DOWN) {
+				set_mstate(m, M_UP); /* member_down drops what an up one held */
+				member_down(r, m, -ENOTCONN);
+			}
 			continue;
 		}
 		__atomic_store_n(&m->last_ok_ns, heca__now_ns(), __ATOMIC_RELAXED);
@@ -1708,6 +1730,7 @@ static const struct heca_store_ops remote_ops = {
 	.release = remote_release,
 	.discard = remote_discard,
 	.resize = remote_resize,
+	.fork_pause = remote_fork_pause,
 	.fork_prepare = remote_fork_prepare,
 	.fork_child = remote_fork_child,
 	.fork_resume = remote_fork_resume,

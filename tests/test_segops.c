@@ -194,6 +194,58 @@ static void *work(void *arg)
 	return NULL;
 }
 
+/* A piece left by a partial munmap cannot grow into its other piece; a move to a fixed
+ * address that also shrinks forgets the tail. Content checked throughout. */
+static void edge_cases(void)
+{
+	struct worker x = {.idx = 9, .npages = 64};
+	uint8_t *b;
+	uintptr_t out;
+	int rc;
+
+	rc = heca_map(h, x.npages * PG, (void **)&x.base);
+	if (rc)
+		T_FAILF("heca_map: %s", heca_strerror(rc));
+	for (uint64_t p = 0; p < x.npages; p++)
+		write_page(&x, p, 1000 + p);
+	ASSERT_EQ(heca__unmap_range(h, (uintptr_t)(x.base + 20 * PG), 10 * PG), 0);
+	syscall(SYS_munmap, x.base + 20 * PG, 10 * PG);
+	rc = heca__remap(h, (uintptr_t)x.base, 20 * PG, 40 * PG, 0, 0, &out);
+	ASSERT_EQ(rc, -ENOTSUP);
+	for (uint64_t p = 0; p < 20; p++)
+		page_ok(&x, p, "head piece after a refused grow");
+	for (uint64_t p = 30; p < 64; p++)
+		page_ok(&x, p, "tail piece after a refused grow");
+	ASSERT_EQ(heca__unmap_range(h, (uintptr_t)x.base, 64 * PG), 0);
+	syscall(SYS_munmap, x.base, 64 * PG);
+
+	/* Move to a fixed address and shrink to half at once. */
+	x.npages = 64;
+	rc = heca_map(h, x.npages * PG, (void **)&x.base);
+	if (rc)
+		T_FAILF("heca_map: %s", heca_strerror(rc));
+	for (uint64_t p = 0; p < x.npages; p++)
+		write_page(&x, p, 2000 + p);
+	b = mmap(NULL, 32 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_TRUE(b != MAP_FAILED);
+	rc = heca__remap(h, (uintptr_t)x.base, 64 * PG, 32 * PG, MREMAP_MAYMOVE | MREMAP_FIXED,
+			 (uintptr_t)b, &out);
+	ASSERT_EQ(rc, 0);
+	ASSERT_TRUE(out == (uintptr_t)b);
+	x.base = b;
+	x.npages = 32;
+	check_all(&x, "after a fixed move that shrank");
+	/* Grown again in place, the part that came back reads zero, not the old tail. */
+	rc = heca__remap(h, (uintptr_t)x.base, 32 * PG, 64 * PG, 0, 0, &out);
+	if (rc == 0) {
+		memset(x.gen + 32, 0, 32 * sizeof(x.gen[0]));
+		x.npages = 64;
+		check_all(&x, "regrown after a fixed move that shrank");
+	}
+	ASSERT_EQ(heca_unmap(h, x.base), 0);
+	ASSERT_EQ(atomic_load(&bad), 0);
+}
+
 /* All workers stopped: fork, and check both sides. */
 static void fork_round(int round)
 {
@@ -241,6 +293,7 @@ int main(void)
 	rc = heca_open(&o, &h);
 	if (rc)
 		T_FAILF("heca_open: %s %s", heca_strerror(rc), heca_last_error());
+	edge_cases();
 	for (int i = 0; i < WORKERS; i++) {
 		w[i].idx = i;
 		w[i].npages = 256;
