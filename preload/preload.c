@@ -448,7 +448,12 @@ EXPORT int mprotect(void *addr, size_t len, int prot)
 	if (active() && !(prot & PROT_READ) && heca__range_sponsored(H, (uintptr_t)addr, len)) {
 		/* heca must read a page to send it away: memory the program makes unreadable
 		 * comes back into local memory and stops being sponsored. */
+		static int said;
 		int rc;
+		if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+			say("mprotect(%p, %zu, %#x) takes read access from sponsored memory: heca "
+			    "stops sponsoring that mapping and brings its pages home (said once)",
+			    addr, len, prot);
 		heca__internal++;
 		rc = heca__unsponsor_range(H, (uintptr_t)addr, len);
 		heca__internal--;

@@ -92,8 +92,8 @@ grep -q "child: OK" "$tmp/heca.out" || bad "fork: the child did not say OK"
 run_cmp "fork, then exec in the child under the same heca run" 16M "$prog_fork" --exec 64
 grep -q "exec: OK" "$tmp/heca.out" || bad "fork+exec: the exec'd program did not say OK"
 
-# 4. mremap: grow (moving), shrink, regrow, discard, punch a hole.
-run_cmp "mremap: grow a buffer to 256 MiB, shrink, discard, hole (budget 16 MiB)" 16M \
+# 4. mremap: grow (moving), shrink, regrow, discard, punch a hole, mprotect it away and back.
+run_cmp "mremap: grow a buffer to 256 MiB, shrink, discard, hole, PROT_NONE and back (budget 16 MiB)" 16M \
 	"$prog_mremap" 256
 
 # 5. Errors: clear message, non-zero exit.

@@ -2,7 +2,8 @@
 /*
  * prog_mremap.c - an ordinary program that grows a large buffer with mremap (moving it when
  * it must), shrinks it, punches a hole in it with munmap, gives part of it back with
- * madvise(MADV_DONTNEED) and checks every word it wrote after each step.
+ * madvise(MADV_DONTNEED), takes read access away from part of it and gives it back, and
+ * checks every word it wrote after each step.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -107,6 +108,14 @@ int main(int argc, char **argv)
 		fill(p, hi, len);
 		bad |= check("below the hole, rewritten", p, 0, lo, 0);
 		bad |= check("above the hole, rewritten", p, hi, len, 0);
+		/* Take read access away from part of it and give it back: content survives
+		 * (heca stops sponsoring it and brings its pages home first). */
+		if (mprotect(p + hi, (len - hi) / 2 & ~(size_t)4095, PROT_NONE) ||
+		    mprotect(p + hi, (len - hi) / 2 & ~(size_t)4095, PROT_READ | PROT_WRITE)) {
+			perror("mprotect");
+			return 2;
+		}
+		bad |= check("after PROT_NONE and back", p, hi, len, 0);
 		munmap(p, lo);
 		munmap(p + hi, len - hi);
 	}
