@@ -118,7 +118,7 @@ static void wb_put_locked(struct heca *h, struct wb_entry *e)
 	heca__wb_remove_locked(h, e);
 	h->wb_pages--;
 	if (--b->refs == 0) {
-		heca__wb_buf_free(b->buf, b->cap);
+		heca__wb_buf_put_locked(h, b->buf);
 		free(b);
 	}
 }

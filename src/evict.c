@@ -17,7 +17,6 @@
 #include "util.h"
 #include "wire.h"
 
-#define EVICT_BATCH 256 /* victims per batch: page-table calls cost an IPI each, not per page */
 #define VICTIM_KEEP (-1) /* could not be protected: goes back to DIRTY */
 #define VICTIM_ZERO (-2) /* dirty but all zero: leaves as never written, no network */
 #define WB_MAX_PAGES 4096 /* write-back pages in flight before the evictor waits for acks */
@@ -31,20 +30,36 @@ struct victim {
 	uint8_t *copy;
 };
 
-/* Write-back copies come and go by the megabyte from this thread alone: mapped and unmapped
- * directly, so that freed ones go back to the kernel instead of staying in a malloc arena
- * of this thread, outside the budget, at their peak for good. */
-uint8_t *heca__wb_buf_alloc(unsigned int pages)
+/*
+ * Write-back copies: one batch's worth each, kept in a small pool and reused, so that the
+ * steady state costs no system call and no page fault per copied page. They are mapped
+ * directly rather than malloc'd: a malloc arena of the evictor kept freed ones at their peak,
+ * outside the budget, for good. At most WB_POOL stay mapped when idle.
+ */
+uint8_t *heca__wb_buf_get(struct heca *h)
 {
-	void *p = mmap(NULL, (size_t)pages * PAGE_SZ, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *b = NULL;
+	void *p;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->nwb_pool)
+		b = h->wb_pool[--h->nwb_pool];
+	pthread_mutex_unlock(&h->lock);
+	if (b)
+		return b;
+	p = mmap(NULL, EVICT_BATCH * PAGE_SZ, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		 -1, 0);
 	return p == MAP_FAILED ? NULL : p;
 }
 
-void heca__wb_buf_free(uint8_t *buf, unsigned int pages)
+void heca__wb_buf_put_locked(struct heca *h, uint8_t *buf)
 {
-	if (buf)
-		munmap(buf, (size_t)pages * PAGE_SZ);
+	if (!buf)
+		return;
+	if (h->nwb_pool < WB_POOL)
+		h->wb_pool[h->nwb_pool++] = buf;
+	else
+		munmap(buf, EVICT_BATCH * PAGE_SZ);
 }
 
 void heca__evict_kick_locked(struct heca *h)
@@ -182,10 +197,8 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		ndirty += v[i].was == PS_DIRTY;
 	if (ndirty) {
 		wb = calloc(1, sizeof(*wb) + ndirty * sizeof(wb->ent[0]));
-		if (wb) {
-			wb->buf = heca__wb_buf_alloc(ndirty);
-			wb->cap = ndirty;
-		}
+		if (wb)
+			wb->buf = heca__wb_buf_get(h);
 		if (!wb || !wb->buf) {
 			free(wb);
 			wb = NULL;
@@ -214,7 +227,9 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		wb->n = k;
 		wb->refs = k;
 		if (k == 0) {
-			heca__wb_buf_free(wb->buf, wb->cap);
+			pthread_mutex_lock(&h->lock);
+			heca__wb_buf_put_locked(h, wb->buf);
+			pthread_mutex_unlock(&h->lock);
 			free(wb);
 			wb = NULL;
 		}

@@ -544,7 +544,7 @@ void heca_close(struct heca *h)
 			struct wb_batch *b = e->batch;
 			h->wb_hash[i] = e->next;
 			if (--b->refs == 0) {
-				heca__wb_buf_free(b->buf, b->cap);
+				heca__wb_buf_put_locked(h, b->buf);
 				free(b);
 			}
 		}
@@ -559,6 +559,8 @@ void heca_close(struct heca *h)
 		close(h->epfd);
 	pthread_mutex_destroy(&h->lock);
 	pthread_cond_destroy(&h->evict_cond);
+	while (h->nwb_pool)
+		munmap(h->wb_pool[--h->nwb_pool], EVICT_BATCH * PAGE_SZ);
 	free(h->segs);
 	free(h->fifo);
 	free(h->deferred);

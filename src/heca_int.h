@@ -110,14 +110,15 @@ struct wb_entry {
 };
 
 struct wb_batch {
-	uint8_t *buf;	   /* n pages (heca__wb_buf_alloc) */
+	uint8_t *buf;	   /* EVICT_BATCH pages (heca__wb_buf_get), n of them used */
 	unsigned int refs; /* pages not yet acknowledged */
 	unsigned int n;
-	unsigned int cap;  /* pages of buf */
 	struct wb_entry ent[];
 };
 
 #define WB_HASH 4096
+#define EVICT_BATCH 256 /* victims per batch: page-table calls cost an IPI each, not per page */
+#define WB_POOL 16	/* idle write-back copies kept for reuse (EVICT_BATCH pages each) */
 
 /* ---- the store interface: where pages go when they leave local memory ---- */
 
@@ -237,6 +238,8 @@ struct heca {
 	uint64_t fifo_head, fifo_tail, fifo_cap; /* cap is a power of two */
 
 	struct wb_entry *wb_hash[WB_HASH];
+	uint8_t *wb_pool[WB_POOL]; /* idle write-back copies */
+	unsigned int nwb_pool;
 
 	struct trend_table trends; /* per-thread fault trends for prefetch */
 
@@ -279,6 +282,10 @@ void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t seg, ui
 void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t seg, uint64_t page,
 			 uint32_t count);
 
+/* heca.c: set-up shared by heca_open() and a forked child */
+int heca__engine_fds(struct heca *h);
+int heca__start_threads(struct heca *h);
+
 /* heca.c: the segment table (caller holds h->lock) */
 int heca__segs_reserve_locked(struct heca *h);
 int heca__seg_insert_locked(struct heca *h, struct seg *s);
@@ -292,8 +299,8 @@ void heca__evict_quiesce_locked(struct heca *h);
 /* evict.c */
 void *heca__evict_main(void *arg);
 void heca__evict_kick_locked(struct heca *h);
-uint8_t *heca__wb_buf_alloc(unsigned int pages);
-void heca__wb_buf_free(uint8_t *buf, unsigned int pages);
+uint8_t *heca__wb_buf_get(struct heca *h);
+void heca__wb_buf_put_locked(struct heca *h, uint8_t *buf);
 
 /* uffd.c: thin wrappers that return -errno and retry EAGAIN/EINTR. */
 int heca__uffd_open(struct heca *h);
