@@ -13,8 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -88,19 +86,9 @@ static int child_restart(struct heca *h, const uint8_t child_id[16])
 	close(h->epfd);
 	h->uffd = h->evfd = h->epfd = -1;
 
-	rc = heca__uffd_open(h);
+	rc = heca__engine_fds(h);
 	if (rc)
 		return rc;
-	h->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	h->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (h->evfd < 0 || h->epfd < 0)
-		return -errno;
-	{
-		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &h->uffd};
-		epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->uffd, &ev);
-		ev.data.ptr = &h->evfd;
-		epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->evfd, &ev);
-	}
 	/* The kernel gave the child the parent's resident pages, without registration and
 	 * without write-protection: register again, protect the clean ones again. */
 	for (unsigned int i = 0; i < h->nsegs; i++) {
@@ -129,14 +117,9 @@ static int child_restart(struct heca *h, const uint8_t child_id[16])
 	rc = h->store->ops->fork_child(h->store);
 	if (rc)
 		return rc;
-	rc = -pthread_create(&h->engine_thread, NULL, heca__engine_main, h);
+	rc = heca__start_threads(h);
 	if (rc)
 		return rc;
-	h->engine_started = true;
-	rc = -pthread_create(&h->evict_thread, NULL, heca__evict_main, h);
-	if (rc)
-		return rc;
-	h->evict_started = true;
 	if (ctl)
 		heca__control_start(h, path); /* status is a convenience: fork goes on without */
 	return 0;

@@ -71,6 +71,42 @@ static void set_watermarks(struct heca *h)
 	h->low = h->high > band ? h->high - band : 0;
 }
 
+/* The wake-up fd, the fault fd, and the engine's one epoll set over them and the stores'
+ * sockets, which a store adds (and swaps on reconnect) itself, tagged with its context. */
+int heca__engine_fds(struct heca *h)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &h->uffd};
+	int rc;
+
+	h->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (h->evfd < 0)
+		return -errno;
+	rc = heca__uffd_open(h);
+	if (rc)
+		return rc;
+	h->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (h->epfd < 0)
+		return -errno;
+	epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->uffd, &ev);
+	ev.data.ptr = &h->evfd;
+	epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->evfd, &ev);
+	return 0;
+}
+
+/* The engine and the evictor. */
+int heca__start_threads(struct heca *h)
+{
+	int rc = -pthread_create(&h->engine_thread, NULL, heca__engine_main, h);
+	if (rc)
+		return rc;
+	h->engine_started = true;
+	rc = -pthread_create(&h->evict_thread, NULL, heca__evict_main, h);
+	if (rc)
+		return rc;
+	h->evict_started = true;
+	return 0;
+}
+
 int heca_open(const struct heca_options *opts, struct heca **out)
 {
 	struct heca *h;
@@ -133,12 +169,7 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 	rc = heca__random(h->demander_id, sizeof(h->demander_id));
 	if (rc)
 		goto fail;
-	h->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (h->evfd < 0) {
-		rc = -errno;
-		goto fail;
-	}
-	rc = heca__uffd_open(h);
+	rc = heca__engine_fds(h);
 	if (rc)
 		goto fail;
 	if (h->user_mode_only)
@@ -146,19 +177,6 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 			  "userfaultfd serves user-mode faults only here (not root, no "
 			  "CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=0): a system call that writes "
 			  "into sponsored memory that is not resident fails with EFAULT");
-	/* One epoll set for the engine: the fault fd, its wake-up fd, and the stores' sockets,
-	 * which a store adds (and swaps on reconnect) itself, tagged with its own context. */
-	h->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (h->epfd < 0) {
-		rc = -errno;
-		goto fail;
-	}
-	{
-		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &h->uffd};
-		epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->uffd, &ev);
-		ev.data.ptr = &h->evfd;
-		epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->evfd, &ev);
-	}
 	if (!h->opt.sponsors && h->opt.cluster_file) {
 		char why[512];
 		rc = heca__cluster_file_read(h->opt.cluster_file, &h->sponsor_list, why,
@@ -179,14 +197,9 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 	h->store->write_done = heca__on_write_done;
 	h->store->arg = h;
 
-	rc = -pthread_create(&h->engine_thread, NULL, heca__engine_main, h);
+	rc = heca__start_threads(h);
 	if (rc)
 		goto fail;
-	h->engine_started = true;
-	rc = -pthread_create(&h->evict_thread, NULL, heca__evict_main, h);
-	if (rc)
-		goto fail;
-	h->evict_started = true;
 	if (h->opt.control_path) {
 		rc = heca__control_start(h, h->opt.control_path);
 		if (rc)
