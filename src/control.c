@@ -105,10 +105,16 @@ static void serve(struct heca *h, int fd)
 	if (!o.buf)
 		return;
 	o.buf[0] = '\0';
-	/* One short line; a client that says nothing within a second is dropped. */
-	if (poll(&p, 1, 1000) == 1)
-		n = read(fd, cmd, sizeof(cmd) - 1);
-	if (n <= 0) {
+	/* One short line, which may come in pieces; a client that has not finished it within
+	 * a second is dropped. */
+	while ((size_t)n < sizeof(cmd) - 1 && !memchr(cmd, '\n', (size_t)n) &&
+	       poll(&p, 1, 1000) == 1) {
+		ssize_t r = read(fd, cmd + n, sizeof(cmd) - 1 - (size_t)n);
+		if (r <= 0)
+			break;
+		n += r;
+	}
+	if (n <= 0 || !memchr(cmd, '\n', (size_t)n)) {
 		free(o.buf);
 		return;
 	}
