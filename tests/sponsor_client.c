@@ -12,15 +12,37 @@
 #include "util.h"
 #include "wire.h"
 
-static int call(int fd, struct heca_frame *req, struct heca_frame *rep, uint8_t *buf, size_t len)
+int t_frame_send(int fd, struct heca_frame *f)
 {
 	uint8_t hdr[HECA_WIRE_HDR];
-	struct iovec iov[2] = {{hdr, HECA_WIRE_HDR}, {(void *)req->payload, req->payload_len}};
-	size_t have = 0;
-	int rc;
+	struct iovec iov[2] = {{hdr, HECA_WIRE_HDR}, {(void *)f->payload, f->payload_len}};
 
-	heca_wire_encode(hdr, req);
-	rc = heca__send_all(fd, iov, req->payload_len ? 2 : 1);
+	heca_wire_encode(hdr, f);
+	return heca__send_all(fd, iov, f->payload_len ? 2 : 1);
+}
+
+int t_frame_recv(int fd, struct heca_frame *f, uint8_t *buf, size_t len)
+{
+	int rc = heca__recv_all(fd, buf, HECA_WIRE_HDR);
+	uint32_t plen;
+
+	if (rc)
+		return rc;
+	plen = heca_get32(buf + 36);
+	if (plen > len - HECA_WIRE_HDR)
+		return -EMSGSIZE;
+	rc = heca__recv_all(fd, buf + HECA_WIRE_HDR, plen);
+	if (rc)
+		return rc;
+	rc = heca_wire_decode(buf, HECA_WIRE_HDR + plen, f);
+	return rc < 0 ? rc : 0;
+}
+
+static int call(int fd, struct heca_frame *req, struct heca_frame *rep, uint8_t *buf, size_t len)
+{
+	size_t have = 0;
+	int rc = t_frame_send(fd, req);
+
 	if (rc)
 		return rc;
 	for (;;) {

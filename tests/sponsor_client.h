@@ -6,11 +6,21 @@
 #ifndef HECA_TEST_SPONSOR_CLIENT_H
 #define HECA_TEST_SPONSOR_CLIENT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct t_stat {
 	uint64_t capacity_pages, used_pages, segments, demanders, mine;
 };
+
+struct heca_frame;
+
+/* Send one frame (header and payload). Returns 0 or -errno. */
+int t_frame_send(int fd, struct heca_frame *f);
+
+/* Receive one whole frame into buf[0..len) and decode it into *f. Returns 0, -errno
+ * (-ECONNRESET on EOF), -EMSGSIZE if it does not fit, or the decoder's error. */
+int t_frame_recv(int fd, struct heca_frame *f, uint8_t *buf, size_t len);
 
 /* Connect to addr, say HELLO with a random demander id, send STAT. Returns 0 or -errno. */
 int t_sponsor_stat(const char *addr, struct t_stat *st);

@@ -15,6 +15,7 @@
 
 #include "auth.h"
 #include "harness.h"
+#include "sponsor_client.h"
 #include "net.h"
 #include "util.h"
 #include "wire.h"
@@ -34,12 +35,8 @@ static void cl_send(int fd, uint8_t op, uint64_t req, const void *payload, uint3
 {
 	struct heca_frame f = {
 	    .opcode = op, .req_id = req, .payload = payload, .payload_len = plen};
-	uint8_t hdr[HECA_WIRE_HDR];
-	struct iovec iov[2] = {{hdr, HECA_WIRE_HDR}, {(void *)payload, plen}};
-	int rc;
+	int rc = t_frame_send(fd, &f);
 
-	heca_wire_encode(hdr, &f);
-	rc = heca__send_all(fd, iov, plen ? 2 : 1);
 	if (rc)
 		T_FAILF("send: %s", strerror(-rc));
 }
@@ -47,20 +44,11 @@ static void cl_send(int fd, uint8_t op, uint64_t req, const void *payload, uint3
 /* Receive one frame into g_buf. Returns 0 or -errno (-ECONNRESET on EOF). */
 static int cl_recv(int fd, struct heca_frame *f)
 {
-	int rc = heca__recv_all(fd, g_buf, HECA_WIRE_HDR);
-	uint32_t plen;
+	int rc = t_frame_recv(fd, f, g_buf, sizeof(g_buf));
 
-	if (rc)
-		return rc;
-	plen = heca_get32(g_buf + 36);
-	if (plen > sizeof(g_buf) - HECA_WIRE_HDR)
-		T_FAILF("reply payload length %u", plen);
-	rc = heca__recv_all(fd, g_buf + HECA_WIRE_HDR, plen);
-	if (rc)
-		return rc;
-	if (heca_wire_decode(g_buf, HECA_WIRE_HDR + plen, f) < 0)
-		T_FAILF("undecodable reply");
-	return 0;
+	if (rc == -EMSGSIZE || rc == -EPROTO || rc == -EBADMSG)
+		T_FAILF("bad reply: %s", strerror(-rc));
+	return rc;
 }
 
 /* One request, one reply (of the same opcode) with the expected status. */

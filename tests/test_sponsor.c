@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "sponsor_client.h"
 #include "net.h"
 #include "wire.h"
 
@@ -27,12 +28,8 @@ static void cl_send(int fd, uint8_t op, uint64_t req, uint32_t seg, uint64_t pag
 {
 	struct heca_frame f = {.opcode = op, .req_id = req, .segment = seg, .page = page,
 			       .count = count, .payload = payload, .payload_len = plen};
-	uint8_t hdr[HECA_WIRE_HDR];
-	struct iovec iov[2] = {{hdr, HECA_WIRE_HDR}, {(void *)payload, plen}};
-	int rc;
+	int rc = t_frame_send(fd, &f);
 
-	heca_wire_encode(hdr, &f);
-	rc = heca__send_all(fd, iov, plen ? 2 : 1);
 	if (rc)
 		T_FAILF("send: %s", strerror(-rc));
 }
@@ -40,21 +37,11 @@ static void cl_send(int fd, uint8_t op, uint64_t req, uint32_t seg, uint64_t pag
 /* Receive one frame into buf (header + payload). Returns 0 or -errno (-ECONNRESET on EOF). */
 static int cl_recv(int fd, struct heca_frame *f, uint8_t *buf)
 {
-	int rc = heca__recv_all(fd, buf, HECA_WIRE_HDR);
-	uint32_t plen;
+	int rc = t_frame_recv(fd, f, buf, HECA_WIRE_HDR + HECA_WIRE_MAX_PAYLOAD);
 
-	if (rc)
-		return rc;
-	plen = heca_get32(buf + 36);
-	if (plen > HECA_WIRE_MAX_PAYLOAD)
-		T_FAILF("reply payload length %u", plen);
-	rc = heca__recv_all(fd, buf + HECA_WIRE_HDR, plen);
-	if (rc)
-		return rc;
-	rc = heca_wire_decode(buf, HECA_WIRE_HDR + plen, f);
-	if (rc < 0)
-		T_FAILF("undecodable reply: %d", rc);
-	return 0;
+	if (rc == -EMSGSIZE || rc == -EPROTO || rc == -EBADMSG)
+		T_FAILF("bad reply: %s", strerror(-rc));
+	return rc;
 }
 
 /* One request, one reply with the expected status. The reply's payload is in g_buf. */

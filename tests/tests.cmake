@@ -30,10 +30,10 @@ endfunction()
 heca_test(test_wire LABELS unit TIMEOUT 60 SOURCES tests/test_wire.c $<TARGET_OBJECTS:heca_common>)
 # The sponsor daemon spoken to over real sockets (integration).
 heca_test(test_sponsor LABELS integration TIMEOUT 120
-  SOURCES tests/test_sponsor.c $<TARGET_OBJECTS:heca_common>)
+  SOURCES tests/test_sponsor.c tests/sponsor_client.c $<TARGET_OBJECTS:heca_common>)
 # Cluster identity: persistent sponsor id, cluster key, AUTH against the real hecad (integration).
 heca_test(test_auth LABELS integration TIMEOUT 120
-  SOURCES tests/test_auth.c $<TARGET_OBJECTS:heca_common>)
+  SOURCES tests/test_auth.c tests/sponsor_client.c $<TARGET_OBJECTS:heca_common>)
 # Sponsor request handling as a pure function (unit).
 heca_test(test_sponsor_unit LABELS unit TIMEOUT 60
   SOURCES tests/test_sponsor_unit.c $<TARGET_OBJECTS:heca_sponsor> $<TARGET_OBJECTS:heca_common>)
