@@ -30,6 +30,7 @@ enum heca_log_level {
 #define HECA_OPT_BUDGET_CGROUP (1u << 0) /* derive the budget from the memory cgroup limit */
 #define HECA_OPT_NO_WP (1u << 1)	 /* behave as on a kernel without uffd write-protect */
 #define HECA_OPT_NO_POISON (1u << 2)	 /* behave as on a kernel without UFFDIO_POISON */
+#define HECA_OPT_OVERCOMMIT (1u << 3)	 /* map regions larger than the sponsors' free room */
 
 /*
  * Settings for heca_open(). Fill with heca_options_init() first, then change what you need;
@@ -73,6 +74,16 @@ struct heca_options {
 	void (*log)(void *arg, enum heca_log_level level, const char *msg);
 	void *log_arg;
 	enum heca_log_level log_level; /* most verbose level passed to log; default INFO */
+	/* A sponsor that stops answering is waited for this long (milliseconds) before the
+	 * pages only it holds are given up as lost; meanwhile accesses to them wait. A sponsor
+	 * known to have lost them (refused connection, restart, expired lease) is given up at
+	 * once. Default 60000. */
+	unsigned int grace_ms;
+	/* Hard limit in bytes on local sponsored memory: resident pages plus pages kept locally
+	 * because no sponsor had room for them. Past the budget only such pages use it; at the
+	 * limit faults wait for room and heca_map()/heca_register() fail with -ENOMEM. Default
+	 * 0: twice the budget. */
+	uint64_t local_limit;
 };
 
 /* Fill *opts with defaults. Never fails. */

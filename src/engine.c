@@ -78,6 +78,17 @@ void heca__fifo_push_locked(struct heca *h, uint32_t seg, uint64_t page)
 	h->fifo[h->fifo_tail++ & (h->fifo_cap - 1)] = ((uint64_t)seg << 32) | page;
 }
 
+/* Put a page at the head of the FIFO: the next to be evicted (a page to be written back
+ * again at once). */
+void heca__fifo_push_front_locked(struct heca *h, uint32_t seg, uint64_t page)
+{
+	if (h->fifo_tail - h->fifo_head == h->fifo_cap) {
+		heca__fifo_push_locked(h, seg, page); /* grows it; then at the tail */
+		return;
+	}
+	h->fifo[--h->fifo_head & (h->fifo_cap - 1)] = ((uint64_t)seg << 32) | page;
+}
+
 /* ---- write-back table (caller holds h->lock) ---- */
 
 static unsigned int wb_slot(uint32_t seg, uint64_t page)
@@ -165,11 +176,14 @@ static void fail_access(struct heca *h, uintptr_t addr, uint32_t tid)
 		heca__uffd_wake(h, addr & ~(PAGE_SZ - 1), PAGE_SZ); /* it re-faults, with its tid */
 }
 
+/* Room for n more resident pages: under the budget, and with the pages kept locally for want
+ * of a sponsor with room, under the hard limit. */
 static bool room_locked(struct heca *h, struct seg *s, uint64_t n)
 {
 	if (s->leaving)
 		return true; /* unregistering: the caller asked for the pages back */
-	return h->resident + h->fetching + n <= h->budget;
+	return h->resident + h->fetching + n <= h->budget &&
+	       h->resident + h->fetching + h->pinned + n <= h->limit;
 }
 
 static void defer_locked(struct heca *h, uintptr_t addr, uint64_t flags, uint32_t tid,
@@ -186,6 +200,20 @@ static void defer_locked(struct heca *h, uintptr_t addr, uint64_t flags, uint32_
 	h->deferred[h->ndeferred++] = (struct deferred){addr, flags, tid, t0};
 	heca__count(&h->c.faults_deferred, 1);
 	heca__evict_kick_locked(h);
+	if (h->pinned && h->resident + h->fetching + h->pinned >= h->limit - h->limit / 64) {
+		uint64_t now = heca__now_ns();
+		char a[32], b[32];
+		/* Not silent: say so every ten seconds while faults wait at the limit. */
+		if (now - h->full_log_ns > 10000000000ull) {
+			h->full_log_ns = now;
+			heca__log(h, HECA_LOG_ERROR,
+				  "faults wait for memory: no sponsor has room and %s are kept locally "
+				  "(local limit %s); free room at a sponsor, add one (heca add), or "
+				  "raise the limit",
+				  heca__fmt_bytes(a, sizeof(a), h->pinned * PAGE_SZ),
+				  heca__fmt_bytes(b, sizeof(b), h->limit * PAGE_SZ));
+		}
+	}
 }
 
 /* Install content at a page that has no mapping and account it resident. */
@@ -399,7 +427,20 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 		*b |= PF_WAITER | (write ? PF_WANTW : 0);
 		return;
 	case PS_LOST:
-		fail_access(h, addr, tid);
+		/* Lost is what the store said when asked last: ask again, as a sponsor that was
+		 * given up may serve it now; only a store that still cannot makes it fail. */
+		if (h->frozen || !room_locked(h, s, 1))
+			goto defer;
+		pset(b, PS_FETCHING);
+		*b |= PF_DEMAND | (write ? PF_WANTW : 0);
+		rc = h->store->ops->read(h->store, HECA_PRIO_FAULT, s->id, page, 1, t0);
+		if (rc) {
+			pset(b, PS_LOST);
+			*b &= (uint8_t)~(PF_DEMAND | PF_WANTW);
+			fail_access(h, addr, tid);
+			return;
+		}
+		h->fetching++;
 		return;
 	case PS_EMPTY:
 		if (!room_locked(h, s, 1))
@@ -493,16 +534,30 @@ static void fetched_locked(struct heca *h, struct seg *s, uint64_t p, uint8_t wa
 	}
 }
 
-static void read_failed_locked(struct heca *h, struct seg *s, uint64_t p, int err)
+/*
+ * A read of page p failed. A page nobody waits for goes back to REMOTE (a later fault asks
+ * again); one a thread waits for that came in a read of several pages is asked for alone (the
+ * store may serve it from another copy); only a page the store failed alone is lost.
+ */
+static void read_failed_locked(struct heca *h, struct seg *s, uint64_t p, int err, bool alone)
 {
 	uint8_t *b = &s->st[p];
 	bool wake = *b & (PF_WAITER | PF_DEMAND);
 
+	if (!wake) {
+		*b &= (uint8_t)~PF_WANTW;
+		pset(b, PS_REMOTE);
+		return;
+	}
+	if (!alone && h->store->ops->read(h->store, HECA_PRIO_FAULT, s->id, p, 1, 0) == 0) {
+		*b |= PF_DEMAND;
+		h->fetching++;
+		return;
+	}
 	*b &= (uint8_t)~(PF_DEMAND | PF_WAITER | PF_WANTW);
 	pset(b, PS_LOST);
 	record_lost_locked(h, s, p, err);
-	if (wake)
-		fail_access(h, s->base + p * PAGE_SZ, 0);
+	fail_access(h, s->base + p * PAGE_SZ, 0);
 }
 
 /*
@@ -555,7 +610,7 @@ void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t segid, 
 		}
 		for (uint32_t k = i; k < j; k++) {
 			if (rc)
-				read_failed_locked(h, s, page + k, rc);
+				read_failed_locked(h, s, page + k, rc, count == 1);
 			else
 				fetched_locked(h, s, page + k, s->st[page + k], write, cookie, now);
 		}
@@ -590,9 +645,9 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid,
 		b = &s->st[page + i];
 		*b &= (uint8_t)~PF_WB;
 		if (status) {
-			/* Not stored remotely: keep the page here, mapped and never evicted
-			 * again, instead of dropping the only copy. It no longer counts against
-			 * the budget, which it could otherwise fill for good. */
+			/* Not stored remotely: keep the page here, mapped, instead of dropping the
+			 * only copy. It counts against the hard limit, not the budget, and is
+			 * written back again when a sponsor may have room (evict.c). */
 			int st = pstate(*b), rc = 0;
 
 			heca__count(&h->c.writeback_errors, 1);
@@ -611,10 +666,13 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid,
 				h->pinned++;
 				s->pinned_pages++;
 			}
-			if (atomic_load_explicit(&h->c.writeback_errors, memory_order_relaxed) <= 10)
-				heca__log(h, HECA_LOG_ERROR,
-					  "write-back of segment %u page %llu failed: %s; page kept "
-					  "in local memory",
+			if (!rc && h->pinned == 1 &&
+			    heca__now_ns() - h->pin_log_ns > 10000000000ull &&
+			    (h->pin_log_ns = heca__now_ns()))
+				heca__log(h, HECA_LOG_WARN,
+					  "write-back of segment %u page %llu failed: %s; such pages "
+					  "stay in local memory (heca status: pinned_pages) and are "
+					  "written back when a sponsor has room",
 					  segid, (unsigned long long)(page + i),
 					  heca_strerror(status));
 		} else {

@@ -82,6 +82,74 @@ static int cmp_victim(const void *a, const void *b)
 	return x->addr < y->addr ? -1 : x->addr > y->addr;
 }
 
+/*
+ * Pages kept locally because no sponsor took them go back to the FIFO's head, to be written
+ * back first, when the store says it may have room now, or every few seconds in any case.
+ * Caller holds h->lock.
+ */
+static void unpin_locked(struct heca *h)
+{
+	uint64_t gen = __atomic_load_n(&h->store->room_gen, __ATOMIC_ACQUIRE), now;
+
+	if (!h->pinned)
+		return;
+	now = heca__now_ns();
+	if (gen == h->pinned_room_gen && now < h->pin_retry_ns)
+		return;
+	h->pinned_room_gen = gen;
+	h->pin_retry_ns = now + 5000000000ull;
+	for (unsigned int i = 0; i < h->nsegs && h->pinned; i++) {
+		struct seg *s = h->segs[i];
+		if (!s->pinned_pages || s->leaving)
+			continue;
+		for (uint64_t p = s->first; p < seg_end(s) && s->pinned_pages; p++) {
+			uint8_t *b = &s->st[p];
+			if (!(*b & PF_PINNED))
+				continue;
+			*b &= (uint8_t)~PF_PINNED;
+			s->pinned_pages--;
+			h->pinned--;
+			s->resident++;
+			h->resident++;
+			heca__fifo_push_front_locked(h, s->id, p);
+		}
+	}
+}
+
+/*
+ * Pages given up as lost may be readable again when a sponsor is back with what it held: make
+ * them REMOTE again, so that the next access asks the store instead of failing. An access that
+ * failed has left a poison marker (UFFDIO_POISON); MADV_DONTNEED takes it away (no uffd event
+ * is enabled for it, so this does not wait for the engine). Caller holds h->lock.
+ */
+static void revive_lost_locked(struct heca *h)
+{
+	uint64_t gen = __atomic_load_n(&h->store->back_gen, __ATOMIC_ACQUIRE), n = 0;
+
+	if (gen == h->lost_back_gen)
+		return;
+	h->lost_back_gen = gen;
+	if (!h->lost_any)
+		return;
+	for (unsigned int i = 0; i < h->nsegs; i++) {
+		struct seg *s = h->segs[i];
+		for (uint64_t p = s->first, q; p < seg_end(s); p = q) {
+			if (pstate(s->st[p]) != PS_LOST || s->leaving) {
+				q = p + 1;
+				continue;
+			}
+			for (q = p; q < seg_end(s) && pstate(s->st[q]) == PS_LOST; q++)
+				pset(&s->st[q], PS_REMOTE);
+			madvise((void *)(s->base + p * PAGE_SZ), (q - p) * PAGE_SZ, MADV_DONTNEED);
+			n += q - p;
+		}
+	}
+	if (n)
+		heca__log(h, HECA_LOG_WARN,
+			  "%llu pages given up as lost are asked for again: a sponsor is back",
+			  (unsigned long long)n);
+}
+
 static bool need_evict_locked(struct heca *h)
 {
 	if (h->resident + h->fetching >= h->high || (h->ndeferred && h->resident > 0))
@@ -302,6 +370,7 @@ void *heca__evict_main(void *arg)
 {
 	struct heca *h = arg;
 	struct victim *v;
+	uint64_t wb_cap;
 	sigset_t all;
 
 	heca__internal = 1;
@@ -311,11 +380,17 @@ void *heca__evict_main(void *arg)
 	if (!v)
 		return NULL;
 	pthread_mutex_lock(&h->lock);
+	wb_cap = HECA_MAX((uint64_t)EVICT_BATCH, HECA_MIN((uint64_t)WB_MAX_PAGES, h->limit - h->budget));
 	while (!h->stop) {
 		unsigned int n, max;
 
-		if (!need_evict_locked(h) || h->wb_pages >= WB_MAX_PAGES || h->frozen ||
-		    h->evict_hold) {
+		unpin_locked(h);
+		revive_lost_locked(h);
+		/* Write-back copies are local memory too: at most the room between budget and
+		 * limit in flight; and at the limit, with write-backs failing, none is started
+		 * until the store may have room (they would only be kept here again). */
+		if (!need_evict_locked(h) || h->wb_pages >= wb_cap || h->frozen || h->evict_hold ||
+		    (h->pinned && h->pinned + h->resident + h->wb_pages >= h->limit)) {
 			heca__cond_wait_ms(&h->evict_cond, &h->lock, 50);
 			continue;
 		}

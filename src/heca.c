@@ -52,6 +52,7 @@ void heca_options_init(struct heca_options *o)
 	o->stripe_pages = 256;
 	o->timeout_ms = 5000;
 	o->detect_ms = 2000;
+	o->grace_ms = 60000;
 	o->log_level = HECA_LOG_INFO;
 }
 
@@ -130,6 +131,8 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 		h->opt.timeout_ms = 5000;
 	if (!h->opt.detect_ms)
 		h->opt.detect_ms = 2000;
+	if (!h->opt.grace_ms)
+		h->opt.grace_ms = 60000;
 	if (h->opt.prefetch_pages > 255)
 		h->opt.prefetch_pages = 255;
 
@@ -152,6 +155,14 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 		goto fail;
 	}
 	set_watermarks(h);
+	h->limit = h->opt.local_limit ? h->opt.local_limit / PAGE_SZ : 2 * h->budget;
+	if (h->limit < h->budget) {
+		heca__set_error("local limit %llu bytes is below the local budget (%llu bytes)",
+				(unsigned long long)(h->limit * PAGE_SZ),
+				(unsigned long long)(h->budget * PAGE_SZ));
+		rc = -EINVAL;
+		goto fail;
+	}
 	h->fifo_cap = 1024;
 	while (h->fifo_cap < h->budget * 2)
 		h->fifo_cap *= 2;
@@ -303,6 +314,32 @@ void heca__seg_free(struct seg *s)
 	free(s);
 }
 
+/*
+ * Commit accounting for a new segment of n pages: it must fit in what the sponsors can still
+ * store (their free room at the last heartbeat, over the copies kept) plus the local room left
+ * under the hard limit, unless HECA_OPT_OVERCOMMIT. Like the kernel's heuristic overcommit it
+ * refuses what obviously cannot be stored, so that a full cluster is an allocation failure
+ * rather than faults that wait. Caller holds h->lock. Returns 0 or -ENOMEM.
+ */
+static int admit_locked(struct heca *h, uint64_t n)
+{
+	uint64_t remote, local;
+	char a[32], b[32], c[32];
+
+	if ((h->opt.flags & HECA_OPT_OVERCOMMIT) || !h->store->ops->free_pages)
+		return 0;
+	remote = h->store->ops->free_pages(h->store);
+	local = h->limit > h->pinned ? h->limit - h->pinned : 0;
+	if (n <= remote || n - remote <= local)
+		return 0;
+	heca__set_error("cannot sponsor %s: the sponsors have room for %s more and the local "
+			"limit for %s (free room at a sponsor, add one, or raise local_limit)",
+			heca__fmt_bytes(a, sizeof(a), n * PAGE_SZ),
+			heca__fmt_bytes(b, sizeof(b), remote * PAGE_SZ),
+			heca__fmt_bytes(c, sizeof(c), local * PAGE_SZ));
+	return -ENOMEM;
+}
+
 static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 {
 	uintptr_t a = (uintptr_t)addr;
@@ -336,7 +373,10 @@ static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 		goto fail;
 	}
 	s->id = h->next_seg_id++;
+	rc = admit_locked(h, s->npages);
 	pthread_mutex_unlock(&h->lock);
+	if (rc)
+		goto fail;
 
 	rc = h->store->ops->alloc(h->store, s->id, s->npages);
 	if (rc) {

@@ -170,6 +170,9 @@ struct heca_store_ops {
 	int (*drain_member)(struct heca_store *s, const char *addr_or_id);
 	int (*members)(struct heca_store *s, struct heca_sponsor_info *out, unsigned int max);
 	void (*cluster_stats)(struct heca_store *s, struct heca_cluster_stats *out);
+	/* Optional: pages the store can still take, as far as it knows (remote: the sponsors'
+	 * free room at the last heartbeat over the copies kept). NULL: no limit. Any thread. */
+	uint64_t (*free_pages)(struct heca_store *s);
 };
 
 struct heca_store {
@@ -178,6 +181,12 @@ struct heca_store {
 	heca_write_done_fn write_done;
 	void *arg;
 	struct heca *h; /* for logging and byte counters */
+	/* Bumped (atomically) when a store may take pages it refused before: a sponsor has room
+	 * again, came back, joined, or a stripe moved off a full one. */
+	uint64_t room_gen;
+	/* Bumped when pages given up as lost may be readable again: a sponsor that stopped
+	 * answering is back with what it held. */
+	uint64_t back_gen;
 };
 
 int heca__store_remote_open(struct heca *h, const char *sponsors, struct heca_store **out);
@@ -230,6 +239,12 @@ struct heca {
 	uint64_t fetching; /* pages being fetched */
 	uint64_t wb_pages; /* write-back pages in flight */
 	uint64_t pinned;   /* pages kept locally because no sponsor would store them */
+	uint64_t limit;	   /* hard limit in pages on resident + pinned (local_limit) */
+	uint64_t pinned_room_gen; /* store->room_gen when pages were last pinned */
+	uint64_t pin_retry_ns;	  /* next time pinned pages are tried again regardless */
+	uint64_t full_log_ns;	  /* last "waiting for room" warning */
+	uint64_t pin_log_ns;	  /* last "kept in local memory" warning */
+	uint64_t lost_back_gen;	  /* store->back_gen when lost pages were last revived */
 	unsigned int evicting; /* batches the evictor is working on outside the lock */
 	bool evict_active;     /* between crossing the high and reaching the low watermark */
 
@@ -274,6 +289,7 @@ struct seg *heca__seg_by_page_locked(struct heca *h, uint32_t id, uint64_t page)
 bool heca__seg_id_shared_locked(struct heca *h, const struct seg *s);
 struct seg *heca__seg_by_addr_locked(struct heca *h, uintptr_t addr);
 void heca__fifo_push_locked(struct heca *h, uint32_t seg, uint64_t page);
+void heca__fifo_push_front_locked(struct heca *h, uint32_t seg, uint64_t page);
 struct wb_entry *heca__wb_find_locked(struct heca *h, uint32_t seg, uint64_t page);
 void heca__wb_insert_locked(struct heca *h, struct wb_entry *e);
 void heca__wb_remove_locked(struct heca *h, struct wb_entry *e);

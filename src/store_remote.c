@@ -33,7 +33,8 @@
 #define MAX_R 4
 #define STRIPE_BUCKETS 65536
 #define NO_MEMBER 0xff
-#define HB_MS 250 /* heartbeat period */
+#define HB_MS 250 /* heartbeat period when idle */
+#define STAT_MS 1000 /* a heartbeat at least this often under load, for fresh capacity figures */
 
 enum mstate {
 	M_UP = 0,      /* serving */
@@ -42,6 +43,13 @@ enum mstate {
 };
 
 struct op;
+
+/* A FREE or DISCARD a sponsor missed while it was down: sent when it is back. */
+struct missed {
+	uint8_t op;
+	uint32_t seg;
+	uint64_t page, count;
+};
 
 struct pending {
 	uint64_t req_id;
@@ -80,6 +88,13 @@ struct member {
 	bool draining;	/* r->mu */
 	bool full;	/* refused a write with ENOSPC: no new stripes until a heartbeat says room */
 	bool emptied;	/* drained, and told to free our segments */
+	bool gone;	/* known to have lost what it held of ours: it starts empty when back */
+	bool given_up;	/* down past the grace period: reads of pages only it holds fail, until
+			   it is back with them (r->mu) */
+	uint64_t down_since_ns; /* when it was last taken for down (r->mu) */
+	uint64_t last_hb_ns;	/* last heartbeat answered (repair thread) */
+	struct missed *missed;	/* r->mu */
+	unsigned int nmissed, capmissed;
 	uint64_t rtt_ns; /* smoothed read latency; engine thread */
 	uint64_t next_try_ns, backoff_ms, last_ok_ns;
 	uint64_t stripes; /* r->mu */
@@ -98,6 +113,9 @@ struct stripe {
 	uint8_t target;		 /* member being filled by a copy, or NO_MEMBER */
 	bool copying;		 /* writes wait until the copy is done */
 	uint32_t inflight;	 /* write requests not yet answered */
+	/* NULL, or MAX_R rows of bitmaps, row i for holder[i]: pages whose copy there is not
+	 * current (a write it refused or missed). Reads avoid it for those pages. */
+	uint64_t *stale;
 	uint64_t bits[];	 /* pages that were written: what a copy must carry */
 };
 
@@ -111,6 +129,7 @@ struct op {
 	unsigned int outstanding, ok;
 	int err;
 	uint64_t tried; /* reads: members asked already */
+	struct op *next; /* reads parked until a holder that is down answers again */
 };
 
 struct segrec {
@@ -134,6 +153,7 @@ struct remote {
 	uint64_t copied_stripes, copied_pages, moving;
 	uint8_t key[HECA_AUTH_KEY_MAX]; /* the cluster key, if any */
 	size_t keylen;
+	struct op *parked; /* r->mu: reads waiting for a holder to come back */
 	pthread_t repair;
 	bool repair_started, stop;
 	bool paused; /* fork: the repair thread waits */
@@ -408,24 +428,156 @@ static struct stripe *stripe_find_locked(struct remote *r, uint32_t seg, uint64_
 	return NULL;
 }
 
-static bool holds(const struct stripe *s, unsigned int mi)
+static size_t stripe_words(const struct remote *r)
+{
+	return (r->stripe_pages + 63) / 64;
+}
+
+static int slot_of(const struct stripe *s, unsigned int mi)
 {
 	for (unsigned int i = 0; i < s->n; i++)
 		if (s->holder[i] == mi)
+			return (int)i;
+	return -1;
+}
+
+/* Holder slot i's row of stale pages, or NULL when none of the stripe's copies is stale. */
+static uint64_t *stale_row(const struct remote *r, const struct stripe *s, unsigned int i)
+{
+	return s->stale ? s->stale + i * stripe_words(r) : NULL;
+}
+
+static bool row_any(const struct remote *r, const uint64_t *row)
+{
+	for (size_t w = 0; row && w < stripe_words(r); w++)
+		if (row[w])
 			return true;
 	return false;
 }
 
+/* Mark or clear pages [off, off + count) of the stripe (offsets within it) as not current at
+ * member mi, if it holds the stripe. Marking may fail for memory: then the holder is dropped
+ * instead, which is safe (its other copies are lost to reads, never wrong). */
+static void drop_holder_locked(struct remote *r, struct stripe *s, unsigned int mi);
+
+static void set_stale_locked(struct remote *r, struct stripe *s, unsigned int mi, uint64_t off,
+			     uint64_t count, bool stale)
+{
+	int i = slot_of(s, mi);
+	uint64_t *row;
+
+	if (i < 0)
+		return;
+	if (!s->stale) {
+		if (!stale)
+			return;
+		s->stale = calloc(MAX_R * stripe_words(r), 8);
+		if (!s->stale) {
+			drop_holder_locked(r, s, mi);
+			return;
+		}
+	}
+	row = stale_row(r, s, (unsigned int)i);
+	for (uint64_t b = off; b < off + count && b < r->stripe_pages; b++) {
+		if (stale)
+			row[b / 64] |= 1ull << (b % 64);
+		else
+			row[b / 64] &= ~(1ull << (b % 64));
+	}
+}
+
+/* Whether holder slot i has a current copy of every page in [off, off + count). */
+static bool range_current(const struct remote *r, const struct stripe *s, unsigned int i,
+			  uint64_t off, uint64_t count)
+{
+	const uint64_t *row = stale_row(r, s, i);
+
+	for (uint64_t b = off; row && b < off + count && b < r->stripe_pages; b++)
+		if (row[b / 64] & (1ull << (b % 64)))
+			return false;
+	return true;
+}
+
+/* Pages of word w current at some holder other than slot skip (or at any if skip >= n), up
+ * or not. */
+static uint64_t current_elsewhere(const struct remote *r, const struct stripe *s, size_t w,
+				  unsigned int skip, bool up_only)
+{
+	uint64_t cur = 0;
+
+	for (unsigned int j = 0; j < s->n; j++) {
+		const uint64_t *row = stale_row(r, s, j);
+		if (j == skip || (up_only && mstate(r->m[s->holder[j]]) != M_UP))
+			continue;
+		cur |= s->bits[w] & ~(row ? row[w] : 0);
+	}
+	return cur;
+}
+
+/*
+ * A good copy: its holder is up, not draining, and lacks no page that another holder has
+ * current. Pages current nowhere are held locally by the demander (their write-back is
+ * retried), so they make no copy worse; but a full holder that lacks any page is not good:
+ * the stripe should move to a sponsor with room for them.
+ */
+static bool good_locked(const struct remote *r, const struct stripe *s, unsigned int i)
+{
+	struct member *m = r->m[s->holder[i]];
+	const uint64_t *row = stale_row(r, s, i);
+
+	if (mstate(m) != M_UP || m->draining)
+		return false;
+	if (!row)
+		return true;
+	if (m->full && row_any(r, row))
+		return false;
+	for (size_t w = 0; w < stripe_words(r); w++)
+		if (row[w] & current_elsewhere(r, s, w, i, false))
+			return false;
+	return true;
+}
+
+static unsigned int good_count_locked(const struct remote *r, const struct stripe *s)
+{
+	unsigned int g = 0;
+
+	for (unsigned int i = 0; i < s->n; i++)
+		g += good_locked(r, s, i);
+	return g;
+}
+
 static void drop_holder_locked(struct remote *r, struct stripe *s, unsigned int mi)
 {
-	for (unsigned int i = 0; i < s->n; i++) {
-		if (s->holder[i] != mi)
-			continue;
-		s->holder[i] = s->holder[--s->n];
-		r->m[mi]->stripes--;
-		pthread_cond_broadcast(&r->repair_cond);
+	int i = slot_of(s, mi);
+	size_t words = stripe_words(r);
+
+	if (i < 0)
 		return;
+	s->n--;
+	s->holder[i] = s->holder[s->n];
+	if (s->stale) {
+		memmove(stale_row(r, s, (unsigned int)i), stale_row(r, s, s->n), words * 8);
+		memset(stale_row(r, s, s->n), 0, words * 8);
 	}
+	r->m[mi]->stripes--;
+	pthread_cond_broadcast(&r->repair_cond);
+}
+
+/* Remember a FREE or DISCARD for a member that is down, to send when it is back. A member that
+ * comes back gone (empty) does not need it; one we cannot remember it for keeps some stale
+ * pages of ours until the segment is freed, which costs it room, never our data. */
+static void miss_locked(struct member *m, uint8_t op, uint32_t seg, uint64_t page,
+			uint64_t count)
+{
+	if (m->nmissed == m->capmissed) {
+		unsigned int ncap = m->capmissed ? m->capmissed * 2 : 16;
+		struct missed *n = realloc(m->missed, ncap * sizeof(*n));
+		if (!n)
+			return;
+		m->missed = n;
+		m->capmissed = ncap;
+	}
+	m->missed[m->nmissed++] = (struct missed){op, seg, page, count};
 }
 
 static bool eligible(struct member *m)
@@ -472,6 +624,8 @@ static struct stripe *stripe_get_locked(struct remote *r, uint32_t seg, uint64_t
 	}
 	/* New, or every copy was lost: place it afresh (lost pages stay lost). */
 	memset(s->bits, 0, words * 8);
+	free(s->stale);
+	s->stale = NULL;
 	rank_locked(r, seg, idx, order);
 	for (unsigned int i = 0; i < r->nm && s->n < r->replicas; i++) {
 		if (!eligible(r->m[order[i]]))
@@ -485,6 +639,28 @@ static struct stripe *stripe_get_locked(struct remote *r, uint32_t seg, uint64_t
 /* ---- completions ---- */
 
 static int read_issue(struct remote *r, struct op *o, bool first);
+
+/* Errors that say the connection failed, not that the sponsor refused the request. */
+static bool conn_error(int err)
+{
+	return err == -ETIMEDOUT || err == -ECONNRESET || err == -ENOTCONN || err == -EPIPE ||
+	       err == -ECONNABORTED || err == -ESTALE;
+}
+
+/* A member refused a write for want of room: no new stripes go there until it has room, and
+ * the stripes it holds that miss pages move to members with room (repair_pass). */
+static void note_full_locked(struct remote *r, struct member *m)
+{
+	char sz[32];
+
+	if (m->full)
+		return;
+	m->full = true;
+	heca__log(r->base.h, HECA_LOG_WARN,
+		  "sponsor %s is full (%s): new stripes go to other sponsors, and pages it "
+		  "refuses stay in local memory until one has room",
+		  m->addr, heca__fmt_bytes(sz, sizeof(sz), m->capacity_pages * HECA_WIRE_PAGE));
+}
 
 static void op_done_read(struct remote *r, struct op *o, struct member *m, uint64_t sent,
 			 int status, const uint8_t *data)
@@ -503,8 +679,11 @@ static void op_done_read(struct remote *r, struct op *o, struct member *m, uint6
 		free(o);
 		return;
 	}
-	/* Another copy may serve it: the application sees only the latency. */
+	/* Another copy may serve it: the application sees only the latency. A connection that
+	 * failed says nothing about the pages: the sponsor may be asked again once it is back. */
 	o->err = status;
+	if (conn_error(status))
+		o->tried &= ~(1ull << m->idx);
 	read_issue(r, o, false);
 }
 
@@ -520,19 +699,22 @@ static void op_done_write(struct remote *r, struct op *o, struct member *m, int 
 		/* The sender's own reference: the data may be freed only after every send. */
 	} else if (!status) {
 		o->ok++;
-		if (st)
+		if (st) {
 			for (uint32_t i = 0; i < o->count; i++) {
 				uint64_t b = (o->page + i) % r->stripe_pages;
 				st->bits[b / 64] |= 1ull << (b % 64);
 			}
+			set_stale_locked(r, st, m->idx, o->page % r->stripe_pages, o->count, false);
+		}
 	} else {
 		if (!o->err)
 			o->err = status;
 		if (status == -ENOSPC)
-			m->full = true;
-		/* This copy is stale now: it no longer counts, and repair makes another. */
+			note_full_locked(r, m);
+		/* Its copy of these pages is not current now (a refused write changes nothing
+		 * there, a failed one may or may not have landed); what else it holds still is. */
 		if (st)
-			drop_holder_locked(r, st, m->idx);
+			set_stale_locked(r, st, m->idx, o->page % r->stripe_pages, o->count, true);
 		if (st && st->target == m->idx)
 			st->target = NO_MEMBER;
 	}
@@ -558,32 +740,69 @@ static void complete(struct remote *r, struct conn *c, const struct pending *p, 
 		op_done_write(r, p->o, c->m, status);
 }
 
-/* Take m out of service: no new requests, its copies no longer count, its connections are
- * shut so that everything queued on them fails (and reads go to other copies). */
+/*
+ * m is known to have lost what it held of ours (it restarted, our lease there ended, or it
+ * stayed down past the grace period): its copies no longer count. Stripes left without a copy
+ * are lost; reads of them fail. Caller holds r->mu.
+ */
+static void member_gone_locked(struct remote *r, struct member *m, const char *why)
+{
+	uint64_t lost = 0, held = 0;
+
+	for (unsigned int b = 0; b < STRIPE_BUCKETS; b++)
+		for (struct stripe *s = r->st[b]; s; s = s->next) {
+			if (s->target == m->idx)
+				s->target = NO_MEMBER;
+			if (slot_of(s, m->idx) < 0)
+				continue;
+			held++;
+			drop_holder_locked(r, s, m->idx);
+			lost += s->n == 0;
+		}
+	m->gone = true;
+	m->nmissed = 0; /* it holds nothing of ours to free */
+	pthread_cond_broadcast(&r->cond);
+	pthread_cond_broadcast(&r->repair_cond);
+	if (lost)
+		heca__log(r->base.h, HECA_LOG_ERROR,
+			  "sponsor %s %s: %llu stripes had their only copy there; their pages are "
+			  "lost", m->addr, why, (unsigned long long)lost);
+	else if (held)
+		heca__log(r->base.h, HECA_LOG_WARN,
+			  "sponsor %s %s: its %llu stripes are copied again from the other copies",
+			  m->addr, why, (unsigned long long)held);
+}
+
+/* Take m out of service: no new requests, its connections are shut so that everything queued
+ * on them fails (reads go to other copies, or wait for it). It stays the holder of what it
+ * acknowledged: down is a belief, revised when it answers again or when it is known gone. */
 static void member_down(struct remote *r, struct member *m, int err)
 {
+	unsigned int others = 0;
 	bool was_up;
 
 	pthread_mutex_lock(&r->mu);
 	was_up = mstate(m) != M_DOWN;
 	if (was_up) {
 		set_mstate(m, M_DOWN);
+		m->down_since_ns = heca__now_ns();
 		m->backoff_ms = 100;
-		m->next_try_ns = heca__now_ns() + m->backoff_ms * 1000000ull;
-		for (unsigned int b = 0; b < STRIPE_BUCKETS; b++)
-			for (struct stripe *s = r->st[b]; s; s = s->next) {
-				drop_holder_locked(r, s, m->idx);
-				if (s->target == m->idx)
-					s->target = NO_MEMBER;
-			}
+		m->next_try_ns = m->down_since_ns + m->backoff_ms * 1000000ull;
+		for (unsigned int i = 0; i < r->nm; i++)
+			others += r->m[i] != m && mstate(r->m[i]) == M_UP;
 		pthread_cond_broadcast(&r->cond);
 		pthread_cond_broadcast(&r->repair_cond);
 	}
 	pthread_mutex_unlock(&r->mu);
 	if (!was_up)
 		return;
-	heca__log(r->base.h, HECA_LOG_ERROR, "sponsor %s: %s; using the other copies", m->addr,
-		  heca_strerror(err));
+	if (r->replicas > 1 && others)
+		heca__log(r->base.h, HECA_LOG_ERROR, "sponsor %s: %s; using the other copies",
+			  m->addr, heca_strerror(err));
+	else
+		heca__log(r->base.h, HECA_LOG_ERROR,
+			  "sponsor %s: %s; pages held only there wait for it (up to %u s)", m->addr,
+			  heca_strerror(err), r->base.h->opt.grace_ms / 1000);
 	struct conn *cs[4] = {&m->ctl, &m->fault, &m->prefetch, &m->bulk};
 	for (int i = 0; i < 4; i++) {
 		pthread_mutex_lock(&cs[i]->mu);
@@ -670,12 +889,32 @@ static void remote_dispatch(struct heca_store *s, void *ctx)
 	}
 }
 
+/* Engine thread: issue the parked reads again; those whose holders are still down park again,
+ * those whose every holder is gone fail. */
+static void unpark(struct remote *r)
+{
+	struct op *o;
+
+	pthread_mutex_lock(&r->mu);
+	o = r->parked;
+	__atomic_store_n(&r->parked, NULL, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&r->mu);
+	while (o) {
+		struct op *next = o->next;
+		read_issue(r, o, false);
+		o = next;
+	}
+}
+
 /* Engine thread: swap reconnected sockets in (only the engine reads these connections, so
- * only it may change their fds), and fail requests past their deadline. */
+ * only it may change their fds), fail requests past their deadline, retry parked reads. */
 static void remote_tick(struct heca_store *s, uint64_t now)
 {
 	struct remote *r = (struct remote *)s;
 	unsigned int nm = __atomic_load_n(&r->nm, __ATOMIC_ACQUIRE);
+
+	if (__atomic_load_n(&r->parked, __ATOMIC_RELAXED))
+		unpark(r);
 
 	for (unsigned int i = 0; i < nm; i++) {
 		struct member *m = r->m[i];
@@ -749,10 +988,11 @@ static uint64_t oldest_wait(struct conn *c, uint64_t now)
 }
 
 /*
- * Send o to the fastest up member holding its stripe that was not tried yet. When none is
- * left: the first time (from remote_read(), on the engine with h->lock held) return the error
- * for the caller to handle; on a retry (from a completion, no lock held) fail o through
- * read_done. Called without r->mu.
+ * Send o to the fastest up member holding a current copy of its pages that was not tried yet.
+ * When none is up but a holder that is down may come back, o is parked: remote_tick() issues
+ * it again. When none is left: the first time (from remote_read(), on the engine with h->lock
+ * held) return the error for the caller to handle; on a retry (from a completion or the tick,
+ * no lock held) fail o through read_done. Called without r->mu.
  */
 static int read_issue(struct remote *r, struct op *o, bool first)
 {
@@ -762,6 +1002,7 @@ static int read_issue(struct remote *r, struct op *o, bool first)
 		struct stripe *st;
 		struct heca_frame f = {.opcode = HECA_OP_READ, .segment = o->seg, .page = o->page,
 				       .count = o->count};
+		bool wait = false;
 
 		pthread_mutex_lock(&r->mu);
 		st = stripe_find_locked(r, o->seg, o->page / r->stripe_pages);
@@ -769,8 +1010,13 @@ static int read_issue(struct remote *r, struct op *o, bool first)
 		for (unsigned int i = 0; st && i < st->n; i++) {
 			struct member *m = r->m[st->holder[i]];
 			uint64_t cost;
-			if (mstate(m) != M_UP || (o->tried & (1ull << m->idx)))
+			if ((o->tried & (1ull << m->idx)) ||
+			    !range_current(r, st, i, o->page % r->stripe_pages, o->count))
 				continue;
+			if (mstate(m) != M_UP) {
+				wait |= !m->given_up;
+				continue;
+			}
 			/* The recent round trip, or how long its oldest request has waited if that
 			 * is longer: a sponsor that stopped answering stops looking fast. */
 			cost = HECA_MAX(m->rtt_ns, oldest_wait(&m->fault, now));
@@ -780,8 +1026,14 @@ static int read_issue(struct remote *r, struct op *o, bool first)
 				best_cost = cost;
 			}
 		}
-		if (best)
+		if (best) {
 			o->tried |= 1ull << best->idx;
+		} else if (wait && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+			o->next = r->parked;
+			__atomic_store_n(&r->parked, o, __ATOMIC_RELAXED);
+			pthread_mutex_unlock(&r->mu);
+			return 0;
+		}
 		pthread_mutex_unlock(&r->mu);
 		if (!best) {
 			int err = o->err ? o->err : (st ? -ENOTCONN : -ENOENT);
@@ -931,12 +1183,16 @@ static int remote_release(struct heca_store *s, uint32_t seg)
 				for (unsigned int i = 0; i < st->n; i++)
 					r->m[st->holder[i]]->stripes--;
 				r->nstripes--;
+				free(st->stale);
 				free(st);
 			} else {
 				pp = &st->next;
 			}
 		}
 	}
+	for (unsigned int i = 0; i < r->nm; i++)
+		if (mstate(r->m[i]) != M_UP && !r->m[i]->gone)
+			miss_locked(r->m[i], HECA_OP_FREE, seg, 0, 0);
 	pthread_mutex_unlock(&r->mu);
 	for (unsigned int i = 0; i < __atomic_load_n(&r->nm, __ATOMIC_ACQUIRE); i++)
 		if (mstate(r->m[i]) == M_UP)
@@ -947,22 +1203,27 @@ static int remote_release(struct heca_store *s, uint32_t seg)
 static void *repair_main(void *arg);
 static void member_start(struct remote *r, struct member *m);
 
-/* Ask every member that is up to run op on seg; a member that is down drops everything of
- * ours when it comes back. */
+/* Ask member m to run op on [page, page + count) of seg; ENOENT (nothing there) is success. */
+static int ctl_all_one(struct remote *r, struct member *m, uint8_t op, uint32_t seg,
+		       uint64_t page, uint32_t count)
+{
+	struct heca_frame req = {.opcode = op, .segment = seg, .page = page, .count = count}, rep;
+	uint8_t buf[256];
+	int rc = ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)r->base.h->opt.timeout_ms);
+
+	return rc == -ENOENT ? 0 : rc;
+}
+
+/* Ask every member that is up to run op on seg; one that is down hears of it when it is back
+ * (remote_release and remote_discard remember it). */
 static int ctl_all(struct remote *r, uint8_t op, uint32_t seg, uint64_t page, uint32_t count)
 {
 	int first = 0;
 	for (unsigned int i = 0; i < __atomic_load_n(&r->nm, __ATOMIC_ACQUIRE); i++) {
-		struct member *m = r->m[i];
-		struct heca_frame req = {.opcode = op, .segment = seg, .page = page, .count = count},
-				  rep;
-		uint8_t buf[256];
 		int rc;
-		if (mstate(m) != M_UP)
+		if (mstate(r->m[i]) != M_UP)
 			continue;
-		rc = ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)r->base.h->opt.timeout_ms);
-		if (rc == -ENOENT)
-			rc = 0;
+		rc = ctl_all_one(r, r->m[i], op, seg, page, count);
 		if (rc && !first)
 			first = rc;
 	}
@@ -985,6 +1246,9 @@ static int remote_discard(struct heca_store *s, uint32_t seg, uint64_t page, uin
 				st->bits[off / 64] &= ~(1ull << (off % 64));
 			}
 	}
+	for (unsigned int i = 0; i < r->nm; i++)
+		if (mstate(r->m[i]) != M_UP && !r->m[i]->gone)
+			miss_locked(r->m[i], HECA_OP_DISCARD, seg, page, count);
 	pthread_mutex_unlock(&r->mu);
 
 	while (count && !rc) {
@@ -1164,6 +1428,12 @@ static int remote_fork_child(struct heca_store *s)
 
 /* ---- the repair thread: heartbeats, reconnects, copies ---- */
 
+/* Something changed that may let a refused write-back succeed now. */
+static void room_made(struct remote *r)
+{
+	__atomic_add_fetch(&r->base.room_gen, 1, __ATOMIC_RELEASE);
+}
+
 static void heartbeat(struct remote *r, struct member *m)
 {
 	struct heca *h = r->base.h;
@@ -1178,21 +1448,50 @@ static void heartbeat(struct remote *r, struct member *m)
 	pthread_mutex_lock(&r->mu);
 	m->capacity_pages = heca_get64(rep.payload);
 	m->used_pages = heca_get64(rep.payload + 8);
-	/* Room again (another demander freed some): new stripes may go there. */
-	if (m->full && m->used_pages + 256 < m->capacity_pages)
+	/* Room again (another demander freed some): new stripes may go there, and pages kept
+	 * locally for want of room are tried again. */
+	if (m->full && m->used_pages + r->stripe_pages < m->capacity_pages) {
 		m->full = false;
+		room_made(r);
+		heca__log(r->base.h, HECA_LOG_INFO, "sponsor %s has room again", m->addr);
+	}
 	pthread_mutex_unlock(&r->mu);
-	__atomic_store_n(&m->last_ok_ns, heca__now_ns(), __ATOMIC_RELAXED);
+	m->last_hb_ns = heca__now_ns();
+	__atomic_store_n(&m->last_ok_ns, m->last_hb_ns, __ATOMIC_RELAXED);
 }
 
-/* Reconnect m: new sockets for the engine to swap in, then drop whatever it held of ours
- * (it may be stale) and declare our segments again. */
+/* Whether m holds any stripe with written pages, as we believe. Caller holds r->mu. */
+static bool holds_pages_locked(struct remote *r, struct member *m)
+{
+	for (unsigned int b = 0; b < STRIPE_BUCKETS; b++)
+		for (struct stripe *s = r->st[b]; s; s = s->next) {
+			if (slot_of(s, m->idx) < 0)
+				continue;
+			for (size_t w = 0; w < stripe_words(r); w++)
+				if (s->bits[w])
+					return true;
+		}
+	return false;
+}
+
+/*
+ * Reconnect m: new sockets for the engine to swap in, then find out whether it still holds
+ * what it acknowledged. The same sponsor (same id) that still has pages of ours keeps its
+ * copies, and hears of the FREEs and DISCARDs it missed; one that restarted (another id, or no
+ * pages of ours: restarted with its state dir, or our lease there ended) is known gone, and
+ * starts empty. A refused connection means the process that held our pages has ended.
+ */
 static void reconnect(struct remote *r, struct member *m)
 {
 	int fds[4] = {-1, -1, -1, -1}, rc = 0;
 	enum heca_channel ch[4] = {HECA_CHAN_CONTROL, HECA_CHAN_FAULT, HECA_CHAN_PREFETCH,
 				   HECA_CHAN_BULK};
+	struct heca_frame req = {.opcode = HECA_OP_STAT}, rep;
+	uint8_t old_id[16], zero[16] = {0}, buf[256];
+	uint64_t mine = 0;
+	bool known = memcmp(m->id, zero, 16) != 0;
 
+	memcpy(old_id, m->id, 16);
 	/* A new session: whatever of the old connections is still in flight to the sponsor is
 	 * refused there (ESTALE) instead of overwriting what this session stores. */
 	m->session++;
@@ -1203,6 +1502,8 @@ static void reconnect(struct remote *r, struct member *m)
 			if (fds[k] >= 0)
 				close(fds[k]);
 		pthread_mutex_lock(&r->mu);
+		if (rc == -ECONNREFUSED && !m->gone)
+			member_gone_locked(r, m, "refused the connection (its process has ended)");
 		m->backoff_ms = HECA_MIN(m->backoff_ms * 2, 5000);
 		m->next_try_ns = heca__now_ns() + m->backoff_ms * 1000000ull;
 		pthread_mutex_unlock(&r->mu);
@@ -1220,7 +1521,49 @@ static void reconnect(struct remote *r, struct member *m)
 	pthread_mutex_lock(&m->ctl.mu);
 	m->ctl.broken = false;
 	pthread_mutex_unlock(&m->ctl.mu);
-	for (unsigned int i = 0; i < r->nsegs; i++) {
+	if (ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)r->base.h->opt.timeout_ms) == 0)
+		mine = heca_get64(rep.payload + 32);
+	else {
+		member_down(r, m, -EIO);
+		return;
+	}
+	pthread_mutex_lock(&r->mu);
+	if (!m->gone && known && memcmp(old_id, m->id, 16))
+		member_gone_locked(r, m, "came back as another sponsor (restarted)");
+	else if (!m->gone && mine == 0 && holds_pages_locked(r, m))
+		member_gone_locked(r, m, "came back without our pages (restarted, or our lease "
+					 "there ended)");
+	pthread_mutex_unlock(&r->mu);
+	if (m->gone) {
+		/* Whatever it holds of ours is stale: start it empty. */
+		for (unsigned int i = 0;; i++) {
+			struct segrec sr;
+			pthread_mutex_lock(&r->mu);
+			if (i >= r->nsegs) {
+				pthread_mutex_unlock(&r->mu);
+				break;
+			}
+			sr = r->segs[i];
+			pthread_mutex_unlock(&r->mu);
+			ctl_simple(r, m, HECA_OP_FREE, sr.seg, 0);
+		}
+	} else {
+		for (;;) {
+			struct missed x;
+			struct heca_frame f;
+			pthread_mutex_lock(&r->mu);
+			if (!m->nmissed) {
+				pthread_mutex_unlock(&r->mu);
+				break;
+			}
+			x = m->missed[--m->nmissed];
+			pthread_mutex_unlock(&r->mu);
+			f = (struct heca_frame){.opcode = x.op, .segment = x.seg, .page = x.page,
+						.count = (uint32_t)HECA_MIN(x.count, 0x80000000ull)};
+			ctl_call(r, m, &f, &rep, buf, sizeof(buf), (int)r->base.h->opt.timeout_ms);
+		}
+	}
+	for (unsigned int i = 0;; i++) {
 		struct segrec sr;
 		pthread_mutex_lock(&r->mu);
 		if (i >= r->nsegs) {
@@ -1229,40 +1572,55 @@ static void reconnect(struct remote *r, struct member *m)
 		}
 		sr = r->segs[i];
 		pthread_mutex_unlock(&r->mu);
-		ctl_simple(r, m, HECA_OP_FREE, sr.seg, 0);
+		/* Idempotent: declares a segment it lacks, grows one that was resized. */
 		if (ctl_simple(r, m, HECA_OP_ALLOC, sr.seg, sr.npages)) {
 			member_down(r, m, -EIO);
 			return;
 		}
 	}
 	pthread_mutex_lock(&r->mu);
-	m->full = false;
+	m->full = m->used_pages + r->stripe_pages >= m->capacity_pages;
 	m->emptied = false;
+	if (!m->gone)
+		__atomic_add_fetch(&r->base.back_gen, 1, __ATOMIC_RELEASE);
+	m->gone = false;
+	m->given_up = false;
+	room_made(r);
 	pthread_mutex_unlock(&r->mu);
 	__atomic_store_n(&m->last_ok_ns, heca__now_ns(), __ATOMIC_RELAXED);
 	set_mstate(m, M_UP);
 	heca__log(r->base.h, HECA_LOG_WARN, "sponsor %s: back, in use again", m->addr);
 }
 
-/* Copy the written pages of stripe (seg, idx) from a holder to member `to`, with writes to
- * the stripe held back meanwhile. Returns 0 when `to` holds a current copy. */
+/*
+ * Copy the pages of stripe (seg, idx) that member `to` lacks from the up holders that have
+ * them current, with writes to the stripe held back meanwhile: to a new member (which then
+ * holds the stripe), or to a holder whose copy misses pages (repair in place). Pages current
+ * nowhere (held locally by the demander) are left out and marked stale at `to`. Returns 0 when
+ * `to` holds a copy as good as the others.
+ */
 static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned int to,
 		       uint8_t *buf, size_t buflen)
 {
 	struct stripe *st;
-	uint64_t base = idx * r->stripe_pages, npages = 0, *bits;
-	size_t words = (r->stripe_pages + 63) / 64;
-	unsigned int from = NO_MEMBER;
-	int rc = 0;
+	size_t words = stripe_words(r);
+	uint64_t base = idx * r->stripe_pages, npages = 0, *want, *done;
+	uint8_t src[HECA_WIRE_MAX_PAGES > 256 ? HECA_WIRE_MAX_PAGES : 256];
+	int rc = 0, ts;
 
-	bits = malloc(words * 8);
-	if (!bits)
+	if (r->stripe_pages > sizeof(src))
+		return -EINVAL;
+	want = calloc(2 * words, 8);
+	if (!want)
 		return -ENOMEM;
+	done = want + words;
 	pthread_mutex_lock(&r->mu);
 	st = stripe_find_locked(r, seg, idx);
-	if (!st || st->copying || st->n == 0 || holds(st, to)) {
+	ts = st ? slot_of(st, to) : -1;
+	if (!st || st->copying || st->n == 0 || (ts < 0 && st->n >= MAX_R) ||
+	    (ts >= 0 && !stale_row(r, st, (unsigned int)ts))) {
 		pthread_mutex_unlock(&r->mu);
-		free(bits);
+		free(want);
 		return -EAGAIN;
 	}
 	st->copying = true;
@@ -1271,30 +1629,41 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 	/* Writes sent before the copy started must land before it reads. */
 	while (st->inflight)
 		pthread_cond_wait(&r->cond, &r->mu);
-	memcpy(bits, st->bits, words * 8);
-	for (unsigned int i = 0; i < st->n; i++)
-		if (mstate(r->m[st->holder[i]]) == M_UP) {
-			from = st->holder[i];
-			break;
-		}
+	ts = slot_of(st, to);
+	for (size_t w = 0; w < words; w++) {
+		want[w] = current_elsewhere(r, st, w, ts >= 0 ? (unsigned int)ts : MAX_R, true);
+		if (ts >= 0)
+			want[w] &= stale_row(r, st, (unsigned int)ts)[w];
+	}
+	/* The source of each page: the first up holder other than `to` with it current. */
+	for (uint64_t p = 0; p < r->stripe_pages; p++) {
+		src[p] = NO_MEMBER;
+		if (!(want[p / 64] & (1ull << (p % 64))))
+			continue;
+		for (unsigned int j = 0; j < st->n && src[p] == NO_MEMBER; j++)
+			if ((int)j != ts && mstate(r->m[st->holder[j]]) == M_UP &&
+			    range_current(r, st, j, p, 1))
+				src[p] = st->holder[j];
+	}
 	pthread_mutex_unlock(&r->mu);
 
-	for (uint64_t p = 0; p < r->stripe_pages && from != NO_MEMBER && !rc;) {
+	for (uint64_t p = 0; p < r->stripe_pages && !rc;) {
 		uint64_t q;
+		unsigned int from = src[p];
 		struct heca_frame req, rep;
-		if (!(bits[p / 64] & (1ull << (p % 64)))) {
+		if (!(want[p / 64] & (1ull << (p % 64))) || from == NO_MEMBER) {
 			p++;
 			continue;
 		}
-		for (q = p; q < r->stripe_pages && (bits[q / 64] & (1ull << (q % 64))) &&
-			    q - p < HECA_WIRE_MAX_PAGES;
+		for (q = p; q < r->stripe_pages && (want[q / 64] & (1ull << (q % 64))) &&
+			    src[q] == from && q - p < HECA_WIRE_MAX_PAGES;
 		     q++)
 			;
 		req = (struct heca_frame){.opcode = HECA_OP_READ, .segment = seg,
 					  .page = base + p, .count = (uint32_t)(q - p)};
 		rc = ctl_call(r, r->m[from], &req, &rep, buf, buflen, (int)r->base.h->opt.timeout_ms);
 		if (rc) {
-			if (rc != -ENOENT)
+			if (conn_error(rc))
 				member_down(r, r->m[from], rc);
 			break;
 		}
@@ -1312,43 +1681,123 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 		if (rc) {
 			if (rc == -ENOSPC) {
 				pthread_mutex_lock(&r->mu);
-				r->m[to]->full = true;
+				note_full_locked(r, r->m[to]);
 				pthread_mutex_unlock(&r->mu);
-			} else
+			} else if (conn_error(rc)) {
 				member_down(r, r->m[to], rc);
+			}
 			break;
 		}
+		for (uint64_t k = p; k < q; k++)
+			done[k / 64] |= 1ull << (k % 64);
 		npages += q - p;
 		p = q;
 	}
-	if (from == NO_MEMBER)
-		rc = -ENOTCONN;
 
 	pthread_mutex_lock(&r->mu);
 	st = stripe_find_locked(r, seg, idx);
 	if (st) {
-		if (!rc && mstate(r->m[to]) == M_UP && st->target == to && !holds(st, to) &&
-		    st->n < MAX_R) {
-			st->holder[st->n++] = (uint8_t)to;
-			r->m[to]->stripes++;
-			r->copied_stripes++;
-			r->copied_pages += npages;
+		ts = slot_of(st, to);
+		if (!rc && mstate(r->m[to]) == M_UP && st->target == to &&
+		    (ts >= 0 || st->n < MAX_R)) {
+			uint64_t *row;
+			if (ts < 0) {
+				ts = st->n++;
+				st->holder[ts] = (uint8_t)to;
+				r->m[to]->stripes++;
+				/* What it did not get (current nowhere that was up) is stale there. */
+				for (size_t w = 0; w < words; w++)
+					if (st->bits[w] & ~done[w] && !st->stale)
+						st->stale = calloc(MAX_R * words, 8);
+				row = stale_row(r, st, (unsigned int)ts);
+				for (size_t w = 0; row && w < words; w++)
+					row[w] = st->bits[w] & ~done[w];
+				if (!row && st->n > 1) {
+					/* No memory to say what it lacks: it cannot count. */
+					for (size_t w = 0; w < words; w++)
+						if (st->bits[w] & ~done[w]) {
+							drop_holder_locked(r, st, to);
+							rc = -ENOMEM;
+							break;
+						}
+				}
+			} else if ((row = stale_row(r, st, (unsigned int)ts))) {
+				for (size_t w = 0; w < words; w++)
+					row[w] &= ~done[w];
+			}
+			if (!rc) {
+				r->copied_stripes++;
+				r->copied_pages += npages;
+			}
 		} else if (!rc) {
 			rc = -EAGAIN;
 		}
 		st->target = NO_MEMBER;
 		st->copying = false;
 	}
+	if (!rc && !npages) {
+		/* Nothing could be copied (what it lacks is current only where it is down):
+		 * no progress, try again later. */
+		for (size_t w = 0; w < words && st; w++)
+			if (want[w]) {
+				rc = -EAGAIN;
+				break;
+			}
+	}
 	r->moving--;
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->mu);
-	free(bits);
+	free(want);
 	return rc;
 }
 
-/* One pass over the stripes: restore R copies, move copies off draining members, and move
- * stripes to the members the placement prefers (after a member joined). Returns the number
- * of copies made. */
+/*
+ * The holder of st that can go with least loss: a copy that is not good (down, draining,
+ * missing pages), else the one the placement likes least; never the last good copy, and only
+ * while good copies are enough. NO_MEMBER if none should go. Caller holds r->mu.
+ */
+static unsigned int pick_drop_locked(struct remote *r, struct stripe *st,
+				     const unsigned int *order)
+{
+	unsigned int good = good_count_locked(r, st), bad = NO_MEMBER;
+
+	/* With too few good copies a bad one still goes when the stripe has no slot left for a
+	 * new copy. */
+	if (good < r->replicas && !(good >= 1 && st->n >= MAX_R))
+		return NO_MEMBER;
+	for (unsigned int i = 0; i < st->n; i++)
+		if (!good_locked(r, st, i) &&
+		    (bad == NO_MEMBER || mstate(r->m[st->holder[i]]) != M_UP))
+			bad = st->holder[i];
+	if (bad != NO_MEMBER)
+		return good >= 1 ? bad : NO_MEMBER;
+	if (st->n <= r->replicas || st->n < 2)
+		return NO_MEMBER;
+	for (unsigned int i = r->nm; i-- > 0;)
+		if (slot_of(st, order[i]) >= 0)
+			return order[i];
+	return NO_MEMBER;
+}
+
+/* Let member mi go as a holder of st, and have it free its pages of the stripe (now, or when
+ * it is back). Caller holds r->mu; returns whether a DISCARD is to be sent now. */
+static bool drop_copy_locked(struct remote *r, struct stripe *st, unsigned int mi)
+{
+	struct member *m = r->m[mi];
+
+	drop_holder_locked(r, st, mi);
+	if (mstate(m) == M_UP)
+		return true;
+	if (!m->gone)
+		miss_locked(m, HECA_OP_DISCARD, st->seg, st->idx * r->stripe_pages,
+			    r->stripe_pages);
+	return false;
+}
+
+/* One pass over the stripes: restore R good copies (in place on a holder that misses pages
+ * and has room, else on a new member), move copies off draining and full members, drop the
+ * copies that are no longer needed, and move stripes to the members the placement prefers
+ * (after a member joined). Returns the number of copies made. */
 static unsigned int repair_pass(struct remote *r, uint8_t *buf, size_t buflen)
 {
 	unsigned int made = 0;
@@ -1359,45 +1808,37 @@ static unsigned int repair_pass(struct remote *r, uint8_t *buf, size_t buflen)
 			uint32_t seg = 0;
 			uint64_t idx = 0;
 			unsigned int to = NO_MEMBER, drop = NO_MEMBER, order[HECA_PLACE_MAX];
-			unsigned int good = 0;
-			bool found = false;
+			bool found = false, discard = false;
 
 			pthread_mutex_lock(&r->mu);
 			for (st = r->st[b]; st && !found; st = st->next) {
-				if (st->n == 0 || st->copying)
+				if (st->n == 0 || st->copying || st->inflight)
 					continue;
-				good = 0;
-				for (unsigned int i = 0; i < st->n; i++)
-					good += !r->m[st->holder[i]]->draining;
 				rank_locked(r, st->seg, st->idx, order);
 				to = NO_MEMBER;
 				drop = NO_MEMBER;
-				if (good < r->replicas) {
-					/* Too few copies: the best member without one. */
-					for (unsigned int i = 0; i < r->nm; i++)
+				if (good_count_locked(r, st) < r->replicas) {
+					/* Too few good copies: mend one that misses pages, where
+					 * its sponsor has room, else the best member without one. */
+					for (unsigned int i = 0; i < st->n && to == NO_MEMBER; i++)
+						if (eligible(r->m[st->holder[i]]) &&
+						    !good_locked(r, st, i) &&
+						    row_any(r, stale_row(r, st, i)))
+							to = st->holder[i];
+					for (unsigned int i = 0;
+					     i < r->nm && to == NO_MEMBER && st->n < MAX_R; i++)
 						if (eligible(r->m[order[i]]) &&
-						    !holds(st, order[i])) {
+						    slot_of(st, order[i]) < 0)
 							to = order[i];
-							break;
-						}
-				} else if (good < st->n) {
-					/* Enough copies elsewhere: let go of a draining one. */
-					for (unsigned int i = 0; i < st->n; i++)
-						if (r->m[st->holder[i]]->draining)
-							drop = st->holder[i];
-				} else if (st->n > r->replicas) {
-					for (unsigned int i = r->nm; i-- > 0;)
-						if (holds(st, order[i])) {
-							drop = order[i];
-							break;
-						}
-				} else {
-					/* As many copies as wanted: move one to a member the
+					if (to == NO_MEMBER)
+						drop = pick_drop_locked(r, st, order);
+				} else if ((drop = pick_drop_locked(r, st, order)) == NO_MEMBER) {
+					/* As many good copies as wanted: move one to a member the
 					 * placement prefers (one that joined or came back). */
 					for (unsigned int i = 0; i < r->replicas && i < r->nm; i++) {
 						if (!eligible(r->m[order[i]]))
 							break;
-						if (!holds(st, order[i])) {
+						if (slot_of(st, order[i]) < 0 && st->n < MAX_R) {
 							to = order[i];
 							break;
 						}
@@ -1407,30 +1848,37 @@ static unsigned int repair_pass(struct remote *r, uint8_t *buf, size_t buflen)
 					found = true;
 					seg = st->seg;
 					idx = st->idx;
+					if (to == NO_MEMBER)
+						discard = drop_copy_locked(r, st, drop);
 				}
 			}
 			pthread_mutex_unlock(&r->mu);
 			if (!found)
 				break;
-			if (to != NO_MEMBER && copy_stripe(r, seg, idx, to, buf, buflen) != 0)
+			if (discard)
+				ctl_all_one(r, r->m[drop], HECA_OP_DISCARD, seg, idx * r->stripe_pages,
+					    (uint32_t)r->stripe_pages);
+			if (to == NO_MEMBER)
+				continue;
+			if (copy_stripe(r, seg, idx, to, buf, buflen) != 0)
 				break; /* try again on the next pass */
-			if (to != NO_MEMBER)
-				made++;
+			made++;
+			room_made(r);
+			/* A copy was added or mended: one that is no longer needed goes. */
 			pthread_mutex_lock(&r->mu);
 			st = stripe_find_locked(r, seg, idx);
-			if (st && !st->copying && drop == NO_MEMBER && st->n > r->replicas) {
-				/* A copy was added to a preferred member: the worst one goes. */
+			drop = NO_MEMBER;
+			discard = false;
+			if (st && !st->copying && !st->inflight) {
 				rank_locked(r, seg, idx, order);
-				for (unsigned int i = r->nm; i-- > 0;)
-					if (holds(st, order[i])) {
-						drop = order[i];
-						break;
-					}
+				drop = pick_drop_locked(r, st, order);
+				if (drop != NO_MEMBER)
+					discard = drop_copy_locked(r, st, drop);
 			}
-			if (st && !st->copying && drop != NO_MEMBER && holds(st, drop) &&
-			    (st->n > r->replicas || r->m[drop]->draining) && st->n > 1)
-				drop_holder_locked(r, st, drop);
 			pthread_mutex_unlock(&r->mu);
+			if (discard)
+				ctl_all_one(r, r->m[drop], HECA_OP_DISCARD, seg, idx * r->stripe_pages,
+					    (uint32_t)r->stripe_pages);
 		}
 	}
 	return made;
@@ -1462,13 +1910,28 @@ static void *repair_main(void *arg)
 
 		for (unsigned int i = 0; i < nm && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE); i++) {
 			struct member *m = r->m[i];
-			uint64_t next_try;
+			uint64_t next_try, down_since;
 			pthread_mutex_lock(&r->mu);
 			next_try = m->next_try_ns;
+			down_since = m->down_since_ns;
+			/* Down past the grace period: reads of what only it holds fail from now
+			 * on, and the others' copies are the ones that count; if it comes back
+			 * with our pages they are readable again. */
+			if (mstate(m) == M_DOWN && !m->gone && !m->given_up && down_since &&
+			    now - down_since > r->base.h->opt.grace_ms * 1000000ull) {
+				m->given_up = true;
+				heca__log(r->base.h, HECA_LOG_ERROR,
+					  "sponsor %s did not answer for %u s: pages only it holds "
+					  "are lost unless it comes back with them",
+					  m->addr, r->base.h->opt.grace_ms / 1000);
+			}
 			pthread_mutex_unlock(&r->mu);
+			/* Idle connections get a heartbeat; busy ones one a second anyway, which
+			 * keeps the sponsor's capacity figures fresh. */
 			if (mstate(m) == M_UP &&
-			    now - __atomic_load_n(&m->last_ok_ns, __ATOMIC_RELAXED) >
-				    HB_MS * 1000000ull)
+			    (now - __atomic_load_n(&m->last_ok_ns, __ATOMIC_RELAXED) >
+				     HB_MS * 1000000ull ||
+			     now - m->last_hb_ns > STAT_MS * 1000000ull))
 				heartbeat(r, m);
 			else if (mstate(m) == M_DOWN && now >= next_try)
 				reconnect(r, m);
@@ -1554,7 +2017,8 @@ static int member_open(struct remote *r, const char *addr, struct member **out)
 		}
 		cs[k]->fd = rc;
 	}
-	__atomic_store_n(&m->last_ok_ns, heca__now_ns(), __ATOMIC_RELAXED);
+	m->last_hb_ns = heca__now_ns(); /* HELLO told its capacity just now */
+	__atomic_store_n(&m->last_ok_ns, m->last_hb_ns, __ATOMIC_RELAXED);
 	*out = m;
 	return 0;
 fail:
@@ -1664,7 +2128,7 @@ static void remote_cluster_stats(struct heca_store *s, struct heca_cluster_stats
 			o->stripes++;
 			if (st->n == 0)
 				o->lost++;
-			else if (st->n < r->replicas)
+			else if (good_count_locked(r, st) < r->replicas)
 				o->under_replicated++;
 		}
 	o->moving = r->moving;
@@ -1675,6 +2139,21 @@ static void remote_cluster_stats(struct heca_store *s, struct heca_cluster_stats
 	for (unsigned int i = 0; i < r->nm; i++)
 		o->sponsors_up += mstate(r->m[i]) == M_UP;
 	pthread_mutex_unlock(&r->mu);
+}
+
+static uint64_t remote_free_pages(struct heca_store *s)
+{
+	struct remote *r = (struct remote *)s;
+	uint64_t free_pages = 0;
+
+	pthread_mutex_lock(&r->mu);
+	for (unsigned int i = 0; i < r->nm; i++) {
+		struct member *m = r->m[i];
+		if (mstate(m) == M_UP && !m->draining && m->capacity_pages > m->used_pages)
+			free_pages += m->capacity_pages - m->used_pages;
+	}
+	pthread_mutex_unlock(&r->mu);
+	return free_pages / (r->replicas ? r->replicas : 1);
 }
 
 static void remote_close(struct heca_store *s)
@@ -1700,9 +2179,15 @@ static void remote_close(struct heca_store *s)
 					free(o);
 			}
 	}
+	while (r->parked) {
+		struct op *o = r->parked;
+		r->parked = o->next;
+		free(o);
+	}
 	heca__auth_wipe(r->key, sizeof(r->key));
 	for (unsigned int i = 0; i < r->nm; i++) {
 		struct member *m = r->m[i];
+		free(m->missed);
 		conn_exit(r, &m->ctl);
 		conn_exit(r, &m->fault);
 		conn_exit(r, &m->prefetch);
@@ -1716,6 +2201,7 @@ static void remote_close(struct heca_store *s)
 		while (r->st[b]) {
 			struct stripe *st = r->st[b];
 			r->st[b] = st->next;
+			free(st->stale);
 			free(st);
 		}
 	free(r->segs);
@@ -1742,6 +2228,7 @@ static const struct heca_store_ops remote_ops = {
 	.drain_member = remote_drain_member,
 	.members = remote_members,
 	.cluster_stats = remote_cluster_stats,
+	.free_pages = remote_free_pages,
 };
 
 int heca__store_remote_open(struct heca *h, const char *sponsors, struct heca_store **out)

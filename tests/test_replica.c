@@ -326,7 +326,7 @@ static void test_full(void)
 	struct heca_stats st;
 	struct heca *h;
 	char list[160];
-	uint64_t n = 2048;
+	uint64_t n = 448;
 	uint8_t *p;
 
 	t_sponsor_start(&small[0], "1M", NULL);
@@ -338,8 +338,13 @@ static void test_full(void)
 	o.log = lg;
 	o.log_level = HECA_LOG_ERROR;
 	ASSERT_EQ(heca_open(&o, &h), 0);
+	/* 8 MiB cannot be stored in 2 x 1 MiB with two copies and 1 MiB of local limit: the
+	 * mapping is refused up front, not a program that waits for room later. */
+	ASSERT_EQ(heca_map(h, 2048 * PG, (void **)&p), -ENOMEM);
+	ASSERT_TRUE(strstr(heca_last_error(), "room") != NULL);
+	/* 1.75 MiB fits, but only with pages kept locally past the budget. */
 	ASSERT_EQ(heca_map(h, n * PG, (void **)&p), 0);
-	fill(p, 0, n, 5); /* 8 MiB into 2 x 1 MiB with two copies */
+	fill(p, 0, n, 5);
 	ASSERT_EQ(check(p, 0, n, 5), 0);
 	heca_get_stats(h, &st);
 	printf("  full cluster: %llu write-backs refused, %llu pages kept locally, 0 lost\n",
