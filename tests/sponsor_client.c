@@ -83,3 +83,54 @@ int t_sponsor_stat(const char *addr, struct t_stat *st)
 	close(fd);
 	return rc;
 }
+
+long t_sponsor_fill(const char *addr, int *out)
+{
+	static uint8_t page[64 * HECA_WIRE_PAGE];
+	uint8_t hello[HECA_WIRE_HELLO_LEN] = {0}, buf[512];
+	struct heca_frame req = {.opcode = HECA_OP_HELLO, .req_id = 1, .payload = hello,
+				 .payload_len = sizeof(hello)}, rep;
+	uint64_t next = 0, req_id = 2;
+	int fd = heca__tcp_connect(addr, 2000), rc;
+
+	if (fd < 0)
+		return fd;
+	memset(page, 0x5a, sizeof(page));
+	heca__random(hello + 16, 16);
+	rc = call(fd, &req, &rep, buf, sizeof(buf));
+	req = (struct heca_frame){.opcode = HECA_OP_ALLOC, .req_id = req_id++, .segment = 1,
+				  .page = 1u << 30};
+	if (!rc)
+		rc = call(fd, &req, &rep, buf, sizeof(buf));
+	/* Frames of 64 pages, then single pages: full to the last page. */
+	for (uint32_t count = 64; !rc && count; count = count > 1 ? 1 : 0) {
+		for (;;) {
+			req = (struct heca_frame){.opcode = HECA_OP_WRITE, .req_id = req_id++,
+						  .segment = 1, .page = next, .count = count,
+						  .payload = page,
+						  .payload_len = count * HECA_WIRE_PAGE};
+			rc = call(fd, &req, &rep, buf, sizeof(buf));
+			if (rc)
+				break;
+			next += count;
+		}
+		if (rc == -ENOSPC)
+			rc = 0;
+	}
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	*out = fd;
+	return (long)next;
+}
+
+int t_sponsor_unfill(int fd)
+{
+	struct heca_frame req = {.opcode = HECA_OP_FREE, .req_id = 1u << 30, .segment = 1}, rep;
+	uint8_t buf[512];
+	int rc = call(fd, &req, &rep, buf, sizeof(buf));
+
+	close(fd);
+	return rc;
+}

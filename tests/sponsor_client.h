@@ -25,4 +25,12 @@ int t_frame_recv(int fd, struct heca_frame *f, uint8_t *buf, size_t len);
 /* Connect to addr, say HELLO with a random demander id, send STAT. Returns 0 or -errno. */
 int t_sponsor_stat(const char *addr, struct t_stat *st);
 
+/* A demander of its own that fills sponsor addr until it refuses (ENOSPC), to make it full
+ * under another demander's feet. Returns the pages stored (>= 0) and the open connection in
+ * *fd, or -errno. */
+long t_sponsor_fill(const char *addr, int *fd);
+
+/* Free what t_sponsor_fill() stored and close its connection. Returns 0 or -errno. */
+int t_sponsor_unfill(int fd);
+
 #endif

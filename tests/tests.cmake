@@ -84,3 +84,7 @@ set_tests_properties(test_run PROPERTIES LABELS integration TIMEOUT 300 SKIP_RET
 # Partial munmap, discard, mremap and fork of sponsored memory by many threads, tiny budget,
 # every page checked against a shadow (stress).
 heca_test(test_segops LABELS stress TIMEOUT 180 LIBS heca_static)
+# Full, stopped and given-up sponsors cost time, never data; a region that cannot fit is
+# refused up front (integration).
+heca_test(test_failure LABELS integration TIMEOUT 300 LIBS heca_static
+  SOURCES tests/test_failure.c tests/sponsor_client.c)
