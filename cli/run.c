@@ -46,6 +46,13 @@ static void usage(FILE *f)
 		"  --prefetch PAGES     pages fetched around a fault (default 16, 0: off)\n"
 		"                                                                   HECA_PREFETCH\n"
 		"  --min-size SIZE      smallest block that is sponsored (default 4M) HECA_MIN_SIZE\n"
+		"  --local-limit SIZE   hard limit on local sponsored memory, with the pages no\n"
+		"                       sponsor had room for (default twice --local) HECA_LOCAL_LIMIT\n"
+		"  --grace SECONDS      how long a sponsor that stopped answering is waited for\n"
+		"                       before the pages only it holds are lost (default 60)\n"
+		"                                                                   HECA_GRACE\n"
+		"  --overcommit         sponsor blocks larger than the sponsors' free room (by\n"
+		"                       default such a block stays local memory)    HECA_OVERCOMMIT\n"
 		"  --stats              print heca's counters for the program when it exits\n"
 		"                       (through HECA_STATS_FILE)\n"
 		"  -v, --verbose        log what heca does on stderr                HECA_VERBOSE\n"
@@ -161,6 +168,9 @@ int cmd_run(int argc, char **argv)
 		{"replicas", required_argument, NULL, 'r'},
 		{"prefetch", required_argument, NULL, 'p'},
 		{"min-size", required_argument, NULL, 'm'},
+		{"local-limit", required_argument, NULL, 'L'},
+		{"grace", required_argument, NULL, 'g'},
+		{"overcommit", no_argument, NULL, 'O'},
 		{"stats", no_argument, NULL, 'S'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
@@ -218,6 +228,19 @@ int cmd_run(int argc, char **argv)
 				return bad("--min-size %s: not a size of at least 4k", optarg);
 			setenv("HECA_MIN_SIZE", optarg, 1);
 			break;
+		case 'L':
+			if (heca_parse_size(optarg, &x) || x < 32768)
+				return bad("--local-limit %s: give a size of at least 32k", optarg);
+			setenv("HECA_LOCAL_LIMIT", optarg, 1);
+			break;
+		case 'g': {
+			double g = strtod(optarg, &end);
+			if (*end || !*optarg || g < 0.001 || g > 4e6)
+				return bad("--grace %s: give seconds, such as 60 or 2.5", optarg);
+			setenv("HECA_GRACE", optarg, 1);
+			break;
+		}
+		case 'O': setenv("HECA_OVERCOMMIT", "1", 1); break;
 		case 'S': stats = 1; break;
 		case 'v': setenv("HECA_VERBOSE", "1", 1); break;
 		case 'h': usage(stdout); return 0;

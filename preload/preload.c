@@ -147,6 +147,18 @@ static void say(const char *fmt, ...)
 		return;
 }
 
+/* A block that heca could not sponsor stays ordinary memory: said for the first few, so that a
+ * program making many of them does not fill its stderr. */
+static void say_local(size_t len, const char *why)
+{
+	static unsigned int said;
+	unsigned int n = __atomic_add_fetch(&said, 1, __ATOMIC_RELAXED);
+
+	if (n <= 3)
+		say("a block of %zu bytes stays local memory: %s%s", len, why,
+		    n == 3 ? " (further such blocks are not reported)" : "");
+}
+
 static void log_line(void *arg, enum heca_log_level level, const char *msg)
 {
 	(void)arg;
@@ -179,6 +191,14 @@ static int read_env(struct heca_options *o, char *why, size_t whylen)
 		snprintf(why, whylen, "HECA_CLUSTER_ID=%s: not 32 hex digits", v);
 		return -EINVAL;
 	}
+	if ((v = getenv("HECA_LOCAL_LIMIT")) && *v && heca_parse_size(v, &o->local_limit)) {
+		snprintf(why, whylen, "HECA_LOCAL_LIMIT=%s: not a size", v);
+		return -EINVAL;
+	}
+	if ((v = getenv("HECA_GRACE")) && *v)
+		o->grace_ms = (unsigned int)(strtod(v, NULL) * 1000);
+	if ((v = getenv("HECA_OVERCOMMIT")) && *v && strcmp(v, "0"))
+		o->flags |= HECA_OPT_OVERCOMMIT;
 	if ((v = getenv("HECA_REPLICAS")) && *v)
 		o->replicas = (unsigned int)strtoul(v, NULL, 10);
 	if ((v = getenv("HECA_PREFETCH")) && *v)
@@ -345,7 +365,7 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 		return p;
 	heca__internal++;
 	if (heca_register(H, p, page_up(len)) < 0)
-		say("mmap of %zu bytes at %p stays local memory: %s", len, p, heca_last_error());
+		say_local(len, heca_last_error());
 	heca__internal--;
 	return p;
 }
@@ -525,6 +545,8 @@ static void *big_alloc(size_t n)
 		return NULL;
 	heca__internal++;
 	rc = heca_map(H, len, &p);
+	if (rc == -ENOMEM)
+		say_local(n, heca_last_error());
 	if (!rc && block_add((uintptr_t)p, len)) {
 		heca_unmap(H, p);
 		rc = -ENOMEM;

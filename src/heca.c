@@ -147,6 +147,10 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 		}
 		h->budget = lim / PAGE_SZ *
 			    (h->opt.budget_cgroup_pct ? h->opt.budget_cgroup_pct : 75) / 100;
+		/* Pages kept past the budget are charged to the cgroup too: half of what is
+		 * left under its limit, not twice the budget. */
+		if (!h->opt.local_limit && lim / PAGE_SZ > h->budget)
+			h->opt.local_limit = (h->budget + (lim / PAGE_SZ - h->budget) / 2) * PAGE_SZ;
 	}
 	if (h->budget < 8) {
 		heca__set_error("local budget %llu bytes is below the minimum of 8 pages (32 KiB)",

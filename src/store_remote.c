@@ -91,6 +91,7 @@ struct member {
 	bool gone;	/* known to have lost what it held of ours: it starts empty when back */
 	bool given_up;	/* down past the grace period: reads of pages only it holds fail, until
 			   it is back with them (r->mu) */
+	bool auth_said; /* a failed authentication was logged */
 	uint64_t down_since_ns; /* when it was last taken for down (r->mu) */
 	uint64_t last_hb_ns;	/* last heartbeat answered (repair thread) */
 	struct missed *missed;	/* r->mu */
@@ -1504,6 +1505,12 @@ static void reconnect(struct remote *r, struct member *m)
 		pthread_mutex_lock(&r->mu);
 		if (rc == -ECONNREFUSED && !m->gone)
 			member_gone_locked(r, m, "refused the connection (its process has ended)");
+		if (rc == -EACCES && !m->auth_said) {
+			m->auth_said = true;
+			heca__log(r->base.h, HECA_LOG_ERROR,
+				  "sponsor %s: authentication failed (wrong cluster or key); not "
+				  "used until it accepts ours", m->addr);
+		}
 		m->backoff_ms = HECA_MIN(m->backoff_ms * 2, 5000);
 		m->next_try_ns = heca__now_ns() + m->backoff_ms * 1000000ull;
 		pthread_mutex_unlock(&r->mu);
@@ -1995,6 +2002,7 @@ static int member_open(struct remote *r, const char *addr, struct member **out)
 	for (int k = 0; k < 4; k++) {
 		rc = dial(r, m, ch[k]);
 		if (rc < 0) {
+			m->auth_said = rc == -EACCES; /* said by the caller; not again */
 			if (rc == -EACCES)
 				heca__set_error("sponsor %s: %s", addr,
 						r->keylen ? "authentication failed: wrong cluster, "
@@ -2278,9 +2286,15 @@ int heca__store_remote_open(struct heca *h, const char *sponsors, struct heca_st
 		if (rc && !m)
 			goto fail;
 		if (rc) {
-			if (!first_err)
+			if (!first_err) {
 				first_err = rc;
-			snprintf(first_why, sizeof(first_why), "%s", heca_last_error());
+				snprintf(first_why, sizeof(first_why), "%s", heca_last_error());
+			}
+			/* Said now, whether or not the others answer: a sponsor refused for a wrong
+			 * key is a configuration error, not a detail. */
+			heca__log(h, rc == -EACCES ? HECA_LOG_ERROR : HECA_LOG_WARN,
+				  "%s; going on without it, tried again in the background",
+				  heca_last_error());
 		} else {
 			up++;
 		}

@@ -271,6 +271,16 @@ static void test_mem_store(void)
 
 /* A keyed sponsor takes only demanders that prove the key; a keyed demander takes only
  * sponsors that prove it. */
+static int auth_errors;
+
+static void auth_log(void *arg, enum heca_log_level l, const char *m)
+{
+	(void)arg;
+	printf("  [heca %d] %s\n", l, m);
+	if (l == HECA_LOG_ERROR && strstr(m, "authentication failed"))
+		auth_errors++;
+}
+
 static void test_keys(void)
 {
 	const char *bin = getenv("HECAD") ? getenv("HECAD") : "./hecad";
@@ -279,6 +289,7 @@ static void test_keys(void)
 	struct t_sponsor keyed, open_sp;
 	struct heca_options o;
 	struct heca *h = NULL;
+	char list[160];
 	uint8_t *p;
 
 	ASSERT_TRUE(mkdtemp(dir) != NULL);
@@ -313,6 +324,16 @@ static void test_keys(void)
 	o.sponsors = open_sp.addr; /* a sponsor that does not ask for the key */
 	ASSERT_EQ(heca_open(&o, &h), -EACCES);
 	printf("  sponsor without the key: %s\n", heca_last_error());
+	/* One good sponsor and one that fails authentication: heca starts, and says so. */
+	snprintf(list, sizeof(list), "%s,%s", keyed.addr, open_sp.addr);
+	o.sponsors = list;
+	o.log = auth_log;
+	o.log_level = HECA_LOG_WARN;
+	auth_errors = 0;
+	ASSERT_EQ(heca_open(&o, &h), 0);
+	ASSERT_EQ(auth_errors, 1);
+	heca_close(h);
+	o.log = NULL;
 	t_sponsor_stop(&keyed, 0);
 	t_sponsor_stop(&open_sp, 0);
 	unlink(k1);

@@ -111,6 +111,26 @@ if [ $rc = 2 ] && grep -q -- "--local lots" "$tmp/out"; then
 else
 	bad "a bad option: exit $rc: $(cat "$tmp/out")"
 fi
+"$cli" run --grace never -- true >"$tmp/out" 2>&1
+rc=$?
+if [ $rc = 2 ] && grep -q -- "--grace never" "$tmp/out"; then
+	ok "a bad --grace: exit 2, $(head -1 "$tmp/out")"
+else
+	bad "a bad --grace: exit $rc: $(cat "$tmp/out")"
+fi
+# A block the sponsors cannot hold (two 1 MiB sponsors, two copies, 4 MiB of local limit)
+# stays ordinary memory, and heca says why; the program runs as without heca.
+out=$("$cli" run --spawn 2 --capacity 1M --local 2M --min-size 1M -- python3 -c '
+b = bytearray(32 << 20)
+for i in range(0, len(b), 4096): b[i] = i // 4096 % 251
+print(sum(b[i] for i in range(0, len(b), 4096)))' 2>"$tmp/err")
+rc=$?
+want=$(python3 -c 'print(sum(i % 251 for i in range(8192)))')
+if [ $rc = 0 ] && [ "$out" = "$want" ] && grep -q "stays local memory: cannot sponsor" "$tmp/err"; then
+	ok "a block the sponsors cannot hold stays local: $(grep -m1 'cannot sponsor' "$tmp/err" | cut -c1-110)"
+else
+	bad "a block the sponsors cannot hold: exit $rc, output '$out' (want $want): $(cat "$tmp/err")"
+fi
 "$cli" run --bogus -- true >"$tmp/out" 2>&1
 rc=$?
 [ $rc = 2 ] && ok "an unknown option: exit 2" || bad "an unknown option: exit $rc: $(cat "$tmp/out")"
