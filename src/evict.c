@@ -159,8 +159,10 @@ static bool need_evict_locked(struct heca *h)
 	return h->evict_active;
 }
 
-/* Pick up to max victims from the FIFO head and mark them EVICTING. */
-static unsigned int pick_locked(struct heca *h, struct victim *v, unsigned int max)
+/* Pick up to max victims from the FIFO head and mark them EVICTING; with clean_only, only pages
+ * that leave without a write-back. */
+static unsigned int pick_locked(struct heca *h, struct victim *v, unsigned int max,
+				bool clean_only)
 {
 	unsigned int n = 0;
 	uint64_t scanned = 0, len = h->fifo_tail - h->fifo_head;
@@ -182,7 +184,7 @@ static unsigned int pick_locked(struct heca *h, struct victim *v, unsigned int m
 			continue; /* stale: no longer resident */
 		if (*b & PF_PINNED)
 			continue; /* kept here for good; it leaves the FIFO */
-		if ((*b & PF_WB) || s->leaving) {
+		if ((*b & PF_WB) || s->leaving || (clean_only && st == PS_DIRTY)) {
 			/* At most one write-back per page in flight (invariant 3): try later. */
 			heca__fifo_push_locked(h, segid, page);
 			continue;
@@ -371,6 +373,7 @@ void *heca__evict_main(void *arg)
 	struct heca *h = arg;
 	struct victim *v;
 	uint64_t wb_cap;
+	bool clean_only;
 	sigset_t all;
 
 	heca__internal = 1;
@@ -387,10 +390,11 @@ void *heca__evict_main(void *arg)
 		unpin_locked(h);
 		revive_lost_locked(h);
 		/* Write-back copies are local memory too: at most the room between budget and
-		 * limit in flight; and at the limit, with write-backs failing, none is started
-		 * until the store may have room (they would only be kept here again). */
-		if (!need_evict_locked(h) || h->wb_pages >= wb_cap || h->frozen || h->evict_hold ||
-		    (h->pinned && h->pinned + h->resident + h->wb_pages >= h->limit)) {
+		 * limit in flight. At the limit, with write-backs failing, only pages that leave
+		 * without one go until the store may have room (a dirty one would only be kept
+		 * here again). */
+		clean_only = h->pinned && h->pinned + h->resident + h->wb_pages >= h->limit;
+		if (!need_evict_locked(h) || h->wb_pages >= wb_cap || h->frozen || h->evict_hold) {
 			heca__cond_wait_ms(&h->evict_cond, &h->lock, 50);
 			continue;
 		}
@@ -400,7 +404,7 @@ void *heca__evict_main(void *arg)
 			max = (unsigned int)(h->resident - h->low);
 		if (max == 0)
 			max = 1;
-		n = pick_locked(h, v, max);
+		n = pick_locked(h, v, max, clean_only);
 		if (n == 0) {
 			/* Everything resident waits for write-back acks or is pinned. */
 			heca__cond_wait_ms(&h->evict_cond, &h->lock, 5);

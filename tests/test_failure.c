@@ -18,6 +18,7 @@
 #include "harness.h"
 #include "heca.h"
 #include "sponsor_client.h"
+#include "util.h"
 
 #define PG 4096u
 #define MIB (1ull << 20)
@@ -404,6 +405,77 @@ static void refused_up_front(void)
 		t_sponsor_stop(&sp[i], 0);
 }
 
+struct writer {
+	uint8_t *p;
+	uint64_t npages;
+	atomic_int done;
+};
+
+static void *write_all(void *arg)
+{
+	struct writer *w = arg;
+
+	fill(w->p, 0, w->npages, 4);
+	atomic_store(&w->done, 1);
+	return NULL;
+}
+
+/*
+ * With the sponsors full and the region larger than they and the local limit can hold
+ * (mapped with HECA_OPT_OVERCOMMIT), local memory stops at the limit: the writer waits there,
+ * says why, and goes on when room appears. Never unbounded growth past the budget.
+ */
+static void local_limit(void)
+{
+	struct t_sponsor sp[2];
+	struct heca_options o;
+	struct heca *h;
+	struct heca_stats st;
+	struct writer w = {.npages = 32 * MIB / PG};
+	char list[160];
+	uint64_t most = 0, limit = 2 * 4 * MIB / PG;
+	int fd;
+	pthread_t t;
+
+	for (int i = 0; i < 2; i++)
+		t_sponsor_start(&sp[i], "16M", NULL);
+	ASSERT_GE(t_sponsor_fill(sp[0].addr, &fd), 1);
+	list_of(list, sizeof(list), sp, 2);
+	heca_options_init(&o);
+	o.sponsors = list;
+	o.local_budget = 4 * MIB;
+	o.replicas = 1;
+	o.stripe_pages = 64;
+	o.flags = HECA_OPT_OVERCOMMIT;
+	o.log = lg;
+	o.log_level = HECA_LOG_WARN;
+	ASSERT_EQ(heca_open(&o, &h), 0);
+	ASSERT_EQ(heca_map(h, w.npages * PG, (void **)&w.p), 0);
+	ASSERT_EQ(pthread_create(&t, NULL, write_all, &w), 0);
+	/* 32 MiB do not fit in 16 MiB of sponsor room and 8 MiB of local limit: watch local
+	 * memory for 3 s while the writer is held at the limit. */
+	for (int i = 0; i < 150; i++) {
+		heca_get_stats(h, &st);
+		most = HECA_MAX(most, st.resident_pages + st.pinned_pages);
+		usleep(20000);
+	}
+	ASSERT_EQ(atomic_load(&w.done), 0);
+	printf("  sponsors full, 32 MiB written with a 4 MiB budget: at most %llu pages local "
+	       "(limit %llu), %llu kept locally, the writer waits\n",
+	       (unsigned long long)most, (unsigned long long)limit,
+	       (unsigned long long)st.pinned_pages);
+	ASSERT_LE(most, limit + 256);
+	ASSERT_EQ(t_sponsor_unfill(fd), 0); /* room: the writer goes on */
+	pthread_join(t, NULL);
+	ASSERT_EQ(check(w.p, 0, w.npages, 4), 0);
+	heca_get_stats(h, &st);
+	ASSERT_EQ(st.pages_lost, 0);
+	printf("  room made: the writer finished, every page verified\n");
+	heca_close(h);
+	for (int i = 0; i < 2; i++)
+		t_sponsor_stop(&sp[i], 0);
+}
+
 int main(int argc, char **argv)
 {
 	const char *only = argc > 1 ? argv[1] : "";
@@ -422,6 +494,8 @@ int main(int argc, char **argv)
 		stall(2, 3000);
 	if (!*only || !strcmp(only, "stall10"))
 		stall(1, 10000);
+	if (!*only || !strcmp(only, "limit"))
+		local_limit();
 	if (!*only || !strcmp(only, "givenup"))
 		given_up_and_back();
 	printf("test_failure: all passed\n");
