@@ -1116,11 +1116,14 @@ static int remote_write(struct heca_store *s, uint32_t seg, uint64_t page, uint3
 static int ctl_call(struct remote *r, struct member *m, struct heca_frame *req,
 		    struct heca_frame *rep, uint8_t *buf, size_t len, int timeout_ms)
 {
+	bool broken;
 	int rc;
 	pthread_mutex_lock(&m->ctl.smu);
-	rc = m->ctl.fd >= 0 && !m->ctl.broken
-		     ? call_fd(r, m->ctl.fd, req, rep, buf, len, timeout_ms)
-		     : -ENOTCONN;
+	pthread_mutex_lock(&m->ctl.mu); /* member_down() sets it from the engine */
+	broken = m->ctl.broken;
+	pthread_mutex_unlock(&m->ctl.mu);
+	rc = m->ctl.fd >= 0 && !broken ? call_fd(r, m->ctl.fd, req, rep, buf, len, timeout_ms)
+				       : -ENOTCONN;
 	pthread_mutex_unlock(&m->ctl.smu);
 	return rc;
 }
