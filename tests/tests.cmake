@@ -84,3 +84,9 @@ set_tests_properties(test_run PROPERTIES LABELS integration TIMEOUT 300 SKIP_RET
 # Partial munmap, discard, mremap and fork of sponsored memory by many threads, tiny budget,
 # every page checked against a shadow (stress).
 heca_test(test_segops LABELS stress TIMEOUT 180 LIBS heca_static)
+
+# hecad against hostile peers: bounded memory, peers dropped in stated time, an honest
+# demander served meanwhile; CLONE not delaying other demanders; a vanished peer noticed by
+# keepalive (network namespaces; needs root) (integration).
+heca_test(test_hostile LABELS integration TIMEOUT 180
+  SOURCES tests/test_hostile.c tests/sponsor_client.c $<TARGET_OBJECTS:heca_common>)
