@@ -28,8 +28,11 @@
 #define DEM_BUCKETS 256
 /* Bytes charged per allocation of index or record memory: what malloc keeps beside it. */
 #define META_OVERHEAD 16
-/* Longest a long operation (CLONE) waits, between two leaves, for the requests queued on
- * the lock to get through before it takes the lock again. */
+/* A long operation (CLONE, FREE, DISCARD, RESIZE, DROPALL, a lease expiring) lets threads
+ * waiting for the lock have it once it has held it this long: the most one demander's big
+ * request delays another's, beside one leaf's work (512 pages). */
+#define YIELD_HOLD_NS 5000000ull
+/* Longest it then waits for them to get through before it takes the lock again. */
 #define YIELD_SPIN_NS 2000000ull
 
 /*
@@ -80,6 +83,7 @@ struct sponsor {
 	pthread_mutex_t lock; /* guards everything below except the constants */
 	pthread_cond_t idle;  /* broadcast when a demander stops being busy */
 	atomic_uint waiters;  /* threads blocked in sp_lock() */
+	uint64_t locked_at;   /* when sp_lock() last took the lock */
 	uint64_t capacity_pages;
 	uint8_t cluster_id[16];
 	uint8_t id[16];
@@ -107,11 +111,12 @@ struct sponsor {
  * let them through (sp_yield_locked). */
 static void sp_lock(struct sponsor *sp)
 {
-	if (pthread_mutex_trylock(&sp->lock) == 0)
-		return;
-	atomic_fetch_add(&sp->waiters, 1);
-	pthread_mutex_lock(&sp->lock);
-	atomic_fetch_sub(&sp->waiters, 1);
+	if (pthread_mutex_trylock(&sp->lock)) {
+		atomic_fetch_add(&sp->waiters, 1);
+		pthread_mutex_lock(&sp->lock);
+		atomic_fetch_sub(&sp->waiters, 1);
+	}
+	sp->locked_at = heca__now_ns();
 }
 
 static void sp_unlock(struct sponsor *sp)
@@ -121,15 +126,16 @@ static void sp_unlock(struct sponsor *sp)
 
 /*
  * Called with sp->lock held between two steps of a long operation: if other threads wait
- * for the lock, release it until they have had it (at most YIELD_SPIN_NS), then take it
- * again. A plain unlock and lock would not do: the releasing thread usually wins the lock
- * back before a woken waiter runs.
+ * for the lock and it has been held YIELD_HOLD_NS, release it until they have had it (at
+ * most YIELD_SPIN_NS), then take it again. A plain unlock and lock would not do: the
+ * releasing thread usually wins the lock back before a woken waiter runs.
  */
 static void sp_yield_locked(struct sponsor *sp)
 {
 	uint64_t until;
 
-	if (!atomic_load_explicit(&sp->waiters, memory_order_relaxed))
+	if (!atomic_load_explicit(&sp->waiters, memory_order_relaxed) ||
+	    heca__now_ns() - sp->locked_at < YIELD_HOLD_NS)
 		return;
 	sp_unlock(sp);
 	until = heca__now_ns() + YIELD_SPIN_NS;
@@ -141,8 +147,10 @@ static void sp_yield_locked(struct sponsor *sp)
 /* Wait until no CLONE holds demander d. Called with sp->lock held. */
 static void wait_idle_locked(struct sponsor *sp, struct sponsor_demander *d)
 {
-	while (d->busy)
+	while (d->busy) {
 		pthread_cond_wait(&sp->idle, &sp->lock);
+		sp->locked_at = heca__now_ns();
+	}
 }
 
 /* ---- index and record memory ------------------------------------------------------------ */
@@ -353,8 +361,11 @@ static int rt_grow(struct sponsor *sp, struct seg *s, unsigned levels)
 	return 0;
 }
 
-/* Free the nodes of a subtree, and with free_slots the slots its leaves point to. */
-static void rt_free_locked(struct sponsor *sp, void *node, unsigned level, int free_slots)
+/* Free the nodes of a subtree, and with free_slots the slots its leaves point to; with yield
+ * (the subtree belongs to a busy demander or to nobody) let waiting threads have the lock
+ * after each leaf. */
+static void rt_free_locked(struct sponsor *sp, void *node, unsigned level, int free_slots,
+			   bool yield)
 {
 	if (!node)
 		return;
@@ -363,11 +374,13 @@ static void rt_free_locked(struct sponsor *sp, void *node, unsigned level, int f
 		for (unsigned i = 0; free_slots && i < RT_FAN; i++)
 			if (leaf[i])
 				slot_free_locked(sp, leaf[i] - 1);
-	} else {
-		void **n = node;
-		for (unsigned i = 0; i < RT_FAN; i++)
-			rt_free_locked(sp, n[i], level - 1, free_slots);
+		meta_free_locked(sp, node, node_bytes(level));
+		if (yield)
+			sp_yield_locked(sp);
+		return;
 	}
+	for (unsigned i = 0; i < RT_FAN; i++)
+		rt_free_locked(sp, ((void **)node)[i], level - 1, free_slots, yield);
 	meta_free_locked(sp, node, node_bytes(level));
 }
 
@@ -403,7 +416,7 @@ static uint64_t rt_span_last(unsigned level)
  * caller's.
  */
 static uint64_t rt_discard_locked(struct sponsor *sp, void **pp, unsigned level, uint64_t base,
-				  uint64_t first, uint64_t last)
+				  uint64_t first, uint64_t last, bool yield)
 {
 	unsigned shift = RT_BITS * (level - 1);
 	uint64_t n = 0;
@@ -412,8 +425,11 @@ static uint64_t rt_discard_locked(struct sponsor *sp, void **pp, unsigned level,
 		return 0;
 	if (first <= base && last >= base + rt_span_last(level)) {
 		n = rt_count(*pp, level);
-		rt_free_locked(sp, *pp, level, 1);
+		void *node = *pp;
+
+		/* Detached first: what a yield lets run must not see a half-freed subtree. */
 		*pp = NULL;
+		rt_free_locked(sp, node, level, 1, yield);
 		return n;
 	}
 	first = HECA_MAX(first, base);
@@ -429,7 +445,7 @@ static uint64_t rt_discard_locked(struct sponsor *sp, void **pp, unsigned level,
 			}
 		} else {
 			n += rt_discard_locked(sp, (void **)*pp + i, level - 1, base + (i << shift),
-					       first, last);
+					       first, last, yield);
 		}
 	}
 	return n;
@@ -627,7 +643,7 @@ void sponsor_close(struct sponsor *sp)
 				struct seg *s, *sn;
 				for (s = d->buckets[i]; s; s = sn) {
 					sn = s->next;
-					rt_free_locked(sp, s->root, s->levels, 0);
+					rt_free_locked(sp, s->root, s->levels, 0, false);
 					free(s);
 				}
 			}
@@ -1045,7 +1061,8 @@ static int free_locked(struct sponsor *sp, struct sponsor_demander *d, uint32_t 
 	if (!s)
 		return ENOENT;
 	seg_unlink(d, s);
-	rt_free_locked(sp, s->root, s->levels, 1);
+	/* A busy demander's requests wait, so its pages may go a leaf at a time. */
+	rt_free_locked(sp, s->root, s->levels, 1, d->busy);
 	sp->used_pages -= s->pages;
 	d->pages -= s->pages;
 	d->nsegs--;
@@ -1070,7 +1087,7 @@ static uint64_t drop_all_locked(struct sponsor *sp, struct sponsor_demander *d)
 static uint64_t seg_discard_locked(struct sponsor *sp, struct sponsor_demander *d, struct seg *s,
 				   uint64_t first, uint64_t last)
 {
-	uint64_t n = rt_discard_locked(sp, &s->root, s->levels, 0, first, last);
+	uint64_t n = rt_discard_locked(sp, &s->root, s->levels, 0, first, last, d->busy);
 
 	s->pages -= n;
 	d->pages -= n;
@@ -1209,12 +1226,12 @@ static int clone_locked(struct sponsor *sp, struct sponsor_demander *d, const ui
 		}
 	}
 	sp->reserved_pages -= reserved;
-	d->busy = dst->busy = false;
-	pthread_cond_broadcast(&sp->idle);
 	if (st) {
 		drop_all_locked(sp, dst);
 		n = 0;
 	}
+	d->busy = dst->busy = false;
+	pthread_cond_broadcast(&sp->idle);
 	dem_put_locked(sp, dst); /* a record made here that got no segment goes again */
 	*copied = n;
 	return st;
@@ -1228,7 +1245,15 @@ static bool stale(const struct sponsor_conn *c)
 	return c->session && c->dem && c->session < c->dem->session;
 }
 
-/* Take the lock for a request of demander d, once no CLONE holds d. */
+/* End a long request of d that released the lock between leaves: its requests may go on. */
+static void busy_end_locked(struct sponsor *sp, struct sponsor_demander *d)
+{
+	d->busy = false;
+	pthread_cond_broadcast(&sp->idle);
+}
+
+/* Take the lock for a request of demander d, once no long request (CLONE, FREE, DISCARD,
+ * RESIZE, DROPALL) holds d. */
 static void lock_dem(struct sponsor *sp, struct sponsor_demander *d)
 {
 	sp_lock(sp);
@@ -1266,7 +1291,9 @@ static int handle_frame(struct sponsor *sp, struct sponsor_conn *c, const struct
 		return reply_status(out, f, st);
 	case HECA_OP_FREE:
 		lock_dem(sp, d);
+		d->busy = true; /* freed a leaf at a time: see busy_end_locked() */
 		st = stale(c) ? ESTALE : free_locked(sp, d, f->segment);
+		busy_end_locked(sp, d);
 		sp_unlock(sp);
 		return reply_status(out, f, st);
 	case HECA_OP_WRITE:
@@ -1302,19 +1329,25 @@ static int handle_frame(struct sponsor *sp, struct sponsor_conn *c, const struct
 		return reply_count(out, f, st, n);
 	case HECA_OP_DISCARD:
 		lock_dem(sp, d);
+		d->busy = true; /* freed a leaf at a time: see busy_end_locked() */
 		st = stale(c) ? ESTALE : discard_locked(sp, d, f, &n);
+		busy_end_locked(sp, d);
 		sp_unlock(sp);
 		return reply_count(out, f, st, n);
 	case HECA_OP_RESIZE:
 		lock_dem(sp, d);
+		d->busy = true; /* freed a leaf at a time: see busy_end_locked() */
 		st = stale(c) ? ESTALE : resize_locked(sp, d, f->segment, f->page);
+		busy_end_locked(sp, d);
 		sp_unlock(sp);
 		return reply_status(out, f, st);
 	case HECA_OP_DROPALL:
 		lock_dem(sp, d);
+		d->busy = true; /* freed a leaf at a time: see busy_end_locked() */
 		st = stale(c) ? ESTALE : 0;
 		if (!st)
 			n = drop_all_locked(sp, d);
+		busy_end_locked(sp, d);
 		sp_unlock(sp);
 		return reply_count(out, f, st, n);
 	case HECA_OP_ECHO:
@@ -1363,22 +1396,28 @@ uint64_t sponsor_expire(struct sponsor *sp, uint64_t now_ns, uint64_t lease_ns,
 
 	sp_lock(sp);
 	for (size_t h = 0; h < DEM_BUCKETS; h++) {
-		struct sponsor_demander *d, *dn;
-
-		for (d = sp->dem[h]; d; d = dn) {
+		struct sponsor_demander *d;
+again:
+		for (d = sp->dem[h]; d; d = d->next) {
 			uint64_t n;
 
-			dn = d->next;
 			/* now_ns may predate an orphaning that got the lock first: not expired. */
 			if (d->conns || d->busy || now_ns < d->orphaned_at ||
 			    now_ns - d->orphaned_at < lease_ns)
 				continue;
+			/* Busy while its pages go a leaf at a time: a connection of it arriving
+			 * meanwhile waits, and nobody else frees it. */
+			d->busy = true;
 			n = drop_all_locked(sp, d);
+			busy_end_locked(sp, d);
 			if (sp->expired)
 				sp->expired(sp->expired_arg, d->id, n);
 			pages += n;
 			ndem++;
 			dem_put_locked(sp, d); /* no connection, no segment: the record goes */
+			/* The lock was let go of: the chain may have changed. Each demander seen
+			 * here is gone or has a connection now, so this ends. */
+			goto again;
 		}
 	}
 	sp_unlock(sp);

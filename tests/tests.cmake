@@ -90,3 +90,5 @@ heca_test(test_segops LABELS stress TIMEOUT 180 LIBS heca_static)
 # keepalive (network namespaces; needs root) (integration).
 heca_test(test_hostile LABELS integration TIMEOUT 180
   SOURCES tests/test_hostile.c tests/sponsor_client.c $<TARGET_OBJECTS:heca_common>)
+heca_test(test_clone_latency LABELS integration TIMEOUT 120
+  SOURCES tests/test_clone_latency.c tests/sponsor_client.c $<TARGET_OBJECTS:heca_common>)
