@@ -92,3 +92,8 @@ heca_test(test_hostile LABELS integration TIMEOUT 180
   SOURCES tests/test_hostile.c tests/sponsor_client.c $<TARGET_OBJECTS:heca_common>)
 heca_test(test_clone_latency LABELS integration TIMEOUT 120
   SOURCES tests/test_clone_latency.c tests/sponsor_client.c $<TARGET_OBJECTS:heca_common>)
+heca_test(test_keepalive LABELS integration TIMEOUT 60
+  SOURCES tests/test_keepalive.c tests/sponsor_client.c $<TARGET_OBJECTS:heca_common>)
+if(TARGET test_keepalive)
+  set_tests_properties(test_keepalive PROPERTIES RESOURCE_LOCK netns)
+endif()
