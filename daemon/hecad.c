@@ -138,10 +138,13 @@ static void usage(FILE *f)
 		"  -v, --verbose            log every connection to stderr\n"
 		"  -h, --help               show this help and exit\n"
 		"\n"
-		"Memory bounds: pages stored <= capacity; index <= capacity/4 + 8 MiB (a WRITE\n"
+		"Bounds: pages stored <= capacity; index <= capacity/4 + 8 MiB (a request\n"
 		"needing more is refused ENOSPC); buffers <= 32 KiB x max-connections +\n"
-		"buffer-memory. A frame must arrive within 2 s + 1 s per 64 KiB of it (18 s at\n"
-		"most), pending replies be taken in the same time, or the peer is dropped.\n");
+		"buffer-memory; resident memory <= all that + 32 KiB x max-connections\n"
+		"(stacks, records) + 32 MiB. A frame must arrive within 2 s + 1 s per 64 KiB\n"
+		"of it (18 s at most) and pending replies be taken in the same time, or the\n"
+		"peer is dropped. One demander's CLONE, FREE, DISCARD or DROPALL holds up\n"
+		"other demanders' requests for at most about 5 ms at a time.\n");
 }
 
 static int parse_hex128(const char *s, uint8_t out[16])
