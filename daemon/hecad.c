@@ -693,7 +693,8 @@ static void *conn_main(void *arg)
 			timeout = now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
 		if (!have && (in_cap > IN_BASE || out.cap > OUT_BASE))
 			timeout = timeout < 0 ? IDLE_SHRINK_MS : HECA_MIN(timeout, IDLE_SHRINK_MS);
-		n = poll(&p, 1, timeout);
+		/* Nothing to time: block in recv() itself, one system call per request. */
+		n = timeout < 0 ? 1 : poll(&p, 1, timeout);
 		if (n < 0 && errno != EINTR) {
 			err = -errno;
 			why = "poll failed";
@@ -715,7 +716,7 @@ static void *conn_main(void *arg)
 			}
 			continue;
 		}
-		n = recv(cn->fd, in + have, in_cap - have, MSG_DONTWAIT);
+		n = recv(cn->fd, in + have, in_cap - have, timeout < 0 ? 0 : MSG_DONTWAIT);
 		if (n == 0)
 			break;
 		if (n < 0) {
