@@ -704,9 +704,22 @@ void sponsor_buf_free(struct sponsor_buf *b)
 	b->len = b->cap = 0;
 }
 
+/* Index memory of a subtree as meta_alloc_locked() charged it (for sponsor_check). */
+static uint64_t rt_meta(void *node, unsigned level)
+{
+	uint64_t n;
+
+	if (!node)
+		return 0;
+	n = node_bytes(level) + META_OVERHEAD;
+	for (unsigned i = 0; level > 1 && i < RT_FAN; i++)
+		n += rt_meta(((void **)node)[i], level - 1);
+	return n;
+}
+
 int sponsor_check(struct sponsor *sp)
 {
-	uint64_t used = 0, dem_pages = 0, segs = 0, ndem = 0;
+	uint64_t used = 0, dem_pages = 0, segs = 0, ndem = 0, meta = 0;
 	int rc = 0;
 
 	sp_lock(sp);
@@ -730,8 +743,13 @@ int sponsor_check(struct sponsor *sp)
 			ndem++;
 			if (!d->conns && !d->nsegs)
 				rc = -EUCLEAN;
+			meta += sizeof(*d) + META_OVERHEAD;
+			if (d->buckets)
+				meta += d->nbuckets * sizeof(*d->buckets) + META_OVERHEAD;
 			for (size_t i = 0; i < d->nbuckets; i++) {
 				for (struct seg *s = d->buckets[i]; s; s = s->next) {
+					meta += sizeof(*s) + META_OVERHEAD +
+						rt_meta(s->root, s->levels);
 					if (rt_count(s->root, s->levels) != s->pages)
 						rc = -EUCLEAN;
 					dp += s->pages;
@@ -744,8 +762,11 @@ int sponsor_check(struct sponsor *sp)
 			dem_pages += dp;
 		}
 	}
+	/* Index memory charged is exactly what is allocated and within the cap; no CLONE is
+	 * half-way, so nothing is reserved. */
 	if (used != sp->used_pages || dem_pages != used || segs != sp->nsegs ||
-	    ndem != sp->ndemanders || used > sp->capacity_pages)
+	    ndem != sp->ndemanders || used > sp->capacity_pages || meta != sp->meta_bytes ||
+	    meta > sp->meta_max || sp->reserved_pages)
 		rc = -EUCLEAN;
 	sp_unlock(sp);
 	return rc;

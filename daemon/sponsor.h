@@ -125,8 +125,9 @@ long sponsor_handle(struct sponsor *sp, struct sponsor_conn *c, const uint8_t *b
 void sponsor_buf_free(struct sponsor_buf *b);
 
 /* Check the store's internal accounting (slab counts, free lists, per-segment and
- * per-demander page counts against the total). Returns 0, or -EUCLEAN if inconsistent.
- * For tests and the fuzzer; walks everything under the lock. */
+ * per-demander page counts against the total, index memory charged against what is
+ * allocated and its cap, no capacity left reserved). Returns 0, or -EUCLEAN if inconsistent.
+ * For tests and the fuzzer, with no request under way; walks everything under the lock. */
 int sponsor_check(struct sponsor *sp);
 
 #endif
