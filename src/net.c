@@ -177,9 +177,11 @@ int heca__tcp_keepalive(int fd, int seconds)
 	rest = HECA_MAX(1, seconds - idle);
 	cnt = HECA_MIN(3, rest);
 	intvl = rest / cnt;
-	/* Data sent but not acknowledged for that long also ends the connection: keepalive
-	 * probes are not sent while data is outstanding. 0: the kernel's default. */
-	user_ms = (unsigned)seconds * 1000u;
+	/* With a user timeout set, the kernel ends a probed connection at the first probe tick
+	 * past it rather than after cnt probes: half an interval before the last tick makes
+	 * that tick the end. Data sent but not acknowledged that long also ends the connection
+	 * (keepalive probes are not sent while data is outstanding). 0: the kernel's default. */
+	user_ms = on ? (unsigned)(idle + (cnt - 1) * intvl) * 1000u + (unsigned)intvl * 500u : 0;
 	if (on && (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) ||
 		   setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) ||
 		   setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt))))
