@@ -648,6 +648,12 @@ static void *conn_main(void *arg)
 								     : "refused: no valid AUTH";
 				goto out;
 			}
+			if (r == 0) {
+				/* A whole frame was given: not taking it would loop for ever. */
+				err = -EPROTO;
+				why = "protocol error";
+				goto out;
+			}
 			off += (size_t)r;
 			frame_start = 0;
 		}
