@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "auth.h"
 #include "util.h"
@@ -32,8 +33,9 @@
  * waiting for the lock have it once it has held it this long: the most one demander's big
  * request delays another's, beside one leaf's work (512 pages). */
 #define YIELD_HOLD_NS 5000000ull
-/* Longest it then waits for them to get through before it takes the lock again. */
-#define YIELD_SPIN_NS 2000000ull
+/* Longest it then waits for them to get through before it takes the lock again: long enough
+ * for a woken thread to be scheduled on a busy machine. */
+#define YIELD_WAIT_NS 20000000ull
 
 /*
  * A slab is one anonymous mapping of up to SPONSOR_SLAB_PAGES slots. Slots never handed out
@@ -83,6 +85,7 @@ struct sponsor {
 	pthread_mutex_t lock; /* guards everything below except the constants */
 	pthread_cond_t idle;  /* broadcast when a demander stops being busy */
 	atomic_uint waiters;  /* threads blocked in sp_lock() */
+	atomic_uint handoffs; /* times a thread that had waited got the lock */
 	uint64_t locked_at;   /* when sp_lock() last took the lock */
 	uint64_t capacity_pages;
 	uint8_t cluster_id[16];
@@ -115,6 +118,7 @@ static void sp_lock(struct sponsor *sp)
 		atomic_fetch_add(&sp->waiters, 1);
 		pthread_mutex_lock(&sp->lock);
 		atomic_fetch_sub(&sp->waiters, 1);
+		atomic_fetch_add(&sp->handoffs, 1);
 	}
 	sp->locked_at = heca__now_ns();
 }
@@ -126,21 +130,26 @@ static void sp_unlock(struct sponsor *sp)
 
 /*
  * Called with sp->lock held between two steps of a long operation: if other threads wait
- * for the lock and it has been held YIELD_HOLD_NS, release it until they have had it (at
- * most YIELD_SPIN_NS), then take it again. A plain unlock and lock would not do: the
- * releasing thread usually wins the lock back before a woken waiter runs.
+ * for the lock and it has been held YIELD_HOLD_NS, release it until each of them has had it
+ * (at most YIELD_WAIT_NS), then take it again. A plain unlock and lock would not do: the
+ * releasing thread usually wins the lock back before a woken waiter runs. Sleeping, not
+ * spinning, gives the waiters this CPU when the machine has no other.
  */
 static void sp_yield_locked(struct sponsor *sp)
 {
+	unsigned waiting = atomic_load_explicit(&sp->waiters, memory_order_relaxed), from;
 	uint64_t until;
 
-	if (!atomic_load_explicit(&sp->waiters, memory_order_relaxed) ||
-	    heca__now_ns() - sp->locked_at < YIELD_HOLD_NS)
+	if (!waiting || heca__now_ns() - sp->locked_at < YIELD_HOLD_NS)
 		return;
+	from = atomic_load(&sp->handoffs);
 	sp_unlock(sp);
-	until = heca__now_ns() + YIELD_SPIN_NS;
-	while (atomic_load(&sp->waiters) && heca__now_ns() < until)
-		sched_yield();
+	until = heca__now_ns() + YIELD_WAIT_NS;
+	while (atomic_load(&sp->handoffs) - from < waiting && heca__now_ns() < until) {
+		struct timespec ts = {.tv_nsec = 20000};
+
+		nanosleep(&ts, NULL);
+	}
 	sp_lock(sp);
 }
 
