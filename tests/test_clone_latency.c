@@ -96,42 +96,63 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
-/* Run one big request of demander 1 on fd while the reader measures; check the bound. */
-static void timed(struct reader *r, const char *name, int fd, uint8_t op, uint32_t seg,
-		  uint64_t page, uint32_t count, const void *payload, uint32_t plen,
-		  uint64_t want_page)
+/* The longest of the other demander's READs that overlapped [t0, t1], waiting until every
+ * such READ has been logged; their number goes to *reads. */
+static double worst_between(struct reader *r, unsigned first, double t0, double t1,
+			    unsigned *reads)
 {
-	struct heca_frame f;
-	double t0, t1, worst = 0;
-	unsigned first = atomic_load(&r->n), reads = 0, last;
+	double worst = 0;
+	unsigned last;
 
-	t0 = t_now_ms();
-	f = rpc(fd, g_rbuf, sizeof(g_rbuf), op, seg, page, count, payload, plen);
-	t1 = t_now_ms();
-	/* Until a READ started after the request ended has ended: every READ that overlapped
-	 * it is logged then. */
 	for (;;) {
 		last = atomic_load(&r->n);
 		if (last > first && r->start[last - 1] > t1)
 			break;
 		if (t_now_ms() - t1 > 10000)
-			T_FAILF("%s: the other demander's READs stopped", name);
+			T_FAILF("the other demander's READs stopped");
 		usleep(1000);
 	}
+	*reads = 0;
 	for (unsigned i = first ? first - 1 : 0; i < last; i++) {
 		if (r->end[i] < t0 || r->start[i] > t1)
 			continue;
-		reads++;
+		(*reads)++;
 		if (r->end[i] - r->start[i] > worst)
 			worst = r->end[i] - r->start[i];
 	}
+	return worst;
+}
+
+/* The worst READ of the other demander in ms of nothing else: the machine's own noise. */
+static double quiet_worst(struct reader *r, int ms)
+{
+	unsigned first = atomic_load(&r->n), reads;
+	double t0 = t_now_ms();
+
+	usleep((useconds_t)ms * 1000);
+	return worst_between(r, first, t0, t_now_ms(), &reads);
+}
+
+/* Run one big request of demander 1 on fd while the reader logs; returns whether the other
+ * demander's worst READ stayed within the bound (beyond the noise measured just before). */
+static int timed(struct reader *r, const char *name, int fd, uint8_t op, uint32_t seg,
+		 uint64_t page, uint32_t count, const void *payload, uint32_t plen,
+		 uint64_t want_page)
+{
+	double noise = quiet_worst(r, 500), t0, t1, worst;
+	unsigned first = atomic_load(&r->n), reads;
+	struct heca_frame f;
+
+	t0 = t_now_ms();
+	f = rpc(fd, g_rbuf, sizeof(g_rbuf), op, seg, page, count, payload, plen);
+	t1 = t_now_ms();
+	worst = worst_between(r, first, t0, t1, &reads);
 	printf("%-8s of %u pages took %7.1f ms; other demander: %u READs, worst %.1f ms "
-	       "(bound %.0f ms)\n", name, BIG_PAGES, t1 - t0, reads, worst, READ_BOUND_MS);
+	       "(bound %.0f ms + %.1f ms seen with nothing else running)\n", name, BIG_PAGES,
+	       t1 - t0, reads, worst, READ_BOUND_MS, noise);
 	fflush(stdout);
 	ASSERT_EQ(f.page, want_page);
-	if (worst > READ_BOUND_MS)
-		T_FAILF("%s delayed another demander's READ by %.1f ms (bound %.0f ms)", name,
-			worst, READ_BOUND_MS);
+	return worst <= READ_BOUND_MS + noise;
 }
 
 int main(void)
@@ -140,7 +161,7 @@ int main(void)
 	struct reader r = {0};
 	static uint8_t big[HECA_WIRE_MAX_PAYLOAD];
 	uint8_t dst[16] = {3};
-	int fd;
+	int fd, cfd;
 
 	t_sponsor_start(&s, "2100M", NULL);
 	fd = hello_fd(s.addr, 1);
@@ -157,10 +178,19 @@ int main(void)
 	pthread_create(&r.thread, NULL, reader_main, &r);
 	usleep(200 * 1000);
 	dst[1] = (uint8_t)getpid();
-	timed(&r, "CLONE", fd, HECA_OP_CLONE, 0, 0, 0, dst, sizeof(dst), BIG_PAGES);
+	cfd = hello_fd(s.addr, 3); /* the destination, connected: it may be cloned to */
+	/* A busy machine can stall a READ by itself: up to three tries. The old code held the
+	 * lock for the whole copy and failed every one. */
+	for (int attempt = 1;; attempt++) {
+		if (timed(&r, "CLONE", fd, HECA_OP_CLONE, 0, 0, 0, dst, sizeof(dst), BIG_PAGES))
+			break;
+		if (attempt == 3)
+			T_FAILF("CLONE delayed another demander's READ beyond %.0f ms, 3 times",
+				READ_BOUND_MS);
+		rpc(cfd, g_rbuf, sizeof(g_rbuf), HECA_OP_DROPALL, 0, 0, 0, NULL, 0);
+	}
 	/* The copy is whole: spot-check pages of the destination. */
 	{
-		int cfd = hello_fd(s.addr, 3);
 		struct heca_frame f;
 
 		for (uint32_t p = 0; p < BIG_PAGES; p += 16411) {
@@ -169,10 +199,12 @@ int main(void)
 			if (memcmp(f.payload, big, PG))
 				T_FAILF("CLONE: page %u of the copy differs", p);
 		}
-		timed(&r, "DROPALL", cfd, HECA_OP_DROPALL, 0, 0, 0, NULL, 0, BIG_PAGES);
+		if (!timed(&r, "DROPALL", cfd, HECA_OP_DROPALL, 0, 0, 0, NULL, 0, BIG_PAGES))
+			T_FAILF("DROPALL delayed another demander's READ beyond the bound");
 		close(cfd);
 	}
-	timed(&r, "DISCARD", fd, HECA_OP_DISCARD, 1, 0, BIG_PAGES, NULL, 0, BIG_PAGES);
+	if (!timed(&r, "DISCARD", fd, HECA_OP_DISCARD, 1, 0, BIG_PAGES, NULL, 0, BIG_PAGES))
+		T_FAILF("DISCARD delayed another demander's READ beyond the bound");
 	atomic_store(&r.stop, 1);
 	pthread_join(r.thread, NULL);
 	close(fd);
