@@ -7,7 +7,6 @@
 #include "sponsor.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <pthread.h>
