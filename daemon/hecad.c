@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * hecad.c - the memory sponsor daemon: command line, listening socket, one thread per
- * connection with blocking IO, the lease sweep, clean shutdown on SIGTERM/SIGINT. Serving
- * lives in sponsor.c.
+ * connection with bounded buffers and time limits, the lease sweep, clean shutdown on
+ * SIGTERM/SIGINT. Serving lives in sponsor.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,16 +10,20 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -29,9 +33,26 @@
 #include "util.h"
 #include "wire.h"
 
-/* Big enough for many pipelined frames per recv() and always for one whole frame. */
-#define IN_BUF (4u << 20)
 #define NS_PER_SEC 1000000000ull
+/* Each connection's own buffers: one page WRITE (or READ reply) fits; hostile or idle
+ * connections cost this much and no more. */
+#define IN_BASE (16u << 10)
+#define OUT_BASE (16u << 10)
+/* What a busy connection may take from the budget without waiting, for fewer system calls
+ * per frame; a frame or reply bigger than that takes its size (at most 1 MiB + headers). */
+#define IN_BUSY (256u << 10)
+#define OUT_BUSY (256u << 10)
+#define IDLE_SHRINK_MS 100
+/* A frame must arrive, and a flush of replies be taken, within IO_GRACE_NS plus its length
+ * at IO_FLOOR_BPS: at most 18 s for the largest frame. Slower is a slowloris. */
+#define IO_GRACE_NS (2 * NS_PER_SEC)
+#define IO_FLOOR_BPS (64u << 10)
+#define LOG_BURST 10 /* lines about connections per second */
+#define DEFAULT_MAX_CONNS 1024
+#define DEFAULT_BUF_MAX (64ull << 20)
+#define DEFAULT_KEEPALIVE_S 15
+#define DEFAULT_HANDSHAKE_NS (5 * NS_PER_SEC)
+#define CONN_STACK (256u << 10)
 #define DEFAULT_LEASE_NS (30 * NS_PER_SEC)
 /* Leases are swept every lease/4, but at least every second and at most every 50 ms. */
 #define SWEEP_MIN_NS (50 * 1000000ull)
@@ -43,6 +64,7 @@ struct conn {
 	pthread_t thread;
 	int fd;
 	int done; /* set by the thread as it ends; read under conns_lock */
+	uint64_t accepted_ns;
 	char peer[64];
 };
 
@@ -51,6 +73,15 @@ static int g_verbose;
 static uint64_t g_lease_ns = DEFAULT_LEASE_NS;
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct conn *g_conns;
+static atomic_uint g_nconns; /* connection threads not yet finished */
+static unsigned g_max_conns = DEFAULT_MAX_CONNS;
+static int g_keepalive_s = DEFAULT_KEEPALIVE_S;
+static uint64_t g_handshake_ns = DEFAULT_HANDSHAKE_NS;
+/* The shared budget for connection buffers above their base size. */
+static pthread_mutex_t budget_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t budget_cond;
+static size_t g_buf_max = DEFAULT_BUF_MAX, g_buf_used;
+static int g_stopping; /* under budget_lock */
 
 static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logmsg(const char *fmt, ...)
@@ -94,8 +125,26 @@ static void usage(FILE *f)
 		"                           (decimal, e.g. 0.5; default 30; 0: freed as soon as it\n"
 		"                           closes); a new connection of that demander in time\n"
 		"                           keeps them\n"
+		"      --max-connections N  connections served at once (default 1024); more are\n"
+		"                           closed at once, logged at most once a second\n"
+		"      --buffer-memory SIZE budget shared by all connections' buffers above their\n"
+		"                           own 32 KiB each (default 64M); a frame waits for it,\n"
+		"                           within its time limit, and is not read meanwhile\n"
+		"      --keepalive SECONDS  a peer that vanishes without closing is noticed within\n"
+		"                           this many seconds (TCP keepalive and TCP_USER_TIMEOUT;\n"
+		"                           default 15, at least 2; 0: off); its lease then starts\n"
+		"      --handshake-timeout SECONDS\n"
+		"                           a peer must finish HELLO (and AUTH) within this (5)\n"
 		"  -v, --verbose            log every connection to stderr\n"
-		"  -h, --help               show this help and exit\n");
+		"  -h, --help               show this help and exit\n"
+		"\n"
+		"Bounds: pages stored <= capacity; index <= capacity/4 + 8 MiB (a request\n"
+		"needing more is refused ENOSPC); buffers <= 32 KiB x max-connections +\n"
+		"buffer-memory; resident memory <= all that + 32 KiB x max-connections\n"
+		"(stacks, records) + 32 MiB. A frame must arrive within 2 s + 1 s per 64 KiB\n"
+		"of it (18 s at most) and pending replies be taken in the same time, or the\n"
+		"peer is dropped. One demander's CLONE, FREE, DISCARD or DROPALL holds up\n"
+		"other demanders' requests for at most about 5 ms at a time.\n");
 }
 
 static int parse_hex128(const char *s, uint8_t out[16])
@@ -330,74 +379,369 @@ static int gen_key(const char *path)
 	return 0;
 }
 
-static int send_buf(int fd, struct sponsor_buf *out)
-{
-	struct iovec iov = {.iov_base = out->data, .iov_len = out->len};
-	int rc = out->len ? heca__send_all(fd, &iov, 1) : 0;
+/* ---- buffer memory ---------------------------------------------------------------------- */
 
-	out->len = 0;
+/* Take n bytes of the shared buffer budget if they are free now. Returns 0 or -ENOBUFS. */
+static int budget_try(size_t n)
+{
+	int rc = -ENOBUFS;
+
+	pthread_mutex_lock(&budget_lock);
+	if (g_buf_used + n <= g_buf_max) {
+		g_buf_used += n;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&budget_lock);
 	return rc;
 }
 
-/* Serve one connection until EOF, a socket error or a protocol error. */
+/* Take n bytes of the budget, waiting for them until deadline (CLOCK_MONOTONIC ns). Returns
+ * 0, -ETIMEDOUT, or -ESHUTDOWN once hecad is stopping. */
+static int budget_wait(size_t n, uint64_t deadline)
+{
+	int rc = 0;
+
+	if (n > g_buf_max)
+		return -ENOBUFS;
+	pthread_mutex_lock(&budget_lock);
+	while (g_buf_used + n > g_buf_max) {
+		struct timespec ts = {.tv_sec = (time_t)(deadline / NS_PER_SEC),
+				      .tv_nsec = (long)(deadline % NS_PER_SEC)};
+
+		if (g_stopping) {
+			rc = -ESHUTDOWN;
+			break;
+		}
+		if (pthread_cond_timedwait(&budget_cond, &budget_lock, &ts) == ETIMEDOUT &&
+		    g_buf_used + n > g_buf_max) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+	}
+	if (!rc)
+		g_buf_used += n;
+	pthread_mutex_unlock(&budget_lock);
+	return rc;
+}
+
+/* Count n bytes already allocated, budget or not. */
+static void budget_charge(size_t n)
+{
+	pthread_mutex_lock(&budget_lock);
+	g_buf_used += n;
+	pthread_mutex_unlock(&budget_lock);
+}
+
+static void budget_put(size_t n)
+{
+	if (!n)
+		return;
+	pthread_mutex_lock(&budget_lock);
+	g_buf_used -= n;
+	pthread_cond_broadcast(&budget_cond);
+	pthread_mutex_unlock(&budget_lock);
+}
+
+/* When a transfer of len bytes started at now must be over: IO_GRACE_NS plus the time it
+ * takes at IO_FLOOR_BPS. */
+static uint64_t io_deadline(uint64_t now, size_t len)
+{
+	return now + IO_GRACE_NS + (uint64_t)len * NS_PER_SEC / IO_FLOOR_BPS;
+}
+
+/*
+ * Resize one of a connection's buffers (*p of *cap bytes, base bytes of which are its own)
+ * to ncap, keeping its first keep bytes, and settle the budget for the part above base:
+ * growing takes it (waiting until deadline if wait, else failing at once), shrinking gives it
+ * back. Returns 0, -ENOBUFS, -ETIMEDOUT, -ESHUTDOWN or -ENOMEM.
+ */
+static int cbuf_resize(uint8_t **p, size_t *cap, size_t base, size_t ncap, int wait,
+		       uint64_t deadline)
+{
+	size_t had = *cap - base, want = ncap - base;
+	uint8_t *n;
+	int rc;
+
+	if (want > had) {
+		rc = wait ? budget_wait(want - had, deadline) : budget_try(want - had);
+		if (rc)
+			return rc;
+	}
+	n = realloc(*p, ncap);
+	if (!n) {
+		if (want > had)
+			budget_put(want - had);
+		return -ENOMEM;
+	}
+	*p = n;
+	*cap = ncap;
+	if (want < had)
+		budget_put(had - want);
+	return 0;
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+
+/* Log a line about one connection, at most LOG_BURST a second: a flood of hostile
+ * connections must not become a flood of log lines. */
+static void conn_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void conn_log(const char *fmt, ...)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static uint64_t window;
+	static unsigned lines, dropped;
+	uint64_t now = heca__now_ns() / NS_PER_SEC;
+	unsigned skipped = 0;
+	char line[400];
+	va_list ap;
+	int ok;
+
+	pthread_mutex_lock(&lock);
+	if (now != window) {
+		skipped = dropped;
+		window = now;
+		lines = dropped = 0;
+	}
+	ok = lines < LOG_BURST;
+	if (ok)
+		lines++;
+	else
+		dropped++;
+	pthread_mutex_unlock(&lock);
+	if (skipped)
+		logmsg("(%u more lines about connections not shown)", skipped);
+	if (!ok)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	logmsg("%s", line);
+}
+
+/* Send all pending replies, each flush within io_deadline() of its start: a peer that does
+ * not read its replies is not read either (the caller waits here), and is dropped in
+ * bounded time. Returns 0 or -errno (-ETIMEDOUT when the peer stopped reading). */
+static int flush_out(int fd, struct sponsor_buf *out)
+{
+	uint64_t deadline = io_deadline(heca__now_ns(), out->len);
+	size_t done = 0;
+
+	while (done < out->len) {
+		ssize_t n = send(fd, out->data + done, out->len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		uint64_t now;
+
+		if (n >= 0) {
+			done += (size_t)n;
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return -errno;
+		now = heca__now_ns();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		if (poll(&p, 1, (int)((deadline - now + 999999) / 1000000)) < 0 && errno != EINTR)
+			return -errno;
+	}
+	out->len = 0;
+	return 0;
+}
+
+/* Room a reply to the frame at hdr can take: its payload and a header, and a header more for
+ * an ERROR frame after it. */
+static size_t reply_room(const uint8_t *hdr)
+{
+	struct heca_frame f;
+	size_t plen = 128; /* HELLO, AUTH and STAT replies */
+
+	if (heca_wire_decode(hdr, HECA_WIRE_HDR, &f) == -EPROTO)
+		return 2 * HECA_WIRE_HDR;
+	/* decode of the header alone fills the fields even when the payload is missing */
+	if (f.opcode == HECA_OP_READ)
+		plen = (size_t)HECA_MIN(f.count, HECA_WIRE_MAX_PAGES) * HECA_WIRE_PAGE;
+	else if (f.opcode == HECA_OP_ECHO)
+		plen = f.payload_len;
+	return 2 * HECA_WIRE_HDR + plen;
+}
+
+/*
+ * Serve one connection until EOF, a socket error, a protocol error or a broken limit. The
+ * peer must be READY within g_handshake_ns of being accepted; a frame must arrive whole
+ * within io_deadline() of its first byte; the replies must be taken within io_deadline() of
+ * their flush. Buffers start at IN_BASE/OUT_BASE; above that they take from the shared
+ * budget: at once up to IN_BUSY/OUT_BUSY for a busy peer if it is free, waiting for it (not
+ * reading meanwhile) only to hold a frame or a reply bigger than the buffer. An idle
+ * connection gives what it took back after IDLE_SHRINK_MS.
+ */
 static void *conn_main(void *arg)
 {
 	struct conn *cn = arg;
 	struct sponsor_conn sc;
 	struct sponsor_buf out = {0};
-	uint8_t *in = malloc(IN_BUF);
-	size_t have = 0;
+	uint8_t *in = malloc(IN_BASE);
+	size_t have = 0, in_cap = IN_BASE;
+	uint64_t hs_deadline = cn->accepted_ns + g_handshake_ns, frame_start = 0;
 	const char *why = "closed by peer";
 	int err = 0;
 
 	sponsor_conn_init(&sc);
-	if (!in) {
+	out.data = malloc(OUT_BASE);
+	out.cap = OUT_BASE;
+	if (!in || !out.data) {
 		why = "out of memory";
+		err = -ENOMEM;
 		goto out;
 	}
 	for (;;) {
-		ssize_t n = recv(cn->fd, in + have, IN_BUF - have, 0);
+		struct pollfd p = {.fd = cn->fd, .events = POLLIN};
 		size_t off = 0;
+		uint64_t now, deadline = UINT64_MAX;
+		long flen = 0;
+		ssize_t n;
+		int timeout;
 
-		if (n == 0)
-			break;
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			err = -errno;
-			why = "receive failed";
-			break;
-		}
-		have += (size_t)n;
+		/* Serve the whole frames received, one at a time so that each reply has room. */
 		for (;;) {
-			long r = sponsor_handle(g_sp, &sc, in + off, have - off, &out);
-			int src = send_buf(cn->fd, &out);
+			size_t room, cap0;
+			long r;
 
+			flen = heca_wire_frame_len(in + off, have - off);
+			if (flen == -EAGAIN || (flen > 0 && (size_t)flen > have - off))
+				break;
+			if (flen < 0) {
+				/* Malformed: sponsor_handle() says so in an ERROR frame. */
+				flen = (long)(have - off);
+				room = 2 * HECA_WIRE_HDR;
+			} else {
+				room = reply_room(in + off);
+			}
+			/* Pipelined replies: more room if the budget has it to spare, else send. */
+			if (out.cap - out.len < room && out.cap < OUT_BUSY)
+				cbuf_resize(&out.data, &out.cap, OUT_BASE, OUT_BUSY, 0, 0);
+			if (out.cap - out.len < room) {
+				err = flush_out(cn->fd, &out);
+				if (err) {
+					why = err == -ETIMEDOUT ? "dropped: replies not read" : "send failed";
+					goto out;
+				}
+				if (out.cap < room) {
+					err = cbuf_resize(&out.data, &out.cap, OUT_BASE,
+							  HECA_MAX(room, OUT_BUSY), 1,
+							  io_deadline(heca__now_ns(), room));
+					if (err) {
+						why = "dropped: no buffer memory for a reply";
+						goto out;
+					}
+				}
+			}
+			cap0 = out.cap;
+			r = sponsor_handle(g_sp, &sc, in + off, (size_t)flen, &out);
+			if (out.cap > cap0)
+				budget_charge(out.cap - cap0); /* room was too small: still counted */
 			if (r < 0) {
+				flush_out(cn->fd, &out); /* the peer is to see why */
 				err = (int)r;
 				why = r != -EACCES ? "protocol error"
 				      : sc.state == SPONSOR_CONN_NEW ? "refused: wrong cluster id"
 								     : "refused: no valid AUTH";
 				goto out;
 			}
-			if (src) {
-				err = src;
-				why = "send failed";
+			if (r == 0) {
+				/* A whole frame was given: not taking it would loop for ever. */
+				err = -EPROTO;
+				why = "protocol error";
 				goto out;
 			}
-			if (r == 0)
-				break;
 			off += (size_t)r;
+			frame_start = 0;
 		}
-		/* Keep the partial frame at the front: a whole frame always fits behind it. */
 		if (off) {
 			memmove(in, in + off, have - off);
 			have -= off;
 		}
+		err = flush_out(cn->fd, &out);
+		if (err) {
+			why = err == -ETIMEDOUT ? "dropped: replies not read" : "send failed";
+			goto out;
+		}
+
+		now = heca__now_ns();
+		if (have && !frame_start)
+			frame_start = now;
+		if (!have)
+			frame_start = 0;
+		flen = heca_wire_frame_len(in, have);
+		if (frame_start)
+			deadline = io_deadline(frame_start, flen > 0 ? (size_t)flen : HECA_WIRE_HDR);
+		if (sc.state != SPONSOR_CONN_READY)
+			deadline = HECA_MIN(deadline, hs_deadline);
+		/* Before HELLO (and AUTH) only small frames are expected: an unknown peer gets
+		 * no more than the base buffers. */
+		if (flen > 0 && (size_t)flen > in_cap && sc.state != SPONSOR_CONN_READY) {
+			err = -EPROTO;
+			why = "dropped: large frame before HELLO/AUTH";
+			goto out;
+		}
+		/* A frame bigger than the buffer: grow to hold it, waiting for budget (the peer
+		 * is not read meanwhile) no longer than the frame may take. */
+		if (flen > 0 && (size_t)flen > in_cap) {
+			err = cbuf_resize(&in, &in_cap, IN_BASE, (size_t)flen, 1, deadline);
+			if (err) {
+				why = err == -ETIMEDOUT ? "dropped: frame not received in time"
+							: "dropped: no buffer memory for a frame";
+				goto out;
+			}
+		}
+		timeout = -1;
+		if (deadline != UINT64_MAX)
+			timeout = now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
+		if (!have && (in_cap > IN_BASE || out.cap > OUT_BASE))
+			timeout = timeout < 0 ? IDLE_SHRINK_MS : HECA_MIN(timeout, IDLE_SHRINK_MS);
+		/* Nothing to time: block in recv() itself, one system call per request. */
+		n = timeout < 0 ? 1 : poll(&p, 1, timeout);
+		if (n < 0 && errno != EINTR) {
+			err = -errno;
+			why = "poll failed";
+			goto out;
+		}
+		if (n == 0) {
+			now = heca__now_ns();
+			if (now >= deadline) {
+				err = -ETIMEDOUT;
+				why = sc.state != SPONSOR_CONN_READY && now >= hs_deadline
+					      ? "dropped: no HELLO/AUTH in time"
+					      : "dropped: frame not received in time";
+				goto out;
+			}
+			if (!have) {
+				/* Idle: give back what the connection took from the budget. */
+				cbuf_resize(&in, &in_cap, IN_BASE, IN_BASE, 0, 0);
+				cbuf_resize(&out.data, &out.cap, OUT_BASE, OUT_BASE, 0, 0);
+			}
+			continue;
+		}
+		n = recv(cn->fd, in + have, in_cap - have, timeout < 0 ? 0 : MSG_DONTWAIT);
+		if (n == 0)
+			break;
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			err = -errno;
+			why = "receive failed";
+			break;
+		}
+		have += (size_t)n;
+		/* A busy peer: more room per recv() if the budget has it to spare. */
+		if (have == in_cap && in_cap < IN_BUSY)
+			cbuf_resize(&in, &in_cap, IN_BASE, IN_BUSY, 0, 0);
 	}
 out:
-	if (err && err != -ECONNRESET && err != -EPIPE)
-		logmsg("%s: %s (%s)", cn->peer, why, heca_strerror(err));
+	if (err == -ETIMEDOUT && !strncmp(why, "dropped", 7))
+		conn_log("%s: %s", cn->peer, why);
+	else if (err && err != -ECONNRESET && err != -EPIPE)
+		conn_log("%s: %s (%s)", cn->peer, why, heca_strerror(err));
 	else if (g_verbose)
 		logmsg("%s: %s", cn->peer, why);
 	/* The peer sees EOF now, not when the reaper gets to close the fd. */
@@ -405,8 +749,13 @@ out:
 	sponsor_conn_exit(g_sp, &sc);
 	if (g_lease_ns == 0)
 		sweep_leases(); /* no lease: free at once, not at the next sweep */
+	if (in)
+		budget_put(in_cap - IN_BASE);
+	if (out.data)
+		budget_put(out.cap - OUT_BASE);
 	sponsor_buf_free(&out);
 	free(in);
+	atomic_fetch_sub(&g_nconns, 1);
 	pthread_mutex_lock(&conns_lock);
 	cn->done = 1;
 	pthread_mutex_unlock(&conns_lock);
@@ -457,40 +806,90 @@ static void peer_name(int fd, char *buf, size_t len)
 	snprintf(buf, len, "%s:%u", host, port);
 }
 
-static void accept_one(int lfd)
+/* Count a connection refused at --max-connections; say so at most once a second. */
+static void refused_one(void)
 {
-	struct conn *cn;
-	int fd, one = 1, rc;
+	static uint64_t last_log;
+	static unsigned long refused;
+	uint64_t now = heca__now_ns();
 
-	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	if (fd < 0) {
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-			logmsg("accept: %s", strerror(errno));
-			usleep(100 * 1000); /* do not spin while out of descriptors */
+	refused++;
+	if (now - last_log >= NS_PER_SEC) {
+		logmsg("refused %lu connection%s: %u open (--max-connections)", refused,
+		       refused == 1 ? "" : "s", g_max_conns);
+		refused = 0;
+		last_log = now;
+	}
+}
+
+/* Accept what is queued (at most a batch, so that signals and leases are not starved). */
+static void accept_some(int lfd, const pthread_attr_t *attr)
+{
+	for (int i = 0; i < 64; i++) {
+		struct conn *cn;
+		int fd, one = 1, rc;
+
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				conn_log("accept: %s", strerror(errno));
+				usleep(100 * 1000); /* do not spin while out of descriptors */
+			}
+			return;
 		}
-		return;
+		if (atomic_load(&g_nconns) >= g_max_conns) {
+			close(fd);
+			refused_one();
+			continue;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (g_keepalive_s)
+			heca__tcp_keepalive(fd, g_keepalive_s);
+		cn = calloc(1, sizeof(*cn));
+		if (!cn) {
+			close(fd);
+			return;
+		}
+		cn->fd = fd;
+		cn->accepted_ns = heca__now_ns();
+		peer_name(fd, cn->peer, sizeof(cn->peer));
+		atomic_fetch_add(&g_nconns, 1);
+		rc = pthread_create(&cn->thread, attr, conn_main, cn);
+		if (rc) {
+			atomic_fetch_sub(&g_nconns, 1);
+			conn_log("%s: cannot start a thread: %s", cn->peer, strerror(rc));
+			close(fd);
+			free(cn);
+			return;
+		}
+		if (g_verbose)
+			logmsg("%s: connected", cn->peer);
+		pthread_mutex_lock(&conns_lock);
+		cn->next = g_conns;
+		g_conns = cn;
+		pthread_mutex_unlock(&conns_lock);
 	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	cn = calloc(1, sizeof(*cn));
-	if (!cn) {
-		close(fd);
+}
+
+/* Enough descriptors for --max-connections: raise the soft limit, or lower the maximum. */
+static void fit_fd_limit(void)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)g_max_conns + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
 		return;
+	if (rl.rlim_cur < want) {
+		rl.rlim_cur = HECA_MIN(want, rl.rlim_max);
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
 	}
-	cn->fd = fd;
-	peer_name(fd, cn->peer, sizeof(cn->peer));
-	rc = pthread_create(&cn->thread, NULL, conn_main, cn);
-	if (rc) {
-		logmsg("%s: cannot start a thread: %s", cn->peer, strerror(rc));
-		close(fd);
-		free(cn);
-		return;
+	if (rl.rlim_cur < want) {
+		g_max_conns = rl.rlim_cur > 128 ? (unsigned)(rl.rlim_cur - 64) : 64;
+		logmsg("only %llu file descriptors: at most %u connections",
+		       (unsigned long long)rl.rlim_cur, g_max_conns);
 	}
-	if (g_verbose)
-		logmsg("%s: connected", cn->peer);
-	pthread_mutex_lock(&conns_lock);
-	cn->next = g_conns;
-	g_conns = cn;
-	pthread_mutex_unlock(&conns_lock);
 }
 
 int main(int argc, char **argv)
@@ -503,6 +902,10 @@ int main(int argc, char **argv)
 		{"state-dir", required_argument, NULL, 'S'},
 		{"gen-key", required_argument, NULL, 'G'},
 		{"lease", required_argument, NULL, 'L'},
+		{"max-connections", required_argument, NULL, 'M'},
+		{"buffer-memory", required_argument, NULL, 'B'},
+		{"keepalive", required_argument, NULL, 'k'},
+		{"handshake-timeout", required_argument, NULL, 'H'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -513,7 +916,10 @@ int main(int argc, char **argv)
 	uint8_t key[HECA_AUTH_KEY_MAX];
 	char bound[128], sz[32], idhex[33], err[512];
 	size_t keylen = 0;
-	uint64_t sweep_ns, next_sweep;
+	uint64_t sweep_ns, next_sweep, v;
+	pthread_condattr_t ca;
+	pthread_attr_t attr;
+	char *end;
 	sigset_t sigs;
 	int opt, lfd, sfd, rc;
 
@@ -535,6 +941,41 @@ int main(int argc, char **argv)
 			if (parse_lease(optarg, &g_lease_ns)) {
 				fprintf(stderr, "hecad: bad --lease '%s': want seconds such as 30 "
 						"or 0.5\n", optarg);
+				return 2;
+			}
+			break;
+		case 'M':
+			errno = 0;
+			v = strtoull(optarg, &end, 10);
+			if (errno || *end || end == optarg || v == 0 || v > 1000000) {
+				fprintf(stderr, "hecad: bad --max-connections '%s': want 1 to "
+						"1000000\n", optarg);
+				return 2;
+			}
+			g_max_conns = (unsigned)v;
+			break;
+		case 'B':
+			if (heca_parse_size(optarg, &v) || v < (1u << 20) || v > (1ull << 40)) {
+				fprintf(stderr, "hecad: bad --buffer-memory '%s': want a size of at "
+						"least 1M such as 64M\n", optarg);
+				return 2;
+			}
+			g_buf_max = (size_t)v;
+			break;
+		case 'k':
+			errno = 0;
+			v = strtoull(optarg, &end, 10);
+			if (errno || *end || end == optarg || v == 1 || v > 86400) {
+				fprintf(stderr, "hecad: bad --keepalive '%s': want 0 (off) or 2 to "
+						"86400 seconds\n", optarg);
+				return 2;
+			}
+			g_keepalive_s = (int)v;
+			break;
+		case 'H':
+			if (parse_lease(optarg, &g_handshake_ns) || g_handshake_ns == 0) {
+				fprintf(stderr, "hecad: bad --handshake-timeout '%s': want seconds "
+						"such as 5\n", optarg);
 				return 2;
 			}
 			break;
@@ -595,6 +1036,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* Buffers above 64 KiB are their own mappings, given back to the kernel when freed; one
+	 * arena, not one per thread, so freed small blocks are reused rather than kept apart. */
+	mallopt(M_MMAP_THRESHOLD, 64 << 10);
+	mallopt(M_ARENA_MAX, 2);
+	fit_fd_limit();
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&budget_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, CONN_STACK);
+
 	cfg.expired = lease_expired;
 	rc = sponsor_open(&cfg, &g_sp);
 	heca__auth_wipe(key, sizeof(key)); /* the sponsor keeps its own copy */
@@ -608,6 +1061,10 @@ int main(int argc, char **argv)
 		sponsor_close(g_sp);
 		return 1;
 	}
+	/* A deeper queue than heca__tcp_listen's for bursts of connections, and never block in
+	 * accept() for one that went away. */
+	listen(lfd, 4096);
+	fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK);
 	sponsor_get_id(g_sp, cfg.sponsor_id);
 	hex_encode(cfg.sponsor_id, 16, idhex);
 	logmsg("sponsoring %s (%llu pages), sponsor id %s%s%s, lease %.3g s",
@@ -635,7 +1092,7 @@ int main(int argc, char **argv)
 				break;
 		}
 		if (p[0].revents & POLLIN)
-			accept_one(lfd);
+			accept_some(lfd, &attr);
 		reap(0);
 		now = heca__now_ns();
 		if (now >= next_sweep) {
@@ -645,7 +1102,12 @@ int main(int argc, char **argv)
 	}
 	logmsg("shutting down");
 	close(lfd);
+	pthread_mutex_lock(&budget_lock);
+	g_stopping = 1;
+	pthread_cond_broadcast(&budget_cond);
+	pthread_mutex_unlock(&budget_lock);
 	reap(1);
+	pthread_attr_destroy(&attr);
 	sponsor_close(g_sp);
 	close(sfd);
 	return 0;

@@ -7,11 +7,13 @@
 #include "sponsor.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "auth.h"
 #include "util.h"
@@ -24,6 +26,15 @@
 #define RT_MASK (RT_FAN - 1)
 #define RT_MAX_LEVELS 8 /* 8 x 9 bits cover any 64-bit page number */
 #define DEM_BUCKETS 256
+/* Bytes charged per allocation of index or record memory: what malloc keeps beside it. */
+#define META_OVERHEAD 16
+/* A long operation (CLONE, FREE, DISCARD, RESIZE, DROPALL, a lease expiring) lets threads
+ * waiting for the lock have it once it has held it this long: the most one demander's big
+ * request delays another's, beside one leaf's work (512 pages). */
+#define YIELD_HOLD_NS 5000000ull
+/* Longest it then waits for them to get through before it takes the lock again: long enough
+ * for a woken thread to be scheduled on a busy machine. */
+#define YIELD_WAIT_NS 20000000ull
 
 /*
  * A slab is one anonymous mapping of up to SPONSOR_SLAB_PAGES slots. Slots never handed out
@@ -61,6 +72,9 @@ struct sponsor_demander {
 	uint64_t orphaned_at; /* clock_ns() when conns last became 0, or CLONE made it */
 	uint64_t pages;
 	uint64_t nsegs;
+	/* A CLONE is copying from or into this demander with the lock released between leaves:
+	 * its requests wait on sponsor.idle, and nothing may free it meanwhile. */
+	bool busy;
 	struct seg **buckets; /* power-of-two table, chained */
 	size_t nbuckets;
 	struct sponsor_demander *next;
@@ -68,6 +82,10 @@ struct sponsor_demander {
 
 struct sponsor {
 	pthread_mutex_t lock; /* guards everything below except the constants */
+	pthread_cond_t idle;  /* broadcast when a demander stops being busy */
+	atomic_uint waiters;  /* threads blocked in sp_lock() */
+	atomic_uint handoffs; /* times a thread that had waited got the lock */
+	uint64_t locked_at;   /* when sp_lock() last took the lock */
 	uint64_t capacity_pages;
 	uint8_t cluster_id[16];
 	uint8_t id[16];
@@ -78,6 +96,9 @@ struct sponsor {
 	void *expired_arg;
 
 	uint64_t used_pages;
+	uint64_t reserved_pages; /* promised to CLONEs under way, not yet copied */
+	uint64_t meta_bytes;     /* index nodes, segment and demander records, segment tables */
+	uint64_t meta_max;
 	uint64_t nsegs;
 	uint64_t ndemanders;
 	struct slab *slabs;
@@ -85,6 +106,94 @@ struct sponsor {
 	uint32_t nslabs, navail, slabs_cap, slabs_max;
 	struct sponsor_demander *dem[DEM_BUCKETS];
 };
+
+/* ---- the lock --------------------------------------------------------------------------- */
+
+/* Take sp->lock, counting the threads that had to wait for it so that a long operation can
+ * let them through (sp_yield_locked). */
+static void sp_lock(struct sponsor *sp)
+{
+	if (pthread_mutex_trylock(&sp->lock)) {
+		atomic_fetch_add(&sp->waiters, 1);
+		pthread_mutex_lock(&sp->lock);
+		atomic_fetch_sub(&sp->waiters, 1);
+		atomic_fetch_add(&sp->handoffs, 1);
+	}
+	sp->locked_at = heca__now_ns();
+}
+
+static void sp_unlock(struct sponsor *sp)
+{
+	pthread_mutex_unlock(&sp->lock);
+}
+
+/*
+ * Called with sp->lock held between two steps of a long operation: if other threads wait
+ * for the lock and it has been held YIELD_HOLD_NS, release it until each of them has had it
+ * (at most YIELD_WAIT_NS), then take it again. A plain unlock and lock would not do: the
+ * releasing thread usually wins the lock back before a woken waiter runs. Sleeping, not
+ * spinning, gives the waiters this CPU when the machine has no other.
+ */
+static void sp_yield_locked(struct sponsor *sp)
+{
+	unsigned waiting = atomic_load_explicit(&sp->waiters, memory_order_relaxed), from;
+	uint64_t until;
+
+	if (!waiting || heca__now_ns() - sp->locked_at < YIELD_HOLD_NS)
+		return;
+	from = atomic_load(&sp->handoffs);
+	sp_unlock(sp);
+	until = heca__now_ns() + YIELD_WAIT_NS;
+	while (atomic_load(&sp->handoffs) - from < waiting && heca__now_ns() < until) {
+		struct timespec ts = {.tv_nsec = 20000};
+
+		nanosleep(&ts, NULL);
+	}
+	sp_lock(sp);
+}
+
+/* Wait until no CLONE holds demander d. Called with sp->lock held. */
+static void wait_idle_locked(struct sponsor *sp, struct sponsor_demander *d)
+{
+	while (d->busy) {
+		pthread_cond_wait(&sp->idle, &sp->lock);
+		sp->locked_at = heca__now_ns();
+	}
+}
+
+/* ---- index and record memory ------------------------------------------------------------ */
+
+/* Zeroed memory for the index or a record, charged to sp->meta_bytes: NULL with *err =
+ * -ENOSPC if it would pass sp->meta_max, -ENOMEM if malloc fails. */
+static void *meta_alloc_locked(struct sponsor *sp, size_t bytes, int *err)
+{
+	void *p;
+
+	if (sp->meta_bytes + bytes + META_OVERHEAD > sp->meta_max) {
+		*err = -ENOSPC;
+		return NULL;
+	}
+	p = calloc(1, bytes);
+	if (!p) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	sp->meta_bytes += bytes + META_OVERHEAD;
+	return p;
+}
+
+static void meta_free_locked(struct sponsor *sp, void *p, size_t bytes)
+{
+	if (!p)
+		return;
+	sp->meta_bytes -= bytes + META_OVERHEAD;
+	free(p);
+}
+
+static size_t node_bytes(unsigned level)
+{
+	return (size_t)RT_FAN * (level == 1 ? sizeof(uint32_t) : sizeof(void *));
+}
 
 /* ---- slots ---------------------------------------------------------------------------- */
 
@@ -191,9 +300,22 @@ static unsigned rt_levels_for(uint64_t size)
 	return l;
 }
 
-/* The leaf entry for page, creating index nodes if create. NULL if absent (or -ENOMEM when
- * creating, reported through *err). */
-static uint32_t *rt_entry(struct seg *s, uint64_t page, int create, int *err)
+/*
+ * Index nodes made by a series of rt_entry() calls, so that a refused request can take them
+ * away again. A WRITE of at most 256 consecutive pages crosses at most one leaf boundary, so
+ * it makes at most two nodes per level.
+ */
+struct rt_made {
+	unsigned n;
+	void **pp[2 * RT_MAX_LEVELS];
+	unsigned level[2 * RT_MAX_LEVELS];
+};
+
+/* The leaf entry for page, creating index nodes if create (recorded in *made unless it is
+ * NULL). NULL if absent, or when creating with *err = -ENOSPC (index memory cap) or -ENOMEM;
+ * nodes made before a failure stay (recorded in *made). */
+static uint32_t *rt_entry(struct sponsor *sp, struct seg *s, uint64_t page, int create,
+			  struct rt_made *made, int *err)
 {
 	void **pp = &s->root;
 
@@ -201,10 +323,16 @@ static uint32_t *rt_entry(struct seg *s, uint64_t page, int create, int *err)
 		if (!*pp) {
 			if (!create)
 				return NULL;
-			*pp = calloc(RT_FAN, l == 1 ? sizeof(uint32_t) : sizeof(void *));
-			if (!*pp) {
+			if (made && made->n == HECA_ARRAY_SIZE(made->pp)) {
 				*err = -ENOMEM;
 				return NULL;
+			}
+			*pp = meta_alloc_locked(sp, node_bytes(l), err);
+			if (!*pp)
+				return NULL;
+			if (made) {
+				made->pp[made->n] = pp;
+				made->level[made->n++] = l;
 			}
 		}
 		if (l == 1)
@@ -213,13 +341,26 @@ static uint32_t *rt_entry(struct seg *s, uint64_t page, int create, int *err)
 	}
 }
 
-static int rt_grow(struct seg *s, unsigned levels)
+/* Take away the nodes recorded in *m, newest first (children before their parents). */
+static void rt_unmake_locked(struct sponsor *sp, struct rt_made *m)
 {
+	while (m->n) {
+		m->n--;
+		meta_free_locked(sp, *m->pp[m->n], node_bytes(m->level[m->n]));
+		*m->pp[m->n] = NULL;
+	}
+}
+
+/* Returns 0, -ENOSPC (index memory cap) or -ENOMEM. */
+static int rt_grow(struct sponsor *sp, struct seg *s, unsigned levels)
+{
+	int err = 0;
+
 	while (s->levels < levels) {
 		if (s->root) {
-			void **n = calloc(RT_FAN, sizeof(void *));
+			void **n = meta_alloc_locked(sp, node_bytes(s->levels + 1), &err);
 			if (!n)
-				return -ENOMEM;
+				return err;
 			n[0] = s->root;
 			s->root = n;
 		}
@@ -228,8 +369,11 @@ static int rt_grow(struct seg *s, unsigned levels)
 	return 0;
 }
 
-/* Free the nodes of a subtree, and with free_slots the slots its leaves point to. */
-static void rt_free_locked(struct sponsor *sp, void *node, unsigned level, int free_slots)
+/* Free the nodes of a subtree, and with free_slots the slots its leaves point to; with yield
+ * (the subtree belongs to a busy demander or to nobody) let waiting threads have the lock
+ * after each leaf. */
+static void rt_free_locked(struct sponsor *sp, void *node, unsigned level, int free_slots,
+			   bool yield)
 {
 	if (!node)
 		return;
@@ -238,12 +382,14 @@ static void rt_free_locked(struct sponsor *sp, void *node, unsigned level, int f
 		for (unsigned i = 0; free_slots && i < RT_FAN; i++)
 			if (leaf[i])
 				slot_free_locked(sp, leaf[i] - 1);
-	} else {
-		void **n = node;
-		for (unsigned i = 0; i < RT_FAN; i++)
-			rt_free_locked(sp, n[i], level - 1, free_slots);
+		meta_free_locked(sp, node, node_bytes(level));
+		if (yield)
+			sp_yield_locked(sp);
+		return;
 	}
-	free(node);
+	for (unsigned i = 0; i < RT_FAN; i++)
+		rt_free_locked(sp, ((void **)node)[i], level - 1, free_slots, yield);
+	meta_free_locked(sp, node, node_bytes(level));
 }
 
 /* Count stored pages of a subtree (for sponsor_check). */
@@ -278,7 +424,7 @@ static uint64_t rt_span_last(unsigned level)
  * caller's.
  */
 static uint64_t rt_discard_locked(struct sponsor *sp, void **pp, unsigned level, uint64_t base,
-				  uint64_t first, uint64_t last)
+				  uint64_t first, uint64_t last, bool yield)
 {
 	unsigned shift = RT_BITS * (level - 1);
 	uint64_t n = 0;
@@ -287,8 +433,11 @@ static uint64_t rt_discard_locked(struct sponsor *sp, void **pp, unsigned level,
 		return 0;
 	if (first <= base && last >= base + rt_span_last(level)) {
 		n = rt_count(*pp, level);
-		rt_free_locked(sp, *pp, level, 1);
+		void *node = *pp;
+
+		/* Detached first: what a yield lets run must not see a half-freed subtree. */
 		*pp = NULL;
+		rt_free_locked(sp, node, level, 1, yield);
 		return n;
 	}
 	first = HECA_MAX(first, base);
@@ -304,52 +453,40 @@ static uint64_t rt_discard_locked(struct sponsor *sp, void **pp, unsigned level,
 			}
 		} else {
 			n += rt_discard_locked(sp, (void **)*pp + i, level - 1, base + (i << shift),
-					       first, last);
+					       first, last, yield);
 		}
 	}
 	return n;
 }
 
 /*
- * A copy of a subtree of the same shape whose leaves point to new slots holding copies of the
- * pages; *pages is increased by their number. On failure returns NULL with *err set (-errno)
- * and nothing of the copy is left. The caller has checked that the capacity holds them all.
+ * The first leaf at or after page `from` (a multiple of RT_FAN) in the subtree node at level
+ * whose first page is base, its first page in *leaf_base; NULL if there is none. Absent
+ * subtrees are skipped whole, so a sparse index costs what it holds, not what it spans.
  */
-static void *rt_copy_locked(struct sponsor *sp, const void *node, unsigned level, uint64_t *pages,
-			    int *err)
+static uint32_t *rt_leaf_from(void *node, unsigned level, uint64_t base, uint64_t from,
+			      uint64_t *leaf_base)
 {
-	void *n;
+	unsigned shift = RT_BITS * (level - 1);
 
-	if (!node)
+	if (!node || from > base + rt_span_last(level))
 		return NULL;
-	n = calloc(RT_FAN, level == 1 ? sizeof(uint32_t) : sizeof(void *));
-	if (!n) {
-		*err = -ENOMEM;
-		return NULL;
+	if (level == 1) {
+		*leaf_base = base;
+		return node;
 	}
-	for (unsigned i = 0; i < RT_FAN; i++) {
-		if (level == 1) {
-			uint32_t from = ((const uint32_t *)node)[i], slot;
+	for (uint64_t i = from > base ? (from - base) >> shift : 0; i < RT_FAN; i++) {
+		void *child = ((void **)node)[i];
+		uint64_t cb;
+		uint32_t *leaf;
 
-			if (!from)
-				continue;
-			*err = slot_alloc_locked(sp, &slot);
-			if (*err)
-				goto out_undo;
-			/* slot_mem() after the allocation: a new slab may move sp->slabs. */
-			memcpy(slot_mem(sp, slot), slot_mem(sp, from - 1), PAGE);
-			((uint32_t *)n)[i] = slot + 1;
-			(*pages)++;
-		} else {
-			((void **)n)[i] =
-			    rt_copy_locked(sp, ((void *const *)node)[i], level - 1, pages, err);
-			if (*err)
-				goto out_undo;
-		}
+		if (!child)
+			continue;
+		cb = base + (i << shift);
+		leaf = rt_leaf_from(child, level - 1, cb, HECA_MAX(from, cb), leaf_base);
+		if (leaf)
+			return leaf;
 	}
-	return n;
-out_undo:
-	rt_free_locked(sp, n, level, 1);
 	return NULL;
 }
 
@@ -382,13 +519,15 @@ static struct seg *seg_find(struct sponsor_demander *d, uint32_t id)
 	return NULL;
 }
 
-static int seg_table_grow(struct sponsor_demander *d)
+/* Returns 0, -ENOSPC (record memory cap) or -ENOMEM. */
+static int seg_table_grow(struct sponsor *sp, struct sponsor_demander *d)
 {
 	size_t n = d->nbuckets ? d->nbuckets * 2 : 16;
-	struct seg **b = calloc(n, sizeof(*b));
+	int err = 0;
+	struct seg **b = meta_alloc_locked(sp, n * sizeof(*b), &err);
 
 	if (!b)
-		return -ENOMEM;
+		return err;
 	for (size_t i = 0; i < d->nbuckets; i++) {
 		struct seg *s = d->buckets[i], *next;
 		for (; s; s = next) {
@@ -398,7 +537,7 @@ static int seg_table_grow(struct sponsor_demander *d)
 			b[h] = s;
 		}
 	}
-	free(d->buckets);
+	meta_free_locked(sp, d->buckets, d->nbuckets * sizeof(*b));
 	d->buckets = b;
 	d->nbuckets = n;
 	return 0;
@@ -424,15 +563,16 @@ static struct sponsor_demander *dem_find_locked(struct sponsor *sp, const uint8_
 }
 
 /* The demander with this id, created (without connections or segments) if absent. NULL if
- * out of memory. */
+ * out of memory or past the record memory cap. */
 static struct sponsor_demander *dem_get_locked(struct sponsor *sp, const uint8_t id[16])
 {
 	size_t h = dem_hash(id);
 	struct sponsor_demander *d = dem_find_locked(sp, id);
+	int err = 0;
 
 	if (d)
 		return d;
-	d = calloc(1, sizeof(*d));
+	d = meta_alloc_locked(sp, sizeof(*d), &err);
 	if (!d)
 		return NULL;
 	memcpy(d->id, id, 16);
@@ -442,19 +582,19 @@ static struct sponsor_demander *dem_get_locked(struct sponsor *sp, const uint8_t
 	return d;
 }
 
-/* Drop a demander that has neither connections nor segments. */
+/* Drop a demander that has neither connections nor segments and no CLONE under way. */
 static void dem_put_locked(struct sponsor *sp, struct sponsor_demander *d)
 {
 	struct sponsor_demander **pp;
 
-	if (d->conns || d->nsegs)
+	if (d->conns || d->nsegs || d->busy)
 		return;
 	for (pp = &sp->dem[dem_hash(d->id)]; *pp != d; pp = &(*pp)->next)
 		;
 	*pp = d->next;
 	sp->ndemanders--;
-	free(d->buckets);
-	free(d);
+	meta_free_locked(sp, d->buckets, d->nbuckets * sizeof(*d->buckets));
+	meta_free_locked(sp, d, sizeof(*d));
 }
 
 /* ---- lifetime -------------------------------------------------------------------------- */
@@ -487,7 +627,9 @@ int sponsor_open(const struct sponsor_config *cfg, struct sponsor **out)
 	sp->expired = cfg->expired;
 	sp->expired_arg = cfg->expired_arg;
 	pthread_mutex_init(&sp->lock, NULL);
+	pthread_cond_init(&sp->idle, NULL);
 	sp->capacity_pages = cap;
+	sp->meta_max = cfg->index_max ? cfg->index_max : SPONSOR_INDEX_MAX(cap * PAGE);
 	sp->slabs_max = (uint32_t)((cap + SPONSOR_SLAB_PAGES - 1) / SPONSOR_SLAB_PAGES);
 	memcpy(sp->cluster_id, cfg->cluster_id, 16);
 	*out = sp;
@@ -509,7 +651,7 @@ void sponsor_close(struct sponsor *sp)
 				struct seg *s, *sn;
 				for (s = d->buckets[i]; s; s = sn) {
 					sn = s->next;
-					rt_free_locked(sp, s->root, s->levels, 0);
+					rt_free_locked(sp, s->root, s->levels, 0, false);
 					free(s);
 				}
 			}
@@ -521,6 +663,7 @@ void sponsor_close(struct sponsor *sp)
 		munmap(sp->slabs[i].mem, (size_t)sp->slabs[i].nslots * PAGE);
 	free(sp->slabs);
 	free(sp->avail);
+	pthread_cond_destroy(&sp->idle);
 	pthread_mutex_destroy(&sp->lock);
 	heca__auth_wipe(sp->key, sizeof(sp->key));
 	free(sp);
@@ -533,13 +676,15 @@ void sponsor_get_id(const struct sponsor *sp, uint8_t id[16])
 
 void sponsor_get_stats(struct sponsor *sp, struct sponsor_stats *st)
 {
-	pthread_mutex_lock(&sp->lock);
+	sp_lock(sp);
 	st->capacity_pages = sp->capacity_pages;
 	st->used_pages = sp->used_pages;
 	st->segments = sp->nsegs;
 	st->demanders = sp->ndemanders;
 	st->slabs = sp->nslabs;
-	pthread_mutex_unlock(&sp->lock);
+	st->index_bytes = sp->meta_bytes;
+	st->index_max = sp->meta_max;
+	sp_unlock(sp);
 }
 
 void sponsor_conn_init(struct sponsor_conn *c)
@@ -550,11 +695,11 @@ void sponsor_conn_init(struct sponsor_conn *c)
 void sponsor_conn_exit(struct sponsor *sp, struct sponsor_conn *c)
 {
 	if (c->dem) {
-		pthread_mutex_lock(&sp->lock);
+		sp_lock(sp);
 		if (--c->dem->conns == 0)
 			c->dem->orphaned_at = sp->clock_ns(); /* its lease starts */
 		dem_put_locked(sp, c->dem);
-		pthread_mutex_unlock(&sp->lock);
+		sp_unlock(sp);
 	}
 	c->dem = NULL;
 	c->state = SPONSOR_CONN_NEW;
@@ -567,12 +712,25 @@ void sponsor_buf_free(struct sponsor_buf *b)
 	b->len = b->cap = 0;
 }
 
+/* Index memory of a subtree as meta_alloc_locked() charged it (for sponsor_check). */
+static uint64_t rt_meta(void *node, unsigned level)
+{
+	uint64_t n;
+
+	if (!node)
+		return 0;
+	n = node_bytes(level) + META_OVERHEAD;
+	for (unsigned i = 0; level > 1 && i < RT_FAN; i++)
+		n += rt_meta(((void **)node)[i], level - 1);
+	return n;
+}
+
 int sponsor_check(struct sponsor *sp)
 {
-	uint64_t used = 0, dem_pages = 0, segs = 0, ndem = 0;
+	uint64_t used = 0, dem_pages = 0, segs = 0, ndem = 0, meta = 0;
 	int rc = 0;
 
-	pthread_mutex_lock(&sp->lock);
+	sp_lock(sp);
 	for (uint32_t i = 0; i < sp->nslabs; i++) {
 		struct slab *s = &sp->slabs[i];
 		uint32_t nfree = 0;
@@ -593,8 +751,13 @@ int sponsor_check(struct sponsor *sp)
 			ndem++;
 			if (!d->conns && !d->nsegs)
 				rc = -EUCLEAN;
+			meta += sizeof(*d) + META_OVERHEAD;
+			if (d->buckets)
+				meta += d->nbuckets * sizeof(*d->buckets) + META_OVERHEAD;
 			for (size_t i = 0; i < d->nbuckets; i++) {
 				for (struct seg *s = d->buckets[i]; s; s = s->next) {
+					meta += sizeof(*s) + META_OVERHEAD +
+						rt_meta(s->root, s->levels);
 					if (rt_count(s->root, s->levels) != s->pages)
 						rc = -EUCLEAN;
 					dp += s->pages;
@@ -607,10 +770,13 @@ int sponsor_check(struct sponsor *sp)
 			dem_pages += dp;
 		}
 	}
+	/* Index memory charged is exactly what is allocated and within the cap; no CLONE is
+	 * half-way, so nothing is reserved. */
 	if (used != sp->used_pages || dem_pages != used || segs != sp->nsegs ||
-	    ndem != sp->ndemanders || used > sp->capacity_pages)
+	    ndem != sp->ndemanders || used > sp->capacity_pages || meta != sp->meta_bytes ||
+	    meta > sp->meta_max || sp->reserved_pages)
 		rc = -EUCLEAN;
-	pthread_mutex_unlock(&sp->lock);
+	sp_unlock(sp);
 	return rc;
 }
 
@@ -693,10 +859,10 @@ static int admit(struct sponsor *sp, struct sponsor_conn *c, const uint8_t id[16
 {
 	struct sponsor_demander *d;
 
-	pthread_mutex_lock(&sp->lock);
+	sp_lock(sp);
 	d = dem_get_locked(sp, id);
 	if (d && c->session && c->session < d->session) {
-		pthread_mutex_unlock(&sp->lock);
+		sp_unlock(sp);
 		return ESTALE; /* a connection of a session the demander has left behind */
 	}
 	if (d) {
@@ -704,7 +870,7 @@ static int admit(struct sponsor *sp, struct sponsor_conn *c, const uint8_t id[16
 		if (c->session > d->session)
 			d->session = c->session;
 	}
-	pthread_mutex_unlock(&sp->lock);
+	sp_unlock(sp);
 	if (!d)
 		return ENOMEM;
 	c->dem = d;
@@ -746,10 +912,10 @@ static int do_hello(struct sponsor *sp, struct sponsor_conn *c, const struct hec
 			return reply_status(out, f, st);
 	}
 	memcpy(r, sp->id, 16);
-	pthread_mutex_lock(&sp->lock);
+	sp_lock(sp);
 	heca_put64(r + 16, sp->capacity_pages);
 	heca_put64(r + 24, sp->used_pages);
-	pthread_mutex_unlock(&sp->lock);
+	sp_unlock(sp);
 	reply_commit(out, at, f, 0, HECA_WIRE_HELLO_REPLY_LEN);
 	return 0;
 }
@@ -795,20 +961,25 @@ static int alloc_locked(struct sponsor *sp, struct sponsor_demander *d, uint32_t
 			uint64_t size)
 {
 	struct seg *s = seg_find(d, id);
+	int err = 0;
 
 	if (s) {
 		if (size <= s->size)
 			return 0; /* idempotent; segments never shrink */
-		if (rt_grow(s, rt_levels_for(size)))
-			return ENOMEM;
+		err = rt_grow(sp, s, rt_levels_for(size));
+		if (err)
+			return -err;
 		s->size = size;
 		return 0;
 	}
-	if (d->nsegs >= d->nbuckets && seg_table_grow(d))
-		return ENOMEM;
-	s = calloc(1, sizeof(*s));
+	if (d->nsegs >= d->nbuckets) {
+		err = seg_table_grow(sp, d);
+		if (err)
+			return -err;
+	}
+	s = meta_alloc_locked(sp, sizeof(*s), &err);
 	if (!s)
-		return ENOMEM;
+		return -err;
 	s->id = id;
 	s->size = size;
 	s->levels = rt_levels_for(size);
@@ -817,6 +988,12 @@ static int alloc_locked(struct sponsor *sp, struct sponsor_demander *d, uint32_t
 	d->nsegs++;
 	sp->nsegs++;
 	return 0;
+}
+
+/* Pages that a new WRITE or CLONE may still take. */
+static uint64_t avail_pages_locked(const struct sponsor *sp)
+{
+	return sp->capacity_pages - sp->used_pages - sp->reserved_pages;
 }
 
 static int range_ok(const struct seg *s, const struct heca_frame *f)
@@ -832,26 +1009,35 @@ static int write_locked(struct sponsor *sp, struct sponsor_demander *d,
 	uint32_t *ent[HECA_WIRE_MAX_PAGES];
 	uint32_t fresh[HECA_WIRE_MAX_PAGES];
 	uint32_t nfresh = 0, i, k;
+	struct rt_made made = {0};
 	int err = 0;
 
 	if (!s)
 		return ENOENT;
 	if (!range_ok(s, f))
 		return EINVAL;
-	/* Index nodes are metadata, not capacity: creating them early is harmless. */
+	/* Count first without creating anything: a WRITE refused for capacity must leave no
+	 * index node behind, or refused writes would grow the index without bound. */
 	for (i = 0; i < f->count; i++) {
-		ent[i] = rt_entry(s, f->page + i, 1, &err);
-		if (!ent[i])
-			return ENOMEM;
-		nfresh += *ent[i] == 0;
+		uint32_t *e = rt_entry(sp, s, f->page + i, 0, NULL, &err);
+
+		nfresh += !e || !*e;
 	}
-	if (nfresh > sp->capacity_pages - sp->used_pages)
+	if (nfresh > avail_pages_locked(sp))
 		return ENOSPC;
+	for (i = 0; i < f->count; i++) {
+		ent[i] = rt_entry(sp, s, f->page + i, 1, &made, &err);
+		if (!ent[i]) {
+			rt_unmake_locked(sp, &made);
+			return -err;
+		}
+	}
 	for (k = 0; k < nfresh; k++) {
 		int rc = slot_alloc_locked(sp, &fresh[k]);
 		if (rc) {
 			while (k--)
 				slot_free_locked(sp, fresh[k]);
+			rt_unmake_locked(sp, &made);
 			return -rc;
 		}
 	}
@@ -884,7 +1070,7 @@ static int read_locked(struct sponsor *sp, struct sponsor_demander *d,
 		/* Look a leaf up once per 512 pages, not once per page. */
 		if (!leaf || (pg & ~(uint64_t)RT_MASK) != leaf_base) {
 			int err = 0;
-			leaf = rt_entry(s, pg & ~(uint64_t)RT_MASK, 0, &err);
+			leaf = rt_entry(sp, s, pg & ~(uint64_t)RT_MASK, 0, NULL, &err);
 			leaf_base = pg & ~(uint64_t)RT_MASK;
 			if (!leaf)
 				return ENOENT;
@@ -904,12 +1090,13 @@ static int free_locked(struct sponsor *sp, struct sponsor_demander *d, uint32_t 
 	if (!s)
 		return ENOENT;
 	seg_unlink(d, s);
-	rt_free_locked(sp, s->root, s->levels, 1);
+	/* A busy demander's requests wait, so its pages may go a leaf at a time. */
+	rt_free_locked(sp, s->root, s->levels, 1, d->busy);
 	sp->used_pages -= s->pages;
 	d->pages -= s->pages;
 	d->nsegs--;
 	sp->nsegs--;
-	free(s);
+	meta_free_locked(sp, s, sizeof(*s));
 	return 0;
 }
 
@@ -929,7 +1116,7 @@ static uint64_t drop_all_locked(struct sponsor *sp, struct sponsor_demander *d)
 static uint64_t seg_discard_locked(struct sponsor *sp, struct sponsor_demander *d, struct seg *s,
 				   uint64_t first, uint64_t last)
 {
-	uint64_t n = rt_discard_locked(sp, &s->root, s->levels, 0, first, last);
+	uint64_t n = rt_discard_locked(sp, &s->root, s->levels, 0, first, last, d->busy);
 
 	s->pages -= n;
 	d->pages -= n;
@@ -974,9 +1161,50 @@ static int resize_locked(struct sponsor *sp, struct sponsor_demander *d, uint32_
 
 		if (root) {
 			s->root = root[0];
-			free(root);
+			meta_free_locked(sp, root, node_bytes(s->levels));
 		}
 		s->levels--;
+	}
+	return 0;
+}
+
+/* Copy the stored pages of segment s (of a busy source) into c (of a busy destination),
+ * one leaf (512 pages) at a time, letting waiting threads have the lock between leaves. The
+ * pages come out of the reservation *reserved that CLONE made. Returns a status. */
+static int seg_copy_locked(struct sponsor *sp, struct sponsor_demander *dst, struct seg *s,
+			   struct seg *c, uint64_t *reserved, uint64_t *copied)
+{
+	uint64_t from = 0, lb;
+	uint32_t *leaf;
+	int err = 0;
+
+	while ((leaf = rt_leaf_from(s->root, s->levels, 0, from, &lb))) {
+		uint32_t *to = rt_entry(sp, c, lb, 1, NULL, &err);
+
+		if (!to)
+			return -err;
+		for (unsigned i = 0; i < RT_FAN; i++) {
+			uint32_t slot;
+
+			if (!leaf[i])
+				continue;
+			err = slot_alloc_locked(sp, &slot);
+			if (err)
+				return -err;
+			/* slot_mem() after the allocation: a new slab may move sp->slabs. */
+			memcpy(slot_mem(sp, slot), slot_mem(sp, leaf[i] - 1), PAGE);
+			to[i] = slot + 1;
+			(*reserved)--;
+			sp->reserved_pages--;
+			c->pages++;
+			dst->pages++;
+			sp->used_pages++;
+			(*copied)++;
+		}
+		if (lb > UINT64_MAX - RT_FAN)
+			break;
+		from = lb + RT_FAN;
+		sp_yield_locked(sp);
 	}
 	return 0;
 }
@@ -984,22 +1212,26 @@ static int resize_locked(struct sponsor *sp, struct sponsor_demander *d, uint32_
 /*
  * CLONE: copy every segment of d, with its pages in new slots, to the demander named dst_id,
  * which must hold no segment; all or nothing. A destination created here has no connection:
- * its lease starts now. Returns a status; *copied gets the pages copied.
+ * its lease starts now. The copy releases the lock between leaves so that other demanders
+ * are served meanwhile; source and destination are marked busy so that their own requests
+ * wait and no lease frees them, and the capacity is reserved up front so nobody can take it
+ * half-way. Called with sp->lock held; returns a status; *copied gets the pages copied.
  */
 static int clone_locked(struct sponsor *sp, struct sponsor_demander *d, const uint8_t *dst_id,
 			uint64_t *copied)
 {
 	struct sponsor_demander *dst;
-	uint64_t n = 0;
-	int st = 0, err = 0;
+	uint64_t n = 0, reserved;
+	int st = 0;
 
 	if (!memcmp(dst_id, d->id, 16))
 		return EINVAL;
 	dst = dem_find_locked(sp, dst_id);
-	if (dst && dst->nsegs)
+	/* A destination being filled by another CLONE will hold segments. */
+	if (dst && (dst->nsegs || dst->busy))
 		return EEXIST;
 	/* Refused up front when it cannot fit; the undo below is for running out of memory. */
-	if (d->pages > sp->capacity_pages - sp->used_pages)
+	if (d->pages > avail_pages_locked(sp))
 		return ENOSPC;
 	if (!dst) {
 		dst = dem_get_locked(sp, dst_id);
@@ -1007,31 +1239,28 @@ static int clone_locked(struct sponsor *sp, struct sponsor_demander *d, const ui
 			return ENOMEM;
 		dst->orphaned_at = sp->clock_ns();
 	}
+	d->busy = dst->busy = true;
+	reserved = d->pages;
+	sp->reserved_pages += reserved;
 	for (size_t i = 0; i < d->nbuckets && !st; i++) {
 		for (struct seg *s = d->buckets[i]; s && !st; s = s->next) {
 			struct seg *c;
-			uint64_t pages = 0;
 
 			st = alloc_locked(sp, dst, s->id, s->size);
 			if (st)
 				break;
 			c = seg_find(dst, s->id);
 			c->levels = s->levels; /* the copy has the original's shape */
-			c->root = rt_copy_locked(sp, s->root, s->levels, &pages, &err);
-			if (err) {
-				st = -err;
-				break;
-			}
-			c->pages = pages;
-			dst->pages += pages;
-			sp->used_pages += pages;
-			n += pages;
+			st = seg_copy_locked(sp, dst, s, c, &reserved, &n);
 		}
 	}
+	sp->reserved_pages -= reserved;
 	if (st) {
 		drop_all_locked(sp, dst);
 		n = 0;
 	}
+	d->busy = dst->busy = false;
+	pthread_cond_broadcast(&sp->idle);
 	dem_put_locked(sp, dst); /* a record made here that got no segment goes again */
 	*copied = n;
 	return st;
@@ -1043,6 +1272,21 @@ static int clone_locked(struct sponsor *sp, struct sponsor_demander *d, const ui
 static bool stale(const struct sponsor_conn *c)
 {
 	return c->session && c->dem && c->session < c->dem->session;
+}
+
+/* End a long request of d that released the lock between leaves: its requests may go on. */
+static void busy_end_locked(struct sponsor *sp, struct sponsor_demander *d)
+{
+	d->busy = false;
+	pthread_cond_broadcast(&sp->idle);
+}
+
+/* Take the lock for a request of demander d, once no long request (CLONE, FREE, DISCARD,
+ * RESIZE, DROPALL) holds d. */
+static void lock_dem(struct sponsor *sp, struct sponsor_demander *d)
+{
+	sp_lock(sp);
+	wait_idle_locked(sp, d);
 }
 
 static int handle_frame(struct sponsor *sp, struct sponsor_conn *c, const struct heca_frame *f,
@@ -1070,62 +1314,70 @@ static int handle_frame(struct sponsor *sp, struct sponsor_conn *c, const struct
 	}
 	switch (f->opcode) {
 	case HECA_OP_ALLOC:
-		pthread_mutex_lock(&sp->lock);
+		lock_dem(sp, d);
 		st = stale(c) ? ESTALE : alloc_locked(sp, d, f->segment, f->page);
-		pthread_mutex_unlock(&sp->lock);
+		sp_unlock(sp);
 		return reply_status(out, f, st);
 	case HECA_OP_FREE:
-		pthread_mutex_lock(&sp->lock);
+		lock_dem(sp, d);
+		d->busy = true; /* freed a leaf at a time: see busy_end_locked() */
 		st = stale(c) ? ESTALE : free_locked(sp, d, f->segment);
-		pthread_mutex_unlock(&sp->lock);
+		busy_end_locked(sp, d);
+		sp_unlock(sp);
 		return reply_status(out, f, st);
 	case HECA_OP_WRITE:
-		pthread_mutex_lock(&sp->lock);
+		lock_dem(sp, d);
 		st = stale(c) ? ESTALE : write_locked(sp, d, f);
-		pthread_mutex_unlock(&sp->lock);
+		sp_unlock(sp);
 		return reply_status(out, f, st);
 	case HECA_OP_READ:
 		if (buf_reserve(out, HECA_WIRE_HDR + (size_t)f->count * PAGE))
 			return -ENOMEM;
-		pthread_mutex_lock(&sp->lock);
+		lock_dem(sp, d);
 		st = stale(c) ? ESTALE : read_locked(sp, d, f, out->data + at + HECA_WIRE_HDR);
-		pthread_mutex_unlock(&sp->lock);
+		sp_unlock(sp);
 		reply_commit(out, at, f, st, f->count * PAGE);
 		return 0;
 	case HECA_OP_STAT:
 		if (buf_reserve(out, HECA_WIRE_HDR + HECA_WIRE_STAT_LEN))
 			return -ENOMEM;
 		p = out->data + at + HECA_WIRE_HDR;
-		pthread_mutex_lock(&sp->lock);
+		sp_lock(sp);
 		heca_put64(p, sp->capacity_pages);
 		heca_put64(p + 8, sp->used_pages);
 		heca_put64(p + 16, sp->nsegs);
 		heca_put64(p + 24, sp->ndemanders);
 		heca_put64(p + 32, d->pages);
-		pthread_mutex_unlock(&sp->lock);
+		sp_unlock(sp);
 		reply_commit(out, at, f, 0, HECA_WIRE_STAT_LEN);
 		return 0;
 	case HECA_OP_CLONE:
-		pthread_mutex_lock(&sp->lock);
+		lock_dem(sp, d);
 		st = stale(c) ? ESTALE : clone_locked(sp, d, f->payload, &n);
-		pthread_mutex_unlock(&sp->lock);
+		sp_unlock(sp);
 		return reply_count(out, f, st, n);
 	case HECA_OP_DISCARD:
-		pthread_mutex_lock(&sp->lock);
+		lock_dem(sp, d);
+		d->busy = true; /* freed a leaf at a time: see busy_end_locked() */
 		st = stale(c) ? ESTALE : discard_locked(sp, d, f, &n);
-		pthread_mutex_unlock(&sp->lock);
+		busy_end_locked(sp, d);
+		sp_unlock(sp);
 		return reply_count(out, f, st, n);
 	case HECA_OP_RESIZE:
-		pthread_mutex_lock(&sp->lock);
+		lock_dem(sp, d);
+		d->busy = true; /* freed a leaf at a time: see busy_end_locked() */
 		st = stale(c) ? ESTALE : resize_locked(sp, d, f->segment, f->page);
-		pthread_mutex_unlock(&sp->lock);
+		busy_end_locked(sp, d);
+		sp_unlock(sp);
 		return reply_status(out, f, st);
 	case HECA_OP_DROPALL:
-		pthread_mutex_lock(&sp->lock);
+		lock_dem(sp, d);
+		d->busy = true; /* freed a leaf at a time: see busy_end_locked() */
 		st = stale(c) ? ESTALE : 0;
 		if (!st)
 			n = drop_all_locked(sp, d);
-		pthread_mutex_unlock(&sp->lock);
+		busy_end_locked(sp, d);
+		sp_unlock(sp);
 		return reply_count(out, f, st, n);
 	case HECA_OP_ECHO:
 		if (buf_reserve(out, HECA_WIRE_HDR + f->payload_len))
@@ -1171,27 +1423,33 @@ uint64_t sponsor_expire(struct sponsor *sp, uint64_t now_ns, uint64_t lease_ns,
 {
 	uint64_t pages = 0, ndem = 0;
 
-	pthread_mutex_lock(&sp->lock);
+	sp_lock(sp);
 	for (size_t h = 0; h < DEM_BUCKETS; h++) {
-		struct sponsor_demander *d, *dn;
-
-		for (d = sp->dem[h]; d; d = dn) {
+		struct sponsor_demander *d;
+again:
+		for (d = sp->dem[h]; d; d = d->next) {
 			uint64_t n;
 
-			dn = d->next;
 			/* now_ns may predate an orphaning that got the lock first: not expired. */
-			if (d->conns || now_ns < d->orphaned_at ||
+			if (d->conns || d->busy || now_ns < d->orphaned_at ||
 			    now_ns - d->orphaned_at < lease_ns)
 				continue;
+			/* Busy while its pages go a leaf at a time: a connection of it arriving
+			 * meanwhile waits, and nobody else frees it. */
+			d->busy = true;
 			n = drop_all_locked(sp, d);
+			busy_end_locked(sp, d);
 			if (sp->expired)
 				sp->expired(sp->expired_arg, d->id, n);
 			pages += n;
 			ndem++;
 			dem_put_locked(sp, d); /* no connection, no segment: the record goes */
+			/* The lock was let go of: the chain may have changed. Each demander seen
+			 * here is gone or has a connection now, so this ends. */
+			goto again;
 		}
 	}
-	pthread_mutex_unlock(&sp->lock);
+	sp_unlock(sp);
 	if (demanders_out)
 		*demanders_out = ndem;
 	return pages;

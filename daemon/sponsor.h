@@ -13,6 +13,11 @@
 /* sponsor_handle() stops decoding once this much reply data is pending, so the caller can
  * send it and the reply buffer stays bounded (one more frame may overshoot it by 1 MiB). */
 #define SPONSOR_OUT_SOFT_MAX (4u << 20)
+/* Default cap on index and record memory (radix nodes, segment and demander records, segment
+ * tables) for a capacity in bytes: a quarter of it plus 8 MiB. Dense pages need about 1/1000
+ * of their size in index; the cap leaves room for sparse ones and bounds what a peer can make
+ * the sponsor allocate. A request that would need more is refused (ENOSPC). */
+#define SPONSOR_INDEX_MAX(capacity) ((capacity) / 4 + (8ull << 20))
 /* Largest capacity: slot numbers are 32-bit. */
 #define SPONSOR_MAX_CAPACITY_PAGES 0xfffffff0ull
 
@@ -28,6 +33,8 @@ struct sponsor_config {
 	 * no AUTH is required and AUTH is answered EINVAL. */
 	const uint8_t *key;
 	size_t keylen;
+	/* Cap on index and record memory in bytes; 0: SPONSOR_INDEX_MAX(capacity). */
+	uint64_t index_max;
 	/* The clock leases are measured with, in nanoseconds; NULL: CLOCK_MONOTONIC. Tests set a
 	 * fake one. Called with the sponsor's lock held. */
 	uint64_t (*clock_ns)(void);
@@ -66,6 +73,8 @@ struct sponsor_stats {
 	uint64_t segments;
 	uint64_t demanders;
 	uint64_t slabs; /* slabs mapped so far (2 MiB of address space each) */
+	uint64_t index_bytes; /* index and record memory in use, as charged against index_max */
+	uint64_t index_max;
 };
 
 /* Create a sponsor. Nothing is mapped until the first page is stored. Returns 0 and *out,
@@ -116,8 +125,9 @@ long sponsor_handle(struct sponsor *sp, struct sponsor_conn *c, const uint8_t *b
 void sponsor_buf_free(struct sponsor_buf *b);
 
 /* Check the store's internal accounting (slab counts, free lists, per-segment and
- * per-demander page counts against the total). Returns 0, or -EUCLEAN if inconsistent.
- * For tests and the fuzzer; walks everything under the lock. */
+ * per-demander page counts against the total, index memory charged against what is
+ * allocated and its cap, no capacity left reserved). Returns 0, or -EUCLEAN if inconsistent.
+ * For tests and the fuzzer, with no request under way; walks everything under the lock. */
 int sponsor_check(struct sponsor *sp);
 
 #endif

@@ -161,3 +161,32 @@ int heca__recv_all(int fd, void *buf, size_t len)
 	}
 	return 0;
 }
+
+int heca__tcp_keepalive(int fd, int seconds)
+{
+	int on = seconds > 0, idle, rest, cnt, intvl;
+	unsigned user_ms;
+
+	if (seconds < 0 || seconds == 1)
+		return -EINVAL;
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)))
+		return -errno;
+	/* Probes start after a third of the time idle; the rest is split into up to three probe
+	 * intervals, so idle + cnt * intvl <= seconds. */
+	idle = HECA_MAX(1, seconds / 3);
+	rest = HECA_MAX(1, seconds - idle);
+	cnt = HECA_MIN(3, rest);
+	intvl = rest / cnt;
+	/* With a user timeout set, the kernel ends a probed connection at the first probe tick
+	 * past it rather than after cnt probes: half an interval before the last tick makes
+	 * that tick the end. Data sent but not acknowledged that long also ends the connection
+	 * (keepalive probes are not sent while data is outstanding). 0: the kernel's default. */
+	user_ms = on ? (unsigned)(idle + (cnt - 1) * intvl) * 1000u + (unsigned)intvl * 500u : 0;
+	if (on && (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) ||
+		   setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) ||
+		   setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt))))
+		return -errno;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms, sizeof(user_ms)))
+		return -errno;
+	return 0;
+}

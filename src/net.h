@@ -23,4 +23,11 @@ int heca__send_all(int fd, struct iovec *iov, int iovcnt);
 /* Receive exactly len bytes (blocking). Returns 0, -ECONNRESET on EOF, or -errno. */
 int heca__recv_all(int fd, void *buf, size_t len);
 
+/* Have the kernel end the connection on fd within about `seconds` (>= 2) of its peer
+ * vanishing without a FIN: keepalive probes once it has been idle a third of that, and
+ * TCP_USER_TIMEOUT for data left unacknowledged. 0 turns keepalive off and restores the
+ * kernel's default user timeout. The connection then fails with ETIMEDOUT. Returns 0, -EINVAL
+ * for 1 or a negative value, or -errno. */
+int heca__tcp_keepalive(int fd, int seconds);
+
 #endif

@@ -87,13 +87,11 @@ long heca_wire_payload_len(uint8_t opcode, uint32_t count, int32_t status)
 	return -EPROTO;
 }
 
-int heca_wire_decode(const void *buf, size_t len, struct heca_frame *f)
+/* Decode and check the header at p (HECA_WIRE_HDR bytes) into *f. Returns 0 or -EPROTO. */
+static int decode_header(const uint8_t *p, struct heca_frame *f)
 {
-	const uint8_t *p = buf;
 	long want;
 
-	if (len < HECA_WIRE_HDR)
-		return -EAGAIN;
 	if (heca_get32(p + OFF_MAGIC) != HECA_WIRE_MAGIC)
 		return -EPROTO;
 	if (heca_crc32c(0, p, OFF_HCRC) != heca_get32(p + OFF_HCRC))
@@ -120,6 +118,30 @@ int heca_wire_decode(const void *buf, size_t len, struct heca_frame *f)
 		return -EPROTO;
 	if (f->payload_len == 0 && heca_get32(p + OFF_PCRC) != 0)
 		return -EPROTO;
+	return 0;
+}
+
+long heca_wire_frame_len(const void *buf, size_t len)
+{
+	struct heca_frame f;
+	int rc;
+
+	if (len < HECA_WIRE_HDR)
+		return -EAGAIN;
+	rc = decode_header(buf, &f);
+	return rc ? rc : (long)HECA_WIRE_HDR + f.payload_len;
+}
+
+int heca_wire_decode(const void *buf, size_t len, struct heca_frame *f)
+{
+	const uint8_t *p = buf;
+	int rc;
+
+	if (len < HECA_WIRE_HDR)
+		return -EAGAIN;
+	rc = decode_header(p, f);
+	if (rc)
+		return rc;
 	if (len - HECA_WIRE_HDR < f->payload_len)
 		return -EAGAIN;
 	f->payload = f->payload_len ? p + HECA_WIRE_HDR : NULL;

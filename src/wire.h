@@ -79,6 +79,13 @@ struct heca_frame {
 int heca_wire_decode(const void *buf, size_t len, struct heca_frame *f);
 
 /*
+ * The total length of the frame whose header starts buf[0..len), once the header is there:
+ * > 0, -EAGAIN if fewer than HECA_WIRE_HDR bytes, -EPROTO if the header is malformed (as
+ * heca_wire_decode() would say). Lets a receiver size its buffer for the frame under way.
+ */
+long heca_wire_frame_len(const void *buf, size_t len);
+
+/*
  * Write the 48-byte header for *f into hdr, with checksums over f->payload[0..payload_len).
  * Sets f->version. Returns HECA_WIRE_HDR.
  */

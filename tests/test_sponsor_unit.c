@@ -1310,6 +1310,71 @@ static void test_lease(void)
 	sponsor_close(sp);
 }
 
+/* Index memory is bounded: a WRITE refused for capacity leaves no index node behind, and one
+ * that would take the index past its cap is refused (ENOSPC) with nothing left either. */
+static void test_index_cap(void)
+{
+	struct sponsor_config cfg = {.capacity = 4096};
+	struct sponsor_conn c;
+	struct sponsor_stats ss, before;
+	struct sponsor *sp;
+	uint64_t seg_pages = 1ull << 40, i;
+
+	ASSERT_EQ(sponsor_open(&cfg, &sp), 0);
+	sponsor_get_stats(sp, &ss);
+	ASSERT_EQ(ss.index_max, SPONSOR_INDEX_MAX(4096));
+	sponsor_conn_init(&c);
+	hello(sp, &c, DEM_A);
+	req(sp, &c, HECA_OP_ALLOC, 1, seg_pages, 0, NULL, 0, 0);
+	fill(pagebuf, 1, 1);
+	req(sp, &c, HECA_OP_WRITE, 1, 0, 1, pagebuf, PG, 0);
+	sponsor_get_stats(sp, &before);
+	/* Full: sparse writes far apart would each need new nodes on every level. */
+	for (i = 1; i < 2000; i++)
+		req(sp, &c, HECA_OP_WRITE, 1, i * 0x40000001ull % seg_pages, 1, pagebuf, PG,
+		    ENOSPC);
+	sponsor_get_stats(sp, &ss);
+	ASSERT_EQ(ss.index_bytes, before.index_bytes);
+	ASSERT_EQ(ss.used_pages, 1);
+	sponsor_conn_exit(sp, &c);
+	sponsor_close(sp);
+
+	/* Capacity to spare, an index cap of 1 MiB: sparse writes stop at the cap. */
+	cfg.capacity = 64ull << 20;
+	cfg.index_max = 1 << 20;
+	ASSERT_EQ(sponsor_open(&cfg, &sp), 0);
+	sponsor_conn_init(&c);
+	hello(sp, &c, DEM_A);
+	req(sp, &c, HECA_OP_ALLOC, 1, seg_pages, 0, NULL, 0, 0);
+	for (i = 0; i < 4096; i++) {
+		static uint8_t buf[HECA_WIRE_HDR + PG];
+		size_t len = 0;
+
+		sponsor_get_stats(sp, &before);
+		g_out.len = 0;
+		enc(buf, &len, HECA_OP_WRITE, i + 1, 1, i << 20, 1, pagebuf, PG);
+		ASSERT_EQ(feed(sp, &c, buf, len), (long)len);
+		ASSERT_EQ(g_nrep, 1);
+		sponsor_get_stats(sp, &ss);
+		ASSERT_LE(ss.index_bytes, cfg.index_max);
+		if (g_rep[0].status) {
+			ASSERT_EQ(g_rep[0].status, ENOSPC);
+			ASSERT_EQ(ss.index_bytes, before.index_bytes);
+			ASSERT_EQ(ss.used_pages, before.used_pages);
+			break;
+		}
+	}
+	ASSERT_TRUE(i > 100 && i < 4096);
+	/* What is stored stays readable; freeing gives the index memory back. */
+	req(sp, &c, HECA_OP_READ, 1, 0, 1, NULL, 0, 0);
+	ASSERT_EQ(memcmp(g_rep[0].payload, pagebuf, PG), 0);
+	req(sp, &c, HECA_OP_FREE, 1, 0, 0, NULL, 0, 0);
+	sponsor_get_stats(sp, &ss);
+	ASSERT_LE(ss.index_bytes, 4096);
+	sponsor_conn_exit(sp, &c);
+	sponsor_close(sp);
+}
+
 int main(void)
 {
 	test_hello_rules();
@@ -1317,6 +1382,7 @@ int main(void)
 	test_echo_and_pipeline();
 	test_garbage();
 	test_index_and_slabs();
+	test_index_cap();
 	test_open_limits();
 	test_auth_rules();
 	test_clone();

@@ -88,3 +88,16 @@ heca_test(test_segops LABELS stress TIMEOUT 180 LIBS heca_static)
 # refused up front (integration).
 heca_test(test_failure LABELS integration TIMEOUT 300 LIBS heca_static
   SOURCES tests/test_failure.c tests/sponsor_client.c)
+
+# hecad against hostile peers: bounded memory, peers dropped in stated time, an honest
+# demander served meanwhile; CLONE not delaying other demanders; a vanished peer noticed by
+# keepalive (network namespaces; needs root) (integration).
+heca_test(test_hostile LABELS integration TIMEOUT 180
+  SOURCES tests/test_hostile.c tests/sponsor_client.c $<TARGET_OBJECTS:heca_common>)
+heca_test(test_clone_latency LABELS integration TIMEOUT 120
+  SOURCES tests/test_clone_latency.c tests/sponsor_client.c $<TARGET_OBJECTS:heca_common>)
+heca_test(test_keepalive LABELS integration TIMEOUT 60
+  SOURCES tests/test_keepalive.c tests/sponsor_client.c $<TARGET_OBJECTS:heca_common>)
+if(TARGET test_keepalive)
+  set_tests_properties(test_keepalive PROPERTIES RESOURCE_LOCK netns)
+endif()
