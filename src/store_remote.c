@@ -300,6 +300,9 @@ static int dial(struct remote *r, struct member *m, enum heca_channel ch)
 	if (fd < 0)
 		return fd;
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	/* Heartbeats notice a silent sponsor on the control connection; keepalive makes the
+	 * kernel give up on any connection to a host that vanished. */
+	heca__tcp_keepalive(fd, 15);
 	memcpy(hello, h->opt.cluster_id, 16);
 	memcpy(hello + 16, h->demander_id, 16);
 	heca_put32(hello + 32, (uint32_t)ch);
