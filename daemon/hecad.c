@@ -744,8 +744,15 @@ out:
 		conn_log("%s: %s (%s)", cn->peer, why, heca_strerror(err));
 	else if (g_verbose)
 		logmsg("%s: %s", cn->peer, why);
-	/* The peer sees EOF now, not when the reaper gets to close the fd. */
-	shutdown(cn->fd, SHUT_WR);
+	if (!strncmp(why, "dropped", 7)) {
+		/* A dropped peer gets a reset when the reaper closes the fd: a FIN would wait
+		 * behind replies it does not read, and the kernel would keep them for it. */
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
+		setsockopt(cn->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	} else {
+		/* The peer sees EOF now, not when the reaper gets to close the fd. */
+		shutdown(cn->fd, SHUT_WR);
+	}
 	sponsor_conn_exit(g_sp, &sc);
 	if (g_lease_ns == 0)
 		sweep_leases(); /* no lease: free at once, not at the next sweep */
