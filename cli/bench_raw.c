@@ -455,6 +455,36 @@ static void lat_rows(struct bench_result *r, const char *what, const struct benc
 	}
 }
 
+/* Connections a sponsor takes per second: connect, HELLO, its reply, close, one after
+ * another for about a second. */
+static int accept_rate(const char *addr, int timeout_ms, double *rate)
+{
+	uint64_t t0 = heca__now_ns(), t;
+	unsigned int n = 0;
+	uint8_t demander[16];
+
+	do {
+		struct raw_conn c = {.fd = -1};
+		int rc;
+
+		heca__random(demander, sizeof(demander));
+		rc = conn_open(&c, addr, demander, timeout_ms);
+		conn_close(&c);
+		if (rc) {
+			fprintf(stderr, "heca bench raw: connection %u to %s: %s\n", n, addr,
+				heca_strerror(rc));
+			return rc;
+		}
+		n++;
+		t = heca__now_ns() - t0;
+		if (n % 256 == 0)
+			bench_progress("raw: connections", (double)t / 1e9, n / (t / 1e9), "conn/s");
+	} while (t < 1000000000ull);
+	bench_progress_end();
+	*rate = n / (t / 1e9);
+	return 0;
+}
+
 int bench_raw(const struct bench_raw_opts *o, struct bench_result *r)
 {
 	struct raw_conn c[RAW_MAX_CONN];
@@ -462,7 +492,7 @@ int bench_raw(const struct bench_raw_opts *o, struct bench_result *r)
 	char list[4096], *save = NULL, *a;
 	uint8_t demander[16];
 	int nc = 0, rc = 0;
-	double rate = NAN;
+	double rate = NAN, conns = NAN;
 
 	for (int i = 0; i < RAW_MAX_CONN; i++)
 		c[i] = (struct raw_conn){.fd = -1};
@@ -509,6 +539,8 @@ int bench_raw(const struct bench_raw_opts *o, struct bench_result *r)
 		rc = time_rtt(c, nc, HECA_OP_READ, 0, o->samples, &rd, "raw: 1-page READ");
 	if (!rc)
 		rc = pipeline(c, nc, o->pipeline_pages, o->inflight, &rate);
+	if (!rc)
+		rc = accept_rate(c[0].addr, o->timeout_ms, &conns);
 	if (rc)
 		goto out;
 	rc = fault_floor(0, o->floor_pages, &fl);
@@ -521,6 +553,7 @@ int bench_raw(const struct bench_raw_opts *o, struct bench_result *r)
 	bench_fig(r, "raw", "1-page READ RTT p50", "us", NAN, rd.p50, "");
 	bench_fig(r, "raw", "1-page READ RTT p99", "us", NAN, rd.p99, "");
 	bench_fig(r, "raw", "pipelined page rate", "pages/s", NAN, rate, "");
+	bench_fig(r, "raw", "connections accepted", "conn/s", NAN, conns, "");
 	lat_rows(r, "fault floor", &fl);
 	lat_rows(r, "fault floor (spin)", &fl_spin);
 out:
