@@ -35,6 +35,7 @@
 #define NO_MEMBER 0xff
 #define HB_MS 250 /* heartbeat period when idle */
 #define STAT_MS 1000 /* a heartbeat at least this often under load, for fresh capacity figures */
+#define MISSED_MAX 4096 /* FREEs and DISCARDs remembered for a sponsor that is down */
 
 enum mstate {
 	M_UP = 0,      /* serving */
@@ -573,6 +574,8 @@ static void drop_holder_locked(struct remote *r, struct stripe *s, unsigned int 
 static void miss_locked(struct member *m, uint8_t op, uint32_t seg, uint64_t page,
 			uint64_t count)
 {
+	if (m->nmissed >= MISSED_MAX)
+		return; /* bounded: the rest costs it room until the segment is freed */
 	if (m->nmissed == m->capmissed) {
 		unsigned int ncap = m->capmissed ? m->capmissed * 2 : 16;
 		struct missed *n = realloc(m->missed, ncap * sizeof(*n));
@@ -1467,6 +1470,21 @@ static void heartbeat(struct remote *r, struct member *m)
 	__atomic_store_n(&m->last_ok_ns, m->last_hb_ns, __ATOMIC_RELAXED);
 }
 
+/* The i-th segment we have declared, read under r->mu (the table may change meanwhile: a
+ * caller walking it with i = 0, 1, ... sees each segment at most once or misses one that was
+ * released). Returns false past the end. */
+static bool seg_at(struct remote *r, unsigned int i, struct segrec *out)
+{
+	bool ok;
+
+	pthread_mutex_lock(&r->mu);
+	ok = i < r->nsegs;
+	if (ok)
+		*out = r->segs[i];
+	pthread_mutex_unlock(&r->mu);
+	return ok;
+}
+
 /* Whether m holds any stripe with written pages, as we believe. Caller holds r->mu. */
 static bool holds_pages_locked(struct remote *r, struct member *m)
 {
@@ -1495,6 +1513,7 @@ static void reconnect(struct remote *r, struct member *m)
 				   HECA_CHAN_BULK};
 	struct heca_frame req = {.opcode = HECA_OP_STAT}, rep;
 	uint8_t old_id[16], zero[16] = {0}, buf[256];
+	struct segrec sr;
 	uint64_t mine = 0;
 	bool known = memcmp(m->id, zero, 16) != 0;
 
@@ -1549,21 +1568,11 @@ static void reconnect(struct remote *r, struct member *m)
 	pthread_mutex_unlock(&r->mu);
 	if (m->gone) {
 		/* Whatever it holds of ours is stale: start it empty. */
-		for (unsigned int i = 0;; i++) {
-			struct segrec sr;
-			pthread_mutex_lock(&r->mu);
-			if (i >= r->nsegs) {
-				pthread_mutex_unlock(&r->mu);
-				break;
-			}
-			sr = r->segs[i];
-			pthread_mutex_unlock(&r->mu);
+		for (unsigned int i = 0; seg_at(r, i, &sr); i++)
 			ctl_simple(r, m, HECA_OP_FREE, sr.seg, 0);
-		}
 	} else {
 		for (;;) {
 			struct missed x;
-			struct heca_frame f;
 			pthread_mutex_lock(&r->mu);
 			if (!m->nmissed) {
 				pthread_mutex_unlock(&r->mu);
@@ -1571,20 +1580,11 @@ static void reconnect(struct remote *r, struct member *m)
 			}
 			x = m->missed[--m->nmissed];
 			pthread_mutex_unlock(&r->mu);
-			f = (struct heca_frame){.opcode = x.op, .segment = x.seg, .page = x.page,
-						.count = (uint32_t)HECA_MIN(x.count, 0x80000000ull)};
-			ctl_call(r, m, &f, &rep, buf, sizeof(buf), (int)r->base.h->opt.timeout_ms);
+			ctl_all_one(r, m, x.op, x.seg, x.page,
+				    (uint32_t)HECA_MIN(x.count, 0x80000000ull));
 		}
 	}
-	for (unsigned int i = 0;; i++) {
-		struct segrec sr;
-		pthread_mutex_lock(&r->mu);
-		if (i >= r->nsegs) {
-			pthread_mutex_unlock(&r->mu);
-			break;
-		}
-		sr = r->segs[i];
-		pthread_mutex_unlock(&r->mu);
+	for (unsigned int i = 0; seg_at(r, i, &sr); i++) {
 		/* Idempotent: declares a segment it lacks, grows one that was resized. */
 		if (ctl_simple(r, m, HECA_OP_ALLOC, sr.seg, sr.npages)) {
 			member_down(r, m, -EIO);
@@ -1959,17 +1959,9 @@ static void *repair_main(void *arg)
 			pthread_mutex_unlock(&r->mu);
 			if (!empty)
 				continue;
-			for (unsigned int k = 0;; k++) {
-				uint32_t seg;
-				pthread_mutex_lock(&r->mu);
-				if (k >= r->nsegs) {
-					pthread_mutex_unlock(&r->mu);
-					break;
-				}
-				seg = r->segs[k].seg;
-				pthread_mutex_unlock(&r->mu);
-				ctl_simple(r, m, HECA_OP_FREE, seg, 0);
-			}
+			struct segrec sr;
+			for (unsigned int k = 0; seg_at(r, k, &sr); k++)
+				ctl_simple(r, m, HECA_OP_FREE, sr.seg, 0);
 			m->emptied = true;
 			heca__log(r->base.h, HECA_LOG_INFO, "sponsor %s drained: it holds nothing",
 				  m->addr);
