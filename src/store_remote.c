@@ -542,6 +542,17 @@ static bool good_locked(const struct remote *r, const struct stripe *s, unsigned
 	return true;
 }
 
+/* Whether holder slot i lacks a page that an up holder has current: a copy can be mended. */
+static bool mendable_locked(const struct remote *r, const struct stripe *s, unsigned int i)
+{
+	const uint64_t *row = stale_row(r, s, i);
+
+	for (size_t w = 0; row && w < stripe_words(r); w++)
+		if (row[w] & current_elsewhere(r, s, w, i, true))
+			return true;
+	return false;
+}
+
 static unsigned int good_count_locked(const struct remote *r, const struct stripe *s)
 {
 	unsigned int g = 0;
@@ -1709,7 +1720,20 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 
 	pthread_mutex_lock(&r->mu);
 	st = stripe_find_locked(r, seg, idx);
-	if (st) {
+	if (!rc && !npages && st) {
+		/* Nothing copied: mending a copy made no progress (what it lacks is current only
+		 * where the holder is down), and a new copy of written pages would hold none of
+		 * them. Not a copy: repair goes on with its other work and tries again later. */
+		bool written = false;
+		for (size_t w = 0; w < words; w++)
+			written |= st->bits[w] != 0;
+		if (slot_of(st, to) >= 0 || written)
+			rc = -EAGAIN;
+	}
+	if (st && rc == -EAGAIN) {
+		st->target = NO_MEMBER;
+		st->copying = false;
+	} else if (st) {
 		ts = slot_of(st, to);
 		if (!rc && mstate(r->m[to]) == M_UP && st->target == to &&
 		    (ts >= 0 || st->n < MAX_R)) {
@@ -1747,15 +1771,6 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 		}
 		st->target = NO_MEMBER;
 		st->copying = false;
-	}
-	if (!rc && !npages) {
-		/* Nothing could be copied (what it lacks is current only where it is down):
-		 * no progress, try again later. */
-		for (size_t w = 0; w < words && st; w++)
-			if (want[w]) {
-				rc = -EAGAIN;
-				break;
-			}
 	}
 	r->moving--;
 	pthread_cond_broadcast(&r->cond);
@@ -1835,8 +1850,7 @@ static unsigned int repair_pass(struct remote *r, uint8_t *buf, size_t buflen)
 					 * its sponsor has room, else the best member without one. */
 					for (unsigned int i = 0; i < st->n && to == NO_MEMBER; i++)
 						if (eligible(r->m[st->holder[i]]) &&
-						    !good_locked(r, st, i) &&
-						    row_any(r, stale_row(r, st, i)))
+						    !good_locked(r, st, i) && mendable_locked(r, st, i))
 							to = st->holder[i];
 					for (unsigned int i = 0;
 					     i < r->nm && to == NO_MEMBER && st->n < MAX_R; i++)

@@ -476,6 +476,60 @@ static void local_limit(void)
 		t_sponsor_stop(&sp[i], 0);
 }
 
+/*
+ * The only current copy of some pages is at a sponsor that stopped, while the stale copy's
+ * sponsor has room again: nothing can be mended until the first is back, and repair must not
+ * spin on it (it also reconnects sponsors and gives up on silent ones). Half of every stripe is
+ * written with both sponsors taking it, the other half while A is full (current only at B);
+ * then B stops and A gets its room back.
+ */
+static void mend_source_down(void)
+{
+	struct t_sponsor sp[2];
+	struct heca_cluster_stats cs;
+	struct waker wk;
+	struct heca *h;
+	char list[160];
+	uint64_t npages = 4 * MIB / PG, half = 32;
+	uint8_t *p;
+	pthread_t t;
+	int fd;
+
+	for (int i = 0; i < 2; i++)
+		t_sponsor_start(&sp[i], "16M", NULL);
+	list_of(list, sizeof(list), sp, 2);
+	h = open_on(list, 1 * MIB, 2, 0);
+	ASSERT_EQ(heca_map(h, npages * PG, (void **)&p), 0);
+	for (uint64_t s0 = 0; s0 < npages; s0 += 2 * half)
+		fill(p, s0, s0 + half, 1);
+	wait_written(h, 10000);
+	ASSERT_GE(t_sponsor_fill(sp[0].addr, &fd), 0);
+	for (uint64_t s0 = half; s0 < npages; s0 += 2 * half)
+		fill(p, s0, s0 + half, 1);
+	wait_written(h, 10000);
+	ASSERT_EQ(wait_unpinned(h, 10000), 0);
+	kill(sp[1].pid, SIGSTOP);
+	ASSERT_EQ(t_sponsor_unfill(fd), 0);
+	sleep(3);
+	heca_get_cluster_stats(h, &cs);
+	printf("  only copy stopped, stale copy with room: %llu stripe copies in 3 s, %u of %u "
+	       "sponsors up\n",
+	       (unsigned long long)cs.copied_stripes, cs.sponsors_up, cs.sponsors);
+	ASSERT_LE(cs.copied_stripes, npages / 64);
+	wk = (struct waker){sp[1].pid, 0};
+	ASSERT_EQ(pthread_create(&t, NULL, wake_later, &wk), 0);
+	pthread_join(t, NULL);
+	ASSERT_TRUE(wait_healthy(h, 20000)); /* B back, A mended from it */
+	ASSERT_EQ(check(p, 0, npages, 1), 0);
+	heca_get_cluster_stats(h, &cs);
+	printf("  back: A mended with %llu pages, every page verified\n",
+	       (unsigned long long)cs.copied_pages);
+	ASSERT_GE(cs.copied_pages, 1);
+	heca_close(h);
+	for (int i = 0; i < 2; i++)
+		t_sponsor_stop(&sp[i], 0);
+}
+
 int main(int argc, char **argv)
 {
 	const char *only = argc > 1 ? argv[1] : "";
@@ -494,6 +548,8 @@ int main(int argc, char **argv)
 		stall(2, 3000);
 	if (!*only || !strcmp(only, "stall10"))
 		stall(1, 10000);
+	if (!*only || !strcmp(only, "mend"))
+		mend_source_down();
 	if (!*only || !strcmp(only, "limit"))
 		local_limit();
 	if (!*only || !strcmp(only, "givenup"))
