@@ -88,3 +88,13 @@ heca_test(test_segops LABELS stress TIMEOUT 180 LIBS heca_static)
 # refused up front (integration).
 heca_test(test_failure LABELS integration TIMEOUT 300 LIBS heca_static
   SOURCES tests/test_failure.c tests/sponsor_client.c)
+# Many threads against two copies on loopback sponsors while a seeded chaos kills, stops,
+# fills, drains and adds sponsors one at a time; every page checked (stress, bounded time).
+heca_test(test_soak LABELS stress TIMEOUT 400 LIBS heca_static
+  SOURCES tests/test_soak.c tests/sponsor_client.c)
+# Six sponsors in network namespaces: network cuts of 1 to 6 s and heals under demos, copies
+# restored after each (integration; root).
+add_test(NAME test_soak_cluster COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_soak_cluster.sh)
+set_tests_properties(test_soak_cluster PROPERTIES LABELS integration TIMEOUT 300
+  RESOURCE_LOCK netns RUN_SERIAL TRUE
+  SKIP_RETURN_CODE 77 ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
