@@ -101,3 +101,13 @@ heca_test(test_keepalive LABELS integration TIMEOUT 60
 if(TARGET test_keepalive)
   set_tests_properties(test_keepalive PROPERTIES RESOURCE_LOCK netns)
 endif()
+# Many threads against two copies on loopback sponsors while a seeded chaos kills, stops,
+# fills, drains and adds sponsors one at a time; every page checked (stress, bounded time).
+heca_test(test_soak LABELS stress TIMEOUT 400 LIBS heca_static
+  SOURCES tests/test_soak.c tests/sponsor_client.c)
+# Six sponsors in network namespaces: network cuts of 1 to 6 s and heals under demos, copies
+# restored after each (integration; root).
+add_test(NAME test_soak_cluster COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_soak_cluster.sh)
+set_tests_properties(test_soak_cluster PROPERTIES LABELS integration TIMEOUT 300
+  RESOURCE_LOCK netns RUN_SERIAL TRUE
+  SKIP_RETURN_CODE 77 ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
