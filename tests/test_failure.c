@@ -530,6 +530,54 @@ static void mend_source_down(void)
 		t_sponsor_stop(&sp[i], 0);
 }
 
+struct spinner {
+	uint8_t *p;
+	uint64_t npages;
+	atomic_int stop;
+};
+
+/* Read every page over and over until told to stop: traffic that keeps every connection busy. */
+static void *read_loop(void *arg)
+{
+	struct spinner *sp = arg;
+	volatile uint64_t sum = 0;
+
+	while (!atomic_load(&sp->stop))
+		for (uint64_t i = 0; i < sp->npages; i++)
+			sum += sp->p[i * PG];
+	return NULL;
+}
+
+/* Under steady load a sponsor's capacity figures as the demander reports them (heca status)
+ * are at most a heartbeat or two old, not the ones from the last quiet moment. */
+static void fresh_status(void)
+{
+	struct t_sponsor sp;
+	struct spinner rd = {.npages = 16 * MIB / PG};
+	struct heca_sponsor_info in;
+	struct t_stat ts;
+	struct heca *h;
+	pthread_t t;
+
+	t_sponsor_start(&sp, "64M", NULL);
+	h = open_on(sp.addr, 1 * MIB, 1, 0);
+	ASSERT_EQ(heca_map(h, rd.npages * PG, (void **)&rd.p), 0);
+	ASSERT_EQ(pthread_create(&t, NULL, read_loop, &rd), 0); /* busy from the start */
+	fill(rd.p, 0, rd.npages, 5);
+	wait_written(h, 10000);
+	sleep(3);
+	ASSERT_EQ(heca_get_sponsors(h, &in, 1), 1);
+	ASSERT_EQ(t_sponsor_stat(sp.addr, &ts), 0);
+	atomic_store(&rd.stop, 1);
+	pthread_join(t, NULL);
+	printf("  under load: the sponsor stores %llu pages, heca reports %llu\n",
+	       (unsigned long long)ts.used_pages, (unsigned long long)in.used_pages);
+	ASSERT_LE(in.used_pages + 64, ts.used_pages + 128);
+	ASSERT_LE(ts.used_pages, in.used_pages + 64);
+	heca_close(h);
+	t_sponsor_stop(&sp, 0);
+}
+
 int main(int argc, char **argv)
 {
 	const char *only = argc > 1 ? argv[1] : "";
@@ -548,6 +596,8 @@ int main(int argc, char **argv)
 		stall(2, 3000);
 	if (!*only || !strcmp(only, "stall10"))
 		stall(1, 10000);
+	if (!*only || !strcmp(only, "status"))
+		fresh_status();
 	if (!*only || !strcmp(only, "mend"))
 		mend_source_down();
 	if (!*only || !strcmp(only, "limit"))
