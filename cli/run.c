@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdbool.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -125,12 +127,74 @@ static int preflight(void)
 	return 0;
 }
 
+#define MAX_LEFT 256
+
 static pid_t child_pid;
+/* Processes of the program that outlived the one heca run started (they were reparented to
+ * it, a subreaper): signals go to them once the first has ended. */
+static volatile pid_t left[MAX_LEFT];
+static volatile int nleft;
 
 static void forward(int sig)
 {
-	if (child_pid > 0)
+	if (child_pid > 0) {
 		kill(child_pid, sig);
+		return;
+	}
+	for (int i = 0; i < nleft; i++)
+		if (left[i] > 0)
+			kill(left[i], sig);
+}
+
+/* Our children other than the sponsors we started, into left[]: how many. */
+static int program_children(const struct spawned *sp)
+{
+	char path[64], buf[4096];
+	ssize_t len;
+	int fd, n = 0;
+	char *p, *end;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/children", (int)getpid());
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (len < 0)
+		return -1;
+	buf[len] = '\0';
+	for (p = buf;; p = end) {
+		long pid = strtol(p, &end, 10);
+		bool ours = false;
+		if (end == p)
+			break;
+		for (int i = 0; i < sp->n; i++)
+			ours |= sp->pid[i] == pid;
+		if (!ours && n < MAX_LEFT)
+			left[n++] = (pid_t)pid;
+	}
+	nleft = n;
+	return n;
+}
+
+/*
+ * The program may leave processes behind when the one heca run started ends (a wrapper such
+ * as time(1) killed by a signal, a shell that put a job in the background): they still use
+ * sponsored memory, so the sponsors heca run started must outlive them. heca run is their
+ * subreaper; wait until none is left.
+ */
+static void wait_program(const struct spawned *sp)
+{
+	for (;;) {
+		int n = program_children(sp), st;
+		pid_t pid;
+
+		if (n <= 0)
+			return; /* none, or no /proc to tell: nothing more to wait for */
+		pid = waitpid(-1, &st, 0);
+		if (pid < 0 && errno != EINTR)
+			return;
+	}
 }
 
 /* Print the statistics the program's processes left in file; the first process's first. */
@@ -294,6 +358,8 @@ int cmd_run(int argc, char **argv)
 		return 1;
 	}
 	fflush(NULL);
+	/* Processes the program leaves behind become ours to wait for (wait_program). */
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	child_pid = fork();
 	if (child_pid < 0) {
 		fprintf(stderr, "heca run: fork: %s\n", strerror(errno));
@@ -334,6 +400,12 @@ int cmd_run(int argc, char **argv)
 			status = 1 << 8;
 			break;
 		}
+	{
+		pid_t first = child_pid;
+		child_pid = -1; /* signals go to what is left of the program */
+		wait_program(&sp);
+		child_pid = first;
+	}
 	if (WIFSIGNALED(status)) {
 		rc = 128 + WTERMSIG(status);
 		fprintf(stderr, "heca run: %s ended by signal %d (%s)\n", argv[optind],

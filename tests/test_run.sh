@@ -66,6 +66,24 @@ for i in range(0, len(b), 512):
     b[i] = (i >> 9) & 255
 print(sum(sum(b[k::4096]) for k in (0, 512, 1024)))
 '
+# A program that outlives the process heca run started (a wrapper that ends first, here a
+# shell that leaves its job behind): the sponsors heca run started must outlive it too.
+prog='
+import time
+b = bytearray(96 << 20)
+for i in range(0, len(b), 512):
+    b[i] = (i >> 9) & 255
+time.sleep(1)
+print(sum(sum(b[k::4096]) for k in (0, 512, 1024)))'
+want=$(python3 -c "$prog")
+out=$("$cli" run --local 16M --stats -- sh -c 'python3 -c "$0" & exit 0' "$prog" 2>"$tmp/err")
+rc=$?
+wb=$(written_back "$tmp/err")
+if [ $rc = 0 ] && [ "$out" = "$want" ] && [ -n "$wb" ] && [ "$wb" -ge 1000 ]; then
+	ok "a process left behind by the one heca run started: same output ($want), $wb pages written back"
+else
+	bad "a process left behind: exit $rc, output '$out' (want $want), ${wb:-no} pages written back: $(tail -5 "$tmp/err")"
+fi
 run_cmp "python3 list of 8M ints (64 MiB of pointers), budget 16 MiB" 16M python3 -c '
 l = [i & 1023 for i in range(8_000_000)]
 s = 0
