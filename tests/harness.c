@@ -15,6 +15,34 @@
 #include <unistd.h>
 #include <linux/userfaultfd.h>
 
+static uint64_t t_pat(uint64_t page, uint64_t ver, uint64_t k)
+{
+	uint64_t x = (page << 32) ^ (ver * 0x9e3779b97f4a7c15ull) ^ (k * 0xff51afd7ed558ccdull);
+	return x ^ (x >> 29);
+}
+
+void t_fill_pages(uint8_t *p, uint64_t from, uint64_t to, uint64_t ver)
+{
+	for (uint64_t i = from; i < to; i++)
+		for (uint64_t k = 0; k < 4096 / 8; k += 8)
+			((uint64_t *)(p + i * 4096))[k] = t_pat(i, ver, k);
+}
+
+uint64_t t_check_pages(const uint8_t *p, uint64_t from, uint64_t to, uint64_t ver)
+{
+	uint64_t bad = 0;
+
+	for (uint64_t i = from; i < to; i++)
+		for (uint64_t k = 0; k < 4096 / 8; k += 8)
+			if (((const uint64_t *)(p + i * 4096))[k] != t_pat(i, ver, k)) {
+				if (bad++ < 5)
+					fprintf(stderr, "  page %llu word %llu wrong\n",
+						(unsigned long long)i, (unsigned long long)k);
+				break;
+			}
+	return bad;
+}
+
 double t_now_ms(void)
 {
 	struct timespec ts;

@@ -6,6 +6,7 @@
 #ifndef HECA_TEST_HARNESS_H
 #define HECA_TEST_HARNESS_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,12 @@ int t_sponsor_stop(struct t_sponsor *s, int kill9);
 /* Run $HECAD (else ./hecad) with args (NULL-terminated), output discarded; return its exit
  * status, or -1 if it did not exit normally. */
 int t_run_hecad(const char *const *args);
+
+/* Fill pages [from, to) of the 4 KiB pages at p with a pattern of (page, version), one word
+ * in eight; t_check_pages() returns how many of them do not hold version ver (naming the
+ * first few on stderr). For tests that must see every page they moved come back right. */
+void t_fill_pages(uint8_t *p, uint64_t from, uint64_t to, uint64_t ver);
+uint64_t t_check_pages(const uint8_t *p, uint64_t from, uint64_t to, uint64_t ver);
 
 /* Milliseconds since an arbitrary start. */
 double t_now_ms(void);

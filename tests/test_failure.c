@@ -70,34 +70,6 @@ static struct heca *open_on(const char *list, uint64_t budget, unsigned int repl
 	return h;
 }
 
-static uint64_t pat(uint64_t page, uint64_t ver, uint64_t k)
-{
-	uint64_t x = (page << 32) ^ (ver * 0x9e3779b97f4a7c15ull) ^ (k * 0xff51afd7ed558ccdull);
-	return x ^ (x >> 29);
-}
-
-static void fill(uint8_t *p, uint64_t from, uint64_t to, uint64_t ver)
-{
-	for (uint64_t i = from; i < to; i++)
-		for (uint64_t k = 0; k < PG / 8; k += 8)
-			((uint64_t *)(p + i * PG))[k] = pat(i, ver, k);
-}
-
-/* Pages of [from, to) whose content is not version ver's. */
-static uint64_t check(uint8_t *p, uint64_t from, uint64_t to, uint64_t ver)
-{
-	uint64_t bad = 0;
-
-	for (uint64_t i = from; i < to; i++)
-		for (uint64_t k = 0; k < PG / 8; k += 8)
-			if (((uint64_t *)(p + i * PG))[k] != pat(i, ver, k)) {
-				if (bad++ < 5)
-					fprintf(stderr, "  page %llu word %llu wrong\n",
-						(unsigned long long)i, (unsigned long long)k);
-				break;
-			}
-	return bad;
-}
 
 static void list_of(char *out, size_t len, struct t_sponsor *s, int n)
 {
@@ -188,7 +160,7 @@ static void fill_midrun(unsigned int replicas)
 	h = open_on(list, 4 * MIB, replicas, 0);
 	ASSERT_EQ(heca_map(h, npages * PG, (void **)&p), 0);
 	for (uint64_t s = 0; s < npages; s += 2 * half)
-		fill(p, s, s + half, 1);
+		t_fill_pages(p, s, s + half, 1);
 	wait_written(h, 10000);
 	for (int i = 0; i < u.n; i++) {
 		long n = t_sponsor_fill(sp[i].addr, &u.fd[i]);
@@ -198,7 +170,7 @@ static void fill_midrun(unsigned int replicas)
 	}
 	ASSERT_EQ(pthread_create(&t, NULL, unfill_later, &u), 0);
 	for (uint64_t s = half; s < npages; s += 2 * half)
-		fill(p, s, s + half, 1);
+		t_fill_pages(p, s, s + half, 1);
 	heca_get_stats(h, &st);
 	printf("  R=%u: the other halves written with %llu MiB of the sponsors taken: %llu "
 	       "write-backs refused, %llu pages kept locally, %llu lost\n",
@@ -206,14 +178,14 @@ static void fill_midrun(unsigned int replicas)
 	       (unsigned long long)st.writeback_errors, (unsigned long long)st.pinned_pages,
 	       (unsigned long long)st.pages_lost);
 	ASSERT_GE(atomic_load(&full_lines), 1); /* a sponsor did fill up */
-	ASSERT_EQ(check(p, 0, npages, 1), 0);
-	fill(p, 0, npages, 2); /* and again, over stripes that have moved */
-	ASSERT_EQ(check(p, 0, npages, 2), 0);
+	ASSERT_EQ(t_check_pages(p, 0, npages, 1), 0);
+	t_fill_pages(p, 0, npages, 2); /* and again, over stripes that have moved */
+	ASSERT_EQ(t_check_pages(p, 0, npages, 2), 0);
 	pthread_join(t, NULL);
 	/* Room appeared: the pages kept locally go out. */
 	ASSERT_EQ(wait_unpinned(h, 20000), 0);
 	ASSERT_TRUE(wait_healthy(h, 20000));
-	ASSERT_EQ(check(p, 0, npages, 2), 0);
+	ASSERT_EQ(t_check_pages(p, 0, npages, 2), 0);
 	heca_get_stats(h, &st);
 	heca_get_cluster_stats(h, &cs);
 	printf("  R=%u: after the other demander freed its memory: %llu pages kept locally, "
@@ -254,7 +226,7 @@ static void *read_all(void *arg)
 	struct reader *r = arg;
 	double t0 = t_now_ms();
 
-	r->bad = check(r->p, 0, r->npages, r->ver);
+	r->bad = t_check_pages(r->p, 0, r->npages, r->ver);
 	r->ms = t_now_ms() - t0;
 	return NULL;
 }
@@ -282,18 +254,18 @@ static void stall(unsigned int replicas, int stop_ms)
 	list_of(list, sizeof(list), sp, n);
 	h = open_on(list, 2 * MIB, replicas, 0);
 	ASSERT_EQ(heca_map(h, npages * PG, (void **)&p), 0);
-	fill(p, 0, npages, 1);
+	t_fill_pages(p, 0, npages, 1);
 	kill(sp[0].pid, SIGSTOP);
 	wk = (struct waker){sp[0].pid, stop_ms};
 	ASSERT_EQ(pthread_create(&tw, NULL, wake_later, &wk), 0);
 	rd = (struct reader){.p = p, .npages = npages / 2, .ver = 1};
 	ASSERT_EQ(pthread_create(&t, NULL, read_all, &rd), 0);
-	fill(p, npages / 2, npages, 2); /* writes meanwhile: evictions to a stopped sponsor */
+	t_fill_pages(p, npages / 2, npages, 2); /* writes meanwhile: evictions to a stopped sponsor */
 	pthread_join(t, NULL);
 	pthread_join(tw, NULL);
 	ASSERT_EQ(rd.bad, 0);
-	ASSERT_EQ(check(p, npages / 2, npages, 2), 0);
-	ASSERT_EQ(check(p, 0, npages / 2, 1), 0);
+	ASSERT_EQ(t_check_pages(p, npages / 2, npages, 2), 0);
+	ASSERT_EQ(t_check_pages(p, 0, npages / 2, 1), 0);
 	ASSERT_TRUE(wait_healthy(h, 30000));
 	ASSERT_EQ(wait_unpinned(h, 20000), 0);
 	heca_get_stats(h, &st);
@@ -314,8 +286,8 @@ static void stall(unsigned int replicas, int stop_ms)
 		kill(sp[1].pid, SIGKILL);
 		waitpid(sp[1].pid, NULL, 0);
 		sp[1].pid = 0;
-		ASSERT_EQ(check(p, 0, npages / 2, 1), 0);
-		ASSERT_EQ(check(p, npages / 2, npages, 2), 0);
+		ASSERT_EQ(t_check_pages(p, 0, npages / 2, 1), 0);
+		ASSERT_EQ(t_check_pages(p, npages / 2, npages, 2), 0);
 	}
 	heca_close(h);
 	for (int i = 0; i < n; i++)
@@ -339,7 +311,7 @@ static void given_up_and_back(void)
 	t_sponsor_start(&sp, "64M", NULL);
 	h = open_on(sp.addr, 256 * 1024, 1, 1500);
 	ASSERT_EQ(heca_map(h, npages * PG, (void **)&p), 0);
-	fill((uint8_t *)p, 0, npages, 3);
+	t_fill_pages((uint8_t *)p, 0, npages, 3);
 	/* Page 0 must be at the sponsor only: every write-back acknowledged, none in a buffer. */
 	for (int i = 0; i < 1000; i++) {
 		struct heca_stats st;
@@ -367,7 +339,7 @@ static void given_up_and_back(void)
 	for (int i = 0; i < 1000 && !atomic_load(&revived_lines); i++)
 		usleep(10000);
 	ASSERT_EQ(atomic_load(&revived_lines), 1);
-	ASSERT_EQ(check((uint8_t *)p, 0, npages, 3), 0);
+	ASSERT_EQ(t_check_pages((uint8_t *)p, 0, npages, 3), 0);
 	printf("  back with its pages: page 0 and every other page readable again\n");
 	heca_close(h);
 	t_sponsor_stop(&sp, 0);
@@ -415,7 +387,7 @@ static void *write_all(void *arg)
 {
 	struct writer *w = arg;
 
-	fill(w->p, 0, w->npages, 4);
+	t_fill_pages(w->p, 0, w->npages, 4);
 	atomic_store(&w->done, 1);
 	return NULL;
 }
@@ -467,7 +439,7 @@ static void local_limit(void)
 	ASSERT_LE(most, limit + 256);
 	ASSERT_EQ(t_sponsor_unfill(fd), 0); /* room: the writer goes on */
 	pthread_join(t, NULL);
-	ASSERT_EQ(check(w.p, 0, w.npages, 4), 0);
+	ASSERT_EQ(t_check_pages(w.p, 0, w.npages, 4), 0);
 	heca_get_stats(h, &st);
 	ASSERT_EQ(st.pages_lost, 0);
 	printf("  room made: the writer finished, every page verified\n");
@@ -501,11 +473,11 @@ static void mend_source_down(void)
 	h = open_on(list, 1 * MIB, 2, 0);
 	ASSERT_EQ(heca_map(h, npages * PG, (void **)&p), 0);
 	for (uint64_t s0 = 0; s0 < npages; s0 += 2 * half)
-		fill(p, s0, s0 + half, 1);
+		t_fill_pages(p, s0, s0 + half, 1);
 	wait_written(h, 10000);
 	ASSERT_GE(t_sponsor_fill(sp[0].addr, &fd), 0);
 	for (uint64_t s0 = half; s0 < npages; s0 += 2 * half)
-		fill(p, s0, s0 + half, 1);
+		t_fill_pages(p, s0, s0 + half, 1);
 	wait_written(h, 10000);
 	ASSERT_EQ(wait_unpinned(h, 10000), 0);
 	kill(sp[1].pid, SIGSTOP);
@@ -520,7 +492,7 @@ static void mend_source_down(void)
 	ASSERT_EQ(pthread_create(&t, NULL, wake_later, &wk), 0);
 	pthread_join(t, NULL);
 	ASSERT_TRUE(wait_healthy(h, 20000)); /* B back, A mended from it */
-	ASSERT_EQ(check(p, 0, npages, 1), 0);
+	ASSERT_EQ(t_check_pages(p, 0, npages, 1), 0);
 	heca_get_cluster_stats(h, &cs);
 	printf("  back: A mended with %llu pages, every page verified\n",
 	       (unsigned long long)cs.copied_pages);
@@ -563,7 +535,7 @@ static void fresh_status(void)
 	h = open_on(sp.addr, 1 * MIB, 1, 0);
 	ASSERT_EQ(heca_map(h, rd.npages * PG, (void **)&rd.p), 0);
 	ASSERT_EQ(pthread_create(&t, NULL, read_loop, &rd), 0); /* busy from the start */
-	fill(rd.p, 0, rd.npages, 5);
+	t_fill_pages(rd.p, 0, rd.npages, 5);
 	wait_written(h, 10000);
 	sleep(3);
 	ASSERT_EQ(heca_get_sponsors(h, &in, 1), 1);

@@ -59,32 +59,6 @@ static struct heca *open_cluster(int n, uint64_t budget, unsigned int replicas)
 	return h;
 }
 
-static uint64_t pat(uint64_t page, uint64_t ver, uint64_t k)
-{
-	uint64_t x = (page << 32) ^ (ver * 0x9e3779b97f4a7c15ull) ^ (k * 0xff51afd7ed558ccdull);
-	return x ^ (x >> 29);
-}
-
-static void fill(uint8_t *p, uint64_t from, uint64_t to, uint64_t ver)
-{
-	for (uint64_t i = from; i < to; i++)
-		for (uint64_t k = 0; k < PG / 8; k += 8)
-			((uint64_t *)(p + i * PG))[k] = pat(i, ver, k);
-}
-
-static uint64_t check(uint8_t *p, uint64_t from, uint64_t to, uint64_t ver)
-{
-	uint64_t bad = 0;
-	for (uint64_t i = from; i < to; i++)
-		for (uint64_t k = 0; k < PG / 8; k += 8)
-			if (((uint64_t *)(p + i * PG))[k] != pat(i, ver, k)) {
-				if (!bad)
-					fprintf(stderr, "  page %llu wrong\n", (unsigned long long)i);
-				bad++;
-				break;
-			}
-	return bad;
-}
 
 static uint64_t used_total(void)
 {
@@ -137,9 +111,9 @@ static void test_spread(void)
 
 	ASSERT_EQ(heca_map(h, n * PG, (void **)&p), 0);
 	ASSERT_EQ(heca_map(h, 512 * PG, (void **)&scratch), 0);
-	fill(p, 0, n, 1);
+	t_fill_pages(p, 0, n, 1);
 	flush(h, scratch, 512);
-	ASSERT_EQ(check(p, 0, n, 1), 0);
+	ASSERT_EQ(t_check_pages(p, 0, n, 1), 0);
 	flush(h, scratch, 512);
 	ASSERT_TRUE(settle(h, 5000, &cs));
 	k = heca_get_sponsors(h, info, MAXS);
@@ -169,8 +143,8 @@ static void *loader(void *arg)
 {
 	struct load *l = arg;
 	for (uint64_t v = 10; !atomic_load(&l->stop); v++) {
-		fill(l->p, l->from, l->to, v);
-		atomic_fetch_add(&l->bad, check(l->p, l->from, l->to, v));
+		t_fill_pages(l->p, l->from, l->to, v);
+		atomic_fetch_add(&l->bad, t_check_pages(l->p, l->from, l->to, v));
 		atomic_fetch_add(&l->rounds, 1);
 	}
 	return NULL;
@@ -344,8 +318,8 @@ static void test_full(void)
 	ASSERT_TRUE(strstr(heca_last_error(), "room") != NULL);
 	/* 1.75 MiB fits, but only with pages kept locally past the budget. */
 	ASSERT_EQ(heca_map(h, n * PG, (void **)&p), 0);
-	fill(p, 0, n, 5);
-	ASSERT_EQ(check(p, 0, n, 5), 0);
+	t_fill_pages(p, 0, n, 5);
+	ASSERT_EQ(t_check_pages(p, 0, n, 5), 0);
 	heca_get_stats(h, &st);
 	printf("  full cluster: %llu write-backs refused, %llu pages kept locally, 0 lost\n",
 	       (unsigned long long)st.writeback_errors, (unsigned long long)st.pinned_pages);
