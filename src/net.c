@@ -9,8 +9,10 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -40,45 +42,87 @@ static void tune(int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/* One connection attempt within timeout_ms. Returns the connected, blocking fd or -errno. */
+static int connect_addr(const struct sockaddr *sa, socklen_t salen, int timeout_ms)
+{
+	int rc, err, fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, sa, salen) == 0)
+		goto connected;
+	if (errno == EINPROGRESS) {
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+		rc = poll(&p, 1, timeout_ms);
+		if (rc == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
+			goto connected;
+		err = rc == 0 ? -ETIMEDOUT : (soerr ? -soerr : -errno);
+	} else {
+		err = -errno;
+	}
+	close(fd);
+	return err;
+connected:
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	tune(fd);
+	return fd;
+}
+
+/* A numeric address is connected to without getaddrinfo(), which allocates from the
+ * program's allocator: in the preload, reconnecting must not (src/privalloc.h). */
+static int numeric(const char *hostport, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char host[256], port[16];
+	struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+	char *end;
+	unsigned long pn;
+
+	if (heca__split_hostport(hostport, host, sizeof(host), port, sizeof(port)))
+		return 0;
+	pn = strtoul(port, &end, 10);
+	if (*end || !*port || pn > 65535)
+		return 0;
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons((uint16_t)pn);
+		*len = sizeof(*v4);
+		return 1;
+	}
+	if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons((uint16_t)pn);
+		*len = sizeof(*v6);
+		return 1;
+	}
+	return 0;
+}
+
 int heca__tcp_connect(const char *hostport, int timeout_ms)
 {
 	struct addrinfo *res, *ai;
-	int rc, fd = -1, err = -ECONNREFUSED;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int rc, err = -ECONNREFUSED;
 
+	if (numeric(hostport, &ss, &sl))
+		return connect_addr((struct sockaddr *)&ss, sl, timeout_ms);
 	rc = resolve(hostport, 0, &res);
 	if (rc)
 		return rc;
 	for (ai = res; ai; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-			    ai->ai_protocol);
-		if (fd < 0) {
-			err = -errno;
-			continue;
+		rc = connect_addr(ai->ai_addr, ai->ai_addrlen, timeout_ms);
+		if (rc >= 0) {
+			freeaddrinfo(res);
+			return rc;
 		}
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-			goto connected;
-		if (errno == EINPROGRESS) {
-			struct pollfd p = {.fd = fd, .events = POLLOUT};
-			int soerr = 0;
-			socklen_t sl = sizeof(soerr);
-			rc = poll(&p, 1, timeout_ms);
-			if (rc == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
-			    soerr == 0)
-				goto connected;
-			err = rc == 0 ? -ETIMEDOUT : (soerr ? -soerr : -errno);
-		} else {
-			err = -errno;
-		}
-		close(fd);
-		fd = -1;
+		err = rc;
 	}
 	freeaddrinfo(res);
 	return err;
-connected:
-	freeaddrinfo(res);
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-	tune(fd);
-	return fd;
 }
 
 int heca__tcp_listen(const char *hostport, char *bound, size_t boundlen)
