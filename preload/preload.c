@@ -3,18 +3,21 @@
  * preload.c - libheca-preload.so: heca for programs that were never written for it. Loaded
  * with LD_PRELOAD (by `heca run`), it makes large private anonymous memory sponsored:
  *
- *  - malloc() and friends of at least HECA_MIN_SIZE bytes get a sponsored mapping of their
- *    own (glibc's malloc calls mmap internally, out of an interposer's reach, so the
- *    allocation functions themselves are wrapped); free() gives it back, realloc() moves it
- *    with mremap;
- *  - mmap() of private anonymous memory of at least HECA_MIN_SIZE bytes is registered;
+ *  - mmap() of private anonymous memory of at least HECA_MIN_SIZE bytes is registered: every
+ *    allocator but glibc's (jemalloc, tcmalloc, mimalloc) maps its memory this way, and keeps
+ *    every pointer it made;
+ *  - glibc's malloc maps memory through internal calls out of an interposer's reach, so when
+ *    glibc's is the program's allocator, malloc() and friends of at least HECA_MIN_SIZE bytes
+ *    get a sponsored mapping of their own; free() gives it back, realloc() moves it with
+ *    mremap. With any other allocator every malloc-family call goes to that allocator;
  *  - munmap(), mremap(), madvise(MADV_DONTNEED/MADV_FREE), mprotect() and fork() on
  *    sponsored memory are done so that page states, the budget and the sponsors stay true
  *    (src/segops.c, src/fork.c).
  *
- * Everything else passes through. The library starts on the first large allocation, so
- * programs that never make one pay nothing. Threads of libheca itself, and the wrappers while
- * they call into it, pass straight through (heca__internal).
+ * Everything else passes through. heca starts when the library is loaded, where no allocator
+ * can hold a lock, and its own memory never comes from the program's allocator
+ * (src/privalloc.h). Threads of libheca itself, and the wrappers while they call into it, pass
+ * straight through (heca__internal).
  */
 #include <dlfcn.h>
 #include <malloc.h>
@@ -37,42 +40,42 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-/* glibc's own allocator, under the names it exports for exactly this purpose. */
-extern void *__libc_malloc(size_t);
-extern void __libc_free(void *);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-
 static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct heca *H;
 static int state; /* 0: not started, 1: running, -1: off (failed, or not wanted) */
 static pid_t owner;
+static bool used; /* this process has sponsored memory: its statistics are worth a record */
 static uint64_t min_size = 4ull << 20;
 static pid_t (*real_fork)(void);
-static size_t (*real_usable)(void *);
 
-/* ---- big blocks handed out by malloc: address -> length ---- */
+/* ---- big blocks handed out by malloc: address -> length ----
+ *
+ * Open addressing; a removed block leaves a tombstone that lookups step over, and the table is
+ * rebuilt (at the same size when most slots are tombstones) before live and dead slots
+ * together fill half of it: a lookup always meets an empty slot. */
 
 struct block {
-	uintptr_t addr; /* 0: empty; 1: deleted */
+	uintptr_t addr; /* 0: empty; 1: removed */
 	uint64_t len;
 };
 static pthread_mutex_t blocks_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct block *blocks;
-static size_t nblocks_cap, nblocks_used;
+static size_t nblocks_cap, nblocks_used, nblocks_dead;
 
 static size_t bslot(uintptr_t a, size_t cap)
 {
 	return (size_t)((a >> 12) * 0x9e3779b97f4a7c15ull >> 20) & (cap - 1);
 }
 
-static int blocks_grow_locked(void)
+static int blocks_rebuild_locked(void)
 {
-	size_t ncap = nblocks_cap ? nblocks_cap * 2 : 1024;
-	struct block *n = (struct block *)syscall(SYS_mmap, NULL, ncap * sizeof(*n),
-						  PROT_READ | PROT_WRITE,
-						  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	size_t ncap = nblocks_cap ? nblocks_cap : 1024;
+	struct block *n;
+
+	while ((nblocks_used + 1) * 4 > ncap)
+		ncap *= 2;
+	n = (struct block *)syscall(SYS_mmap, NULL, ncap * sizeof(*n), PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if ((long)n == -1)
 		return -ENOMEM;
 	for (size_t i = 0; i < nblocks_cap; i++) {
@@ -87,6 +90,7 @@ static int blocks_grow_locked(void)
 		syscall(SYS_munmap, blocks, nblocks_cap * sizeof(*blocks));
 	blocks = n;
 	nblocks_cap = ncap;
+	nblocks_dead = 0;
 	return 0;
 }
 
@@ -94,12 +98,14 @@ static int block_add(uintptr_t a, uint64_t len)
 {
 	size_t k;
 	pthread_mutex_lock(&blocks_mu);
-	if ((nblocks_used + 1) * 2 > nblocks_cap && blocks_grow_locked()) {
+	if ((nblocks_used + nblocks_dead + 1) * 2 > nblocks_cap && blocks_rebuild_locked()) {
 		pthread_mutex_unlock(&blocks_mu);
 		return -ENOMEM;
 	}
 	for (k = bslot(a, nblocks_cap); blocks[k].addr > 1; k = (k + 1) & (nblocks_cap - 1))
 		;
+	if (blocks[k].addr == 1)
+		nblocks_dead--;
 	blocks[k] = (struct block){a, len};
 	nblocks_used++;
 	pthread_mutex_unlock(&blocks_mu);
@@ -122,6 +128,7 @@ static uint64_t block_find(uintptr_t a, bool take)
 		if (take) {
 			blocks[k].addr = 1;
 			nblocks_used--;
+			nblocks_dead++;
 		}
 		break;
 	}
@@ -219,6 +226,23 @@ static int read_env(struct heca_options *o, char *why, size_t whylen)
 }
 
 static char ctl_path[108];
+static int heca_threads; /* threads of heca's own in this process */
+
+/* The threads of this process now, from /proc (read without allocating); -1 if unknown. */
+static int threads_now(void)
+{
+	char buf[4096], *p;
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	p = strstr(buf, "\nThreads:");
+	return p ? atoi(p + 9) : -1;
+}
 
 /* Start heca in this process, once. Returns whether it runs. */
 static bool start(void)
@@ -248,7 +272,9 @@ static bool start(void)
 				 (unsigned)getuid(), (int)getpid());
 		}
 		o.control_path = ctl_path;
+		int before = threads_now();
 		rc = heca_open(&o, &H);
+		heca_threads = threads_now() - before;
 		if (rc)
 			snprintf(why, sizeof(why), "%s", *heca_last_error() ? heca_last_error()
 									     : heca_strerror(rc));
@@ -274,27 +300,37 @@ static inline bool active(void)
 	       getpid() == owner;
 }
 
+static void alloc_resolve(void);
+
+/* heca starts here, before main() and before any allocator can hold a lock of its own; a start
+ * inside a wrapper could be under one (jemalloc maps memory while it initialises, tcmalloc
+ * while it grows its heap). */
 __attribute__((constructor)) static void preload_init(void)
 {
 	const char *v = getenv("HECA_MIN_SIZE");
 	uint64_t x;
 
 	real_fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "fork");
-	real_usable = (size_t(*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+	alloc_resolve();
 	if (v && !heca_parse_size(v, &x) && x >= PAGE_SZ)
 		min_size = x;
+	start();
 }
 
-/* At exit: the statistics if asked for, then every segment freed at the sponsors. Memory is
- * left mapped (as ordinary zero pages) for whatever still runs after this destructor. */
+/* At exit: the statistics if asked for; then, if no other thread of the program still runs,
+ * the program's buffered output is written and every segment freed at the sponsors. Memory is
+ * left mapped (as ordinary zero pages) for the little that runs after this destructor. While
+ * other threads run they may still read their memory: it stays served, and the sponsors free
+ * it when their lease of the process ends. */
 __attribute__((destructor)) static void preload_fini(void)
 {
 	const char *file = getenv("HECA_STATS_FILE");
+	int others;
 
 	if (__atomic_load_n(&state, __ATOMIC_ACQUIRE) <= 0 || getpid() != owner)
 		return;
 	heca__internal++;
-	if (file && *file) {
+	if (file && *file && used) {
 		struct heca_preload_stats rec = {.magic = HECA_PRELOAD_STATS_MAGIC,
 						 .pid = getpid()};
 		int fd = open(file, O_WRONLY | O_APPEND | O_CLOEXEC);
@@ -305,6 +341,14 @@ __attribute__((destructor)) static void preload_fini(void)
 			close(fd);
 		}
 	}
+	others = threads_now() - heca_threads - 1;
+	if (others > 0) {
+		heca__internal--;
+		return;
+	}
+	/* stdio writes what it still buffers after the destructors, from buffers that may be
+	 * sponsored: now, while they still hold it. */
+	fflush(NULL);
 	for (;;) {
 		uintptr_t a = 0;
 		pthread_mutex_lock(&H->lock);
@@ -353,7 +397,7 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 
 	if (heca__internal)
 		return sys_mmap(addr, len, prot, flags, fd, off);
-	want = sponsorable(len, prot, flags, fd) && start();
+	want = sponsorable(len, prot, flags, fd) && active();
 	if (active() && (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) == MAP_FIXED &&
 	    heca__range_sponsored(H, (uintptr_t)addr, len)) {
 		heca__internal++;
@@ -366,6 +410,8 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 	heca__internal++;
 	if (heca_register(H, p, page_up(len)) < 0)
 		say_local(len, heca_last_error());
+	else
+		used = true;
 	heca__internal--;
 	return p;
 }
@@ -533,7 +579,94 @@ EXPORT void _exit(int status)
 
 EXPORT void _Exit(int status) __attribute__((alias("_exit")));
 
-/* ---- the allocator ---- */
+/* ---- the allocator ----
+ *
+ * The malloc family of the allocator the program would have without heca: the next definition
+ * after this library, which is glibc's, or jemalloc, tcmalloc or mimalloc linked into the
+ * program or preloaded after heca. Every pointer goes back to the allocator that made it. */
+
+static struct {
+	void *(*malloc)(size_t);
+	void (*free)(void *);
+	void *(*calloc)(size_t, size_t);
+	void *(*realloc)(void *, size_t);
+	void *(*memalign)(size_t, size_t);
+	int (*posix_memalign)(void **, size_t, size_t);
+	void *(*aligned_alloc)(size_t, size_t);
+	void *(*valloc)(size_t);
+	void *(*pvalloc)(size_t);
+	size_t (*usable)(void *);
+} nx;
+
+/* 0: not known yet; ALLOC_GLIBC: heca hands out the big blocks itself, because glibc maps them
+ * out of an interposer's reach; ALLOC_OTHER: that allocator gets every call, and the memory it
+ * maps is sponsored through mmap(). */
+enum { ALLOC_GLIBC = 1, ALLOC_OTHER = 2 };
+static int alloc_kind;
+static __thread int resolving;
+
+/* What dlsym() allocates while the allocator is being looked up comes from here, reads as
+ * zero, and is never reused. */
+static char boot_buf[64 << 10] __attribute__((aligned(16)));
+static size_t boot_used;
+
+static void *boot_alloc(size_t n)
+{
+	size_t at = __atomic_fetch_add(&boot_used, (n + 15) & ~(size_t)15, __ATOMIC_RELAXED);
+
+	if (n > sizeof(boot_buf) || at > sizeof(boot_buf) - n) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return boot_buf + at;
+}
+
+static bool is_boot(const void *p)
+{
+	return (const char *)p >= boot_buf && (const char *)p < boot_buf + sizeof(boot_buf);
+}
+
+#define NEXT(field, name) nx.field = (__typeof__(nx.field))dlsym(RTLD_NEXT, name)
+
+static void alloc_resolve(void)
+{
+	void *libc, *glibc_malloc;
+
+	if (__atomic_load_n(&alloc_kind, __ATOMIC_ACQUIRE))
+		return;
+	resolving++;
+	NEXT(malloc, "malloc");
+	NEXT(free, "free");
+	NEXT(calloc, "calloc");
+	NEXT(realloc, "realloc");
+	NEXT(memalign, "memalign");
+	NEXT(posix_memalign, "posix_memalign");
+	NEXT(aligned_alloc, "aligned_alloc");
+	NEXT(valloc, "valloc");
+	NEXT(pvalloc, "pvalloc");
+	NEXT(usable, "malloc_usable_size");
+	/* glibc's own, looked up in libc itself: an allocator may define __libc_malloc too
+	 * (tcmalloc does), so that name does not tell. */
+	libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+	glibc_malloc = libc ? dlsym(libc, "malloc") : NULL;
+	if (libc)
+		dlclose(libc);
+	resolving--;
+	__atomic_store_n(&alloc_kind,
+			 !nx.malloc || !nx.free || (void *)nx.malloc == glibc_malloc ? ALLOC_GLIBC
+										: ALLOC_OTHER,
+			 __ATOMIC_RELEASE);
+}
+
+static inline bool other_alloc(void)
+{
+	int k = __atomic_load_n(&alloc_kind, __ATOMIC_ACQUIRE);
+	if (!k) {
+		alloc_resolve();
+		k = alloc_kind;
+	}
+	return k == ALLOC_OTHER;
+}
 
 static void *big_alloc(size_t n)
 {
@@ -541,7 +674,7 @@ static void *big_alloc(size_t n)
 	uint64_t len = page_up(n);
 	int rc;
 
-	if (n < min_size || heca__internal || !start())
+	if (n < min_size || !active())
 		return NULL;
 	heca__internal++;
 	rc = heca_map(H, len, &p);
@@ -551,22 +684,37 @@ static void *big_alloc(size_t n)
 		heca_unmap(H, p);
 		rc = -ENOMEM;
 	}
+	if (!rc)
+		used = true;
 	heca__internal--;
 	return rc ? NULL : p;
 }
 
 EXPORT void *malloc(size_t n)
 {
-	void *p = big_alloc(n);
-	return p ? p : __libc_malloc(n);
+	void *p;
+
+	if (resolving)
+		return boot_alloc(n);
+	if (other_alloc())
+		return nx.malloc(n);
+	p = big_alloc(n);
+	return p ? p : nx.malloc(n);
 }
 
 EXPORT void free(void *p)
 {
-	uint64_t len = p && !heca__internal ? block_find((uintptr_t)p, true) : 0;
+	uint64_t len;
 
+	if (!p || is_boot(p))
+		return;
+	if (other_alloc()) {
+		nx.free(p);
+		return;
+	}
+	len = heca__internal ? 0 : block_find((uintptr_t)p, true);
 	if (!len) {
-		__libc_free(p);
+		nx.free(p);
 		return;
 	}
 	if (active()) {
@@ -585,20 +733,36 @@ EXPORT void free(void *p)
 EXPORT void *calloc(size_t n, size_t m)
 {
 	void *p;
+
 	if (m && n > SIZE_MAX / m) {
 		errno = ENOMEM;
 		return NULL;
 	}
+	if (resolving)
+		return boot_alloc(n * m);
+	if (other_alloc())
+		return nx.calloc(n, m);
 	p = big_alloc(n * m); /* fresh sponsored memory reads as zero */
-	return p ? p : __libc_calloc(n, m);
+	return p ? p : nx.calloc(n, m);
 }
 
 EXPORT void *realloc(void *p, size_t n)
 {
-	uint64_t len = p && !heca__internal ? block_find((uintptr_t)p, false) : 0;
+	uint64_t len;
 	bool sponsored = false;
 	void *q;
 
+	if (p && is_boot(p)) {
+		size_t left = (size_t)(boot_buf + sizeof(boot_buf) - (char *)p);
+		if ((q = malloc(n)))
+			memcpy(q, p, left < n ? left : n);
+		return q;
+	}
+	if (resolving)
+		return boot_alloc(n);
+	if (other_alloc())
+		return nx.realloc(p, n);
+	len = p && !heca__internal ? block_find((uintptr_t)p, false) : 0;
 	if (len && active()) {
 		/* mprotect may have taken the block back: then it is ordinary memory. */
 		heca__internal++;
@@ -626,16 +790,17 @@ EXPORT void *realloc(void *p, size_t n)
 			return NULL;
 		}
 		block_find((uintptr_t)p, true);
-		block_add(out, page_up(n));
+		if (block_add(out, page_up(n)))
+			say("realloc: the block at %p cannot be recorded; it is not freed", (void *)out);
 		return (void *)out;
 	}
 	if (n >= min_size && p && (q = big_alloc(n))) {
-		size_t have = real_usable ? real_usable(p) : 0;
+		size_t have = nx.usable ? nx.usable(p) : 0;
 		memcpy(q, p, have < n ? have : n);
-		__libc_free(p);
+		nx.free(p);
 		return q;
 	}
-	return __libc_realloc(p, n);
+	return nx.realloc(p, n);
 }
 
 EXPORT void *reallocarray(void *p, size_t n, size_t m)
@@ -649,13 +814,22 @@ EXPORT void *reallocarray(void *p, size_t n, size_t m)
 
 EXPORT void *memalign(size_t align, size_t n)
 {
-	void *p = align <= PAGE_SZ ? big_alloc(n) : NULL;
-	return p ? p : __libc_memalign(align, n);
+	void *p;
+
+	if (resolving)
+		return align <= 16 ? boot_alloc(n) : NULL;
+	if (other_alloc())
+		return nx.memalign(align, n);
+	p = align <= PAGE_SZ ? big_alloc(n) : NULL;
+	return p ? p : nx.memalign(align, n);
 }
 
 EXPORT int posix_memalign(void **out, size_t align, size_t n)
 {
 	void *p;
+
+	if (!resolving && other_alloc())
+		return nx.posix_memalign(out, align, n);
 	if (!align || (align & (align - 1)) || align % sizeof(void *))
 		return EINVAL;
 	p = memalign(align, n);
@@ -667,25 +841,35 @@ EXPORT int posix_memalign(void **out, size_t align, size_t n)
 
 EXPORT void *aligned_alloc(size_t align, size_t n)
 {
+	if (!resolving && other_alloc())
+		return nx.aligned_alloc(align, n);
 	return memalign(align, n);
 }
 
 EXPORT void *valloc(size_t n)
 {
+	if (!resolving && other_alloc())
+		return nx.valloc(n);
 	return memalign(PAGE_SZ, n);
 }
 
 EXPORT void *pvalloc(size_t n)
 {
+	if (!resolving && other_alloc())
+		return nx.pvalloc(n);
 	return memalign(PAGE_SZ, page_up(n ? n : 1));
 }
 
 EXPORT size_t malloc_usable_size(void *p)
 {
-	uint64_t len = p ? block_find((uintptr_t)p, false) : 0;
+	uint64_t len;
+
+	if (!p || is_boot(p))
+		return 0;
+	if (other_alloc())
+		return nx.usable ? nx.usable(p) : 0;
+	len = block_find((uintptr_t)p, false);
 	if (len)
 		return len;
-	if (!real_usable)
-		real_usable = (size_t(*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
-	return real_usable ? real_usable(p) : 0;
+	return nx.usable ? nx.usable(p) : 0;
 }
