@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # Install the Debian 12 packages heca needs to build and test, only those that are missing.
 set -eu
-pkgs="build-essential cmake clang libclang-rt-14-dev libssl-dev gnuplot-nox iproute2 python3 procps"
+pkgs="build-essential cmake clang libclang-rt-14-dev libssl-dev gnuplot-nox iproute2 python3 procps
+	libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -72,11 +72,30 @@ set_tests_properties(test_cluster_replica PROPERTIES LABELS integration TIMEOUT 
 
 # Ordinary programs that heca run starts: built plain (no sanitizer runtime may come before the
 # preloaded library), linked with nothing of heca.
-foreach(p prog_fork prog_mremap)
+foreach(p prog_fork prog_mremap prog_alloc)
   add_executable(${p} tests/progs/${p}.c)
   target_compile_options(${p} PRIVATE -fno-sanitize=all)
   target_link_options(${p} PRIVATE -fno-sanitize=all)
 endforeach()
+# The same allocation workload linked with each other allocator Debian ships
+# (scripts/install-deps.sh installs them); one missing is left out, and test_alloc says so.
+set(HECA_ALLOC_PROGS "")
+foreach(a jemalloc tcmalloc mimalloc)
+  find_library(HECA_LIB_${a} ${a})
+  if(HECA_LIB_${a})
+    add_executable(prog_alloc_${a} tests/progs/prog_alloc.c)
+    target_compile_options(prog_alloc_${a} PRIVATE -fno-sanitize=all)
+    target_link_options(prog_alloc_${a} PRIVATE -fno-sanitize=all -Wl,--no-as-needed)
+    target_link_libraries(prog_alloc_${a} PRIVATE ${HECA_LIB_${a}})
+    list(APPEND HECA_ALLOC_PROGS "${a}=$<TARGET_FILE:prog_alloc_${a}>")
+  endif()
+endforeach()
+list(JOIN HECA_ALLOC_PROGS "," HECA_ALLOC_PROGS)
+# heca run with every allocator, linked or preloaded, and with options that make it map memory
+# while it initialises: same output, pages written back, no deadlock (integration).
+add_test(NAME test_alloc COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_alloc.sh)
+set_tests_properties(test_alloc PROPERTIES LABELS integration TIMEOUT 900
+  ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>;PROG_ALLOC=$<TARGET_FILE:prog_alloc>;HECA_ALLOC_PROGS=${HECA_ALLOC_PROGS}")
 # heca run with python3, GNU sort, fork/exec, mremap, errors, status, leases (integration).
 add_test(NAME test_run COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_run.sh)
 set_tests_properties(test_run PROPERTIES LABELS integration TIMEOUT 300 SKIP_RETURN_CODE 77
