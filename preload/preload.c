@@ -341,6 +341,13 @@ __attribute__((destructor)) static void preload_fini(void)
 			close(fd);
 		}
 	}
+	if (!used) {
+		/* Nothing is stored for this process anywhere: it only takes its control socket
+		 * along, and spares the exit of a shell or a wrapper the engine's shutdown. */
+		unlink(ctl_path);
+		heca__internal--;
+		return;
+	}
 	others = threads_now() - heca_threads - 1;
 	if (others > 0) {
 		heca__internal--;
