@@ -4,6 +4,7 @@
  * preloaded (libheca-preload.so), so that its large private anonymous memory is sponsored.
  * The settings travel to the program (and to what it starts) as HECA_* environment variables.
  */
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -219,6 +220,59 @@ static void print_stats(const char *file, pid_t top)
 				"sponsored allocation and exited normally\n");
 }
 
+/* The file execvp() would run for name, into out; false if none is found. */
+static bool find_program(const char *name, char *out, size_t len)
+{
+	const char *path = getenv("PATH");
+
+	if (strchr(name, '/')) {
+		snprintf(out, len, "%s", name);
+		return access(out, X_OK) == 0;
+	}
+	for (path = path ? path : "/usr/local/bin:/usr/bin:/bin"; *path;) {
+		size_t n = strcspn(path, ":");
+		snprintf(out, len, "%.*s/%s", (int)n ? (int)n : 1, n ? path : ".", name);
+		if (access(out, X_OK) == 0)
+			return true;
+		path += n + (path[n] == ':');
+	}
+	return false;
+}
+
+/* Why the dynamic loader will not load heca into the program, or NULL if it will (as far as
+ * its file tells: a script's interpreter is judged when it runs). */
+static const char *why_not_covered(const char *file)
+{
+	Elf64_Ehdr eh;
+	struct stat st;
+	bool interp = false;
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 || fstat(fd, &st)) {
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	if (((st.st_mode & S_ISUID) && st.st_uid != getuid()) ||
+	    ((st.st_mode & S_ISGID) && st.st_gid != getgid())) {
+		close(fd);
+		return "it is set-user-ID or set-group-ID, and the loader ignores LD_PRELOAD for it";
+	}
+	if (pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG) ||
+	    eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr)) {
+		close(fd);
+		return NULL; /* a script, or not for this machine: the kernel will say */
+	}
+	for (unsigned int i = 0; i < eh.e_phnum; i++) {
+		Elf64_Phdr ph;
+		if (pread(fd, &ph, sizeof(ph), (off_t)(eh.e_phoff + i * sizeof(ph))) != (ssize_t)sizeof(ph))
+			break;
+		interp |= ph.p_type == PT_INTERP;
+	}
+	close(fd);
+	return interp ? NULL : "it is statically linked, and only the dynamic loader reads LD_PRELOAD";
+}
+
 int cmd_run(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -352,6 +406,15 @@ int cmd_run(int argc, char **argv)
 	else
 		snprintf(env, sizeof(env), "%s", preload);
 
+	{
+		char file[PATH_MAX];
+		const char *why = find_program(argv[optind], file, sizeof(file))
+					  ? why_not_covered(file)
+					  : NULL;
+		if (why)
+			fprintf(stderr, "heca run: warning: %s runs without heca: %s; none of its "
+					"memory will be sponsored\n", file, why);
+	}
 	/* The exec error comes back through a close-on-exec pipe: nothing means it ran. */
 	if (pipe2(pfd, O_CLOEXEC)) {
 		cli_stop_sponsors(&sp);

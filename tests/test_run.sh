@@ -229,5 +229,30 @@ else
 	bad "normal exit: the sponsor holds $u; the program printed $(cat "$tmp/exit.out")"
 fi
 
+# Programs the loader will not load heca into: a warning naming the reason, never a silent run.
+printf 'int main(void) { return 3; }\n' >"$tmp/static.c"
+if cc -static -o "$tmp/static" "$tmp/static.c" 2>/dev/null; then
+	"$cli" run --local 8M --stats -- "$tmp/static" >/dev/null 2>"$tmp/static.err"
+	rc=$?
+	if [ "$rc" = 3 ] && grep -q "warning: .*static runs without heca: it is statically linked" "$tmp/static.err" &&
+		grep -q "no statistics" "$tmp/static.err"; then
+		ok "a statically linked program: warned, ran (exit 3), --stats says nothing was sponsored"
+	else
+		bad "a statically linked program: exit $rc, said: $(cat "$tmp/static.err")"
+	fi
+else
+	bad "cannot build a static program (is libc6-dev installed?)"
+fi
+if id nobody >/dev/null 2>&1 && cc -o "$tmp/suid" "$tmp/static.c" 2>/dev/null &&
+	chown nobody "$tmp/suid" 2>/dev/null && chmod u+s "$tmp/suid"; then
+	"$cli" run --local 8M -- "$tmp/suid" 2>"$tmp/suid.err"
+	rc=$?
+	if [ "$rc" = 3 ] && grep -q "runs without heca: it is set-user-ID" "$tmp/suid.err"; then
+		ok "a set-user-ID program: warned, ran"
+	else
+		bad "a set-user-ID program: exit $rc, said: $(cat "$tmp/suid.err")"
+	fi
+fi
+
 echo "$failures failure(s)"
 [ "$failures" = 0 ]
