@@ -425,6 +425,73 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 	__attribute__((alias("mmap")));
 
+/* ---- the program break ----
+ *
+ * An allocator that grows its heap with sbrk() (tcmalloc by default) gets each extension of at
+ * least BRK_MIN sponsored as a segment of its own; shrinking stops sponsoring what is given
+ * back first. glibc's own heap moves the break through internal calls that no preloaded
+ * library sees: its large blocks are sponsored through the malloc wrappers instead. */
+
+#define BRK_MIN (64u << 10)
+
+static void *(*real_sbrk)(intptr_t);
+
+static void brk_grown(uintptr_t lo, uintptr_t hi)
+{
+	lo = page_up(lo);
+	hi &= ~(uintptr_t)(PAGE_SZ - 1);
+	if (hi <= lo || hi - lo < BRK_MIN || !active())
+		return;
+	heca__internal++;
+	if (heca_register(H, (void *)lo, hi - lo) < 0)
+		say_local(hi - lo, heca_last_error());
+	else
+		used = true;
+	heca__internal--;
+}
+
+static void brk_shrinking(uintptr_t lo, uintptr_t hi)
+{
+	lo = page_up(lo);
+	if (hi <= lo || !active() || !heca__range_sponsored(H, lo, page_up(hi) - lo))
+		return;
+	heca__internal++;
+	heca__unmap_range(H, lo, page_up(hi) - lo);
+	heca__internal--;
+}
+
+EXPORT void *sbrk(intptr_t inc)
+{
+	uintptr_t cur;
+	void *p;
+
+	if (!real_sbrk)
+		real_sbrk = (void *(*)(intptr_t))dlsym(RTLD_NEXT, "sbrk");
+	if (!real_sbrk) {
+		errno = ENOMEM;
+		return (void *)-1;
+	}
+	if (inc < 0 && (cur = (uintptr_t)real_sbrk(0)) != (uintptr_t)-1)
+		brk_shrinking(cur + (uintptr_t)inc, cur);
+	p = real_sbrk(inc);
+	if (p != (void *)-1 && inc > 0)
+		brk_grown((uintptr_t)p, (uintptr_t)p + (uintptr_t)inc);
+	return p;
+}
+
+EXPORT int brk(void *end)
+{
+	uintptr_t cur;
+
+	if (!real_sbrk)
+		real_sbrk = (void *(*)(intptr_t))dlsym(RTLD_NEXT, "sbrk");
+	if (!real_sbrk || (cur = (uintptr_t)real_sbrk(0)) == (uintptr_t)-1) {
+		errno = ENOMEM;
+		return -1;
+	}
+	return sbrk((intptr_t)((uintptr_t)end - cur)) == (void *)-1 ? -1 : 0;
+}
+
 EXPORT int munmap(void *addr, size_t len)
 {
 	if (active() && heca__range_sponsored(H, (uintptr_t)addr, len)) {

@@ -59,7 +59,8 @@ IFS=, read -r -a progs <<<"${HECA_ALLOC_PROGS:-}"
 for p in "${progs[@]}"; do
 	[ -n "$p" ] && linked[${p%%=*}]=${p#*=}
 done
-# Options that make each allocator map memory during its initialisation or grow by mmap.
+# Options that make each allocator map memory during its initialisation (tcmalloc grows its
+# heap with sbrk by default, and maps it with this).
 declare -A init_env=(
 	[jemalloc]="MALLOC_CONF=narenas:4,background_thread:true,dirty_decay_ms:0,muzzy_decay_ms:0"
 	[tcmalloc]="TCMALLOC_SKIP_SBRK=true"
@@ -71,13 +72,6 @@ for a in jemalloc tcmalloc mimalloc; do
 		continue
 	fi
 	lib=$(ls "$libdir"/lib$a.so.* 2>/dev/null | head -1)
-	if [ "$a" = tcmalloc ]; then
-		# Its default heap grows with sbrk; mapped memory is what heca sponsors.
-		case_ "$a linked, ${init_env[$a]}" "${init_env[$a]}" -- "${linked[$a]}" 256
-		case_ "$a preloaded after heca, ${init_env[$a]}" "${init_env[$a]}" \
-			-- sh -c 'LD_PRELOAD="$LD_PRELOAD:$0" exec "$@"' "$lib" "$prog" 256
-		continue
-	fi
 	case_ "$a linked" -- "${linked[$a]}" 256
 	case_ "$a linked, ${init_env[$a]}" "${init_env[$a]}" -- "${linked[$a]}" 256
 	case_ "$a preloaded after heca, ${init_env[$a]}" "${init_env[$a]}" \
