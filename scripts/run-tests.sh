@@ -7,9 +7,11 @@
 #        HECA_FUZZ_SECONDS time per fuzzer (default 60)
 #        HECA_CTEST_JOBS   parallel tests per stage (default 2); JOBS: parallel compiles
 #        HECA_BUILD_DIR    build directory (default build; the others get -asan, -tsan, -fuzz)
-# Counting: each ctest test that passes or fails counts once (skips are reported, not counted),
-# each fuzzer is one test, and a stage whose configure or build fails counts one failure, so a
-# broken build can never read as "0 failed". The last line is "make test: N passed, N failed".
+# Counting: each ctest test counts once as passed, skipped (exit 77: a kernel feature or a
+# privilege this machine lacks) or failed, each fuzzer is one test, and a stage whose configure
+# or build fails, or that runs no test, counts one failure, so a broken build can never read as
+# "0 failed". Each stage and the end name the skipped tests, with the reason each gave; the
+# last line is "make test: N passed, N skipped, N failed".
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 1
@@ -30,6 +32,7 @@ passed=0
 failed=0
 skipped=0
 failures=()
+skips=()
 
 header() {
 	echo
@@ -70,9 +73,23 @@ build() {
 	fi
 }
 
+# skip_reason DIR TEST: what a skipped test said about it, from ctest's log of the run.
+skip_reason() {
+	awk -v start="\"$2\" start time:" '
+		index($0, start) == 1 { on = 1; next }
+		on && /^<end of output>$/ { exit }
+		on && /^(Output:|-+)$/ { next }
+		on && /[Ss][Kk][Ii][Pp]/ && n < 3 { why[n++] = $0 }
+		on && NF { last = $0 }
+		END {
+			if (!n && last != "") why[n++] = last
+			for (i = 0; i < n; i++) print why[i]
+		}' "$1/Testing/Temporary/LastTest.log" 2>/dev/null
+}
+
 # run_ctest DIR [CTEST ARGS...]: run tests, add their counts to the totals.
 run_ctest() {
-	local dir=$1 log rc p=0 f=0 s=0 total summary
+	local dir=$1 log rc p=0 f=0 s=0 total summary n names=()
 	shift
 	log=$(mktemp)
 	(cd "$dir" && ${wrap:-} ctest --output-on-failure -j "$ctest_jobs" "$@") 2>&1 | tee "$log"
@@ -81,19 +98,27 @@ run_ctest() {
 	if [ -n "$summary" ]; then
 		f=$(sed -E 's/.* ([0-9]+) tests? failed out of.*/\1/' <<<"$summary")
 		total=$(sed -E 's/.* failed out of ([0-9]+).*/\1/' <<<"$summary")
-		s=$(grep -cE '^[[:space:]]*[0-9]+ - .* \(Skipped\)$' "$log")
+		mapfile -t names < <(sed -nE 's/^[[:space:]]*[0-9]+ - (.*) \(Skipped\)$/\1/p' "$log")
+		s=${#names[@]}
 		p=$((total - f - s))
 	fi
 	rm -f "$log"
 	passed=$((passed + p))
 	skipped=$((skipped + s))
-	if [ "$f" -gt 0 ]; then
+	if [ -z "$summary" ]; then
+		fail "$dir: no test ran (ctest exited $rc)"
+	elif [ "$f" -gt 0 ]; then
 		failed=$((failed + f))
 		failures+=("$dir: $f test(s)")
 	elif [ "$rc" -ne 0 ]; then
 		fail "$dir: ctest exited $rc"
 	fi
-	echo "---- $dir: $p passed, $f failed, $s skipped"
+	echo "---- $dir: $p passed, $s skipped, $f failed"
+	[ "$s" -gt 0 ] && skips+=("$dir: ${names[*]}")
+	for n in "${names[@]}"; do
+		echo "  skipped: $n"
+		skip_reason "$dir" "$n" | sed 's/^/    /'
+	done
 }
 
 stage_plain() {
@@ -174,9 +199,12 @@ for st in $stages; do
 done
 
 echo
-echo "==== make test: $((SECONDS - start))s, stages: $stages; $skipped skipped"
+echo "==== make test: $((SECONDS - start))s, stages: $stages"
+for sk in "${skips[@]}"; do
+	echo "  skipped: $sk"
+done
 for f in "${failures[@]}"; do
 	echo "  failed: $f"
 done
-echo "make test: $passed passed, $failed failed"
+echo "make test: $passed passed, $skipped skipped, $failed failed"
 [ "$failed" -eq 0 ]
