@@ -56,8 +56,12 @@ int cli_spawn_sponsors(struct spawned *sp, int n, const char *capacity, int quie
 		if (pid < 0)
 			return -errno;
 		if (pid == 0) {
-			/* Sponsors started for a command end with it, even if it crashes. */
+			/* Sponsors started for a command end with it, even if it crashes, and only
+			 * then: a signal sent to the whole process group (Ctrl-C at a terminal,
+			 * `timeout`) must not stop them under a program that is still running
+			 * and still needs its pages. heca stops them itself. */
 			prctl(PR_SET_PDEATHSIG, SIGTERM);
+			setpgid(0, 0);
 			dup2(pfd[1], 1);
 			if (quiet) {
 				int null = open("/dev/null", O_WRONLY);

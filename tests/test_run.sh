@@ -229,6 +229,26 @@ else
 	bad "normal exit: the sponsor holds $u; the program printed $(cat "$tmp/exit.out")"
 fi
 
+# heca run under `timeout`, with a shell between it and the program: the SIGTERM that timeout
+# sends to the whole process group reaches the shell and heca run, never the sponsors heca run
+# started; the program, which ignores it, finishes with every page intact.
+prog='
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+b = bytearray(96 << 20)
+for i in range(0, len(b), 512):
+    b[i] = (i >> 9) & 255
+time.sleep(4)
+print(sum(sum(b[k::4096]) for k in (0, 512, 1024)))'
+want=$(python3 -c "$prog")
+out=$(timeout -s TERM 2 "$cli" run --local 16M --stats -- sh -c 'python3 -c "$0"' "$prog" 2>"$tmp/timeout.err")
+rc=$?
+if [ "$rc" = 124 ] && [ "$out" = "$want" ] && ! grep -qE "lost pages [1-9]|SIGBUS|Bus error" "$tmp/timeout.err"; then
+	ok "under timeout with a shell between: the program outlived the signal, output $out, nothing lost"
+else
+	bad "under timeout: exit $rc, printed '$out' (want $want): $(grep -m3 -E "lost|error|signal" "$tmp/timeout.err")"
+fi
+
 # Programs the loader will not load heca into: a warning naming the reason, never a silent run.
 printf 'int main(void) { return 3; }\n' >"$tmp/static.c"
 if cc -static -o "$tmp/static" "$tmp/static.c" 2>/dev/null; then
