@@ -76,6 +76,7 @@ struct seg {
 	struct seg_states *ss;
 	struct seg *idnext; /* h->idhash chain */
 	bool owned;	  /* made by heca_map(): unmapped on release */
+	bool busy;	  /* claimed by the thread registering or unregistering it: see below */
 	bool leaving;	  /* being unregistered: the evictor leaves it alone */
 	uint64_t resident; /* pages of this segment counted in h->resident */
 	uint64_t pinned_pages; /* of them kept locally for good, outside the budget */
@@ -301,6 +302,18 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t seg, u
 /* heca.c: set-up shared by heca_open() and a forked child */
 int heca__engine_fds(struct heca *h);
 int heca__start_threads(struct heca *h);
+
+/*
+ * heca.c: a segment's lifetime. The thread that registers a segment, or unregisters it, claims
+ * it under h->lock first (busy); until it is done the segment is that thread's alone: no other
+ * call finds it by address to unregister, unmap, trim, split or move it (they return -EINVAL,
+ * or wait for it to be gone), so that it can use the segment with the lock dropped and free it
+ * once. The engine and the evictor still see a busy segment: it faults and evicts as before.
+ */
+void heca__seg_claim_locked(struct heca *h, struct seg *s);
+void heca__seg_unclaim_locked(struct heca *h, struct seg *s);
+void heca__seg_wait_locked(struct heca *h);
+int heca__seg_unregister(struct heca *h, struct seg *s, unsigned int flags);
 
 /* heca.c: the segment table (caller holds h->lock) */
 int heca__segs_reserve_locked(struct heca *h);
