@@ -344,11 +344,37 @@ static int admit_locked(struct heca *h, uint64_t n)
 	return -ENOMEM;
 }
 
+struct adopt {
+	struct heca *h;
+	struct seg *s;
+};
+
+/* Pages [first, first + n) of a segment being registered are present: they hold the caller's
+ * data, so they are written pages, resident. */
+static void adopt_run(void *arg, uint64_t first, uint64_t n)
+{
+	struct heca *h = ((struct adopt *)arg)->h;
+	struct seg *s = ((struct adopt *)arg)->s;
+
+	pthread_mutex_lock(&h->lock);
+	for (uint64_t p = first; p < first + n && p < s->npages; p++) {
+		if (s->st[p] != PS_EMPTY)
+			continue;
+		s->st[p] = PS_DIRTY;
+		h->resident++;
+		s->resident++;
+		heca__fifo_push_locked(h, s->id, p);
+	}
+	if (h->resident >= h->high)
+		heca__evict_kick_locked(h);
+	pthread_mutex_unlock(&h->lock);
+}
+
 static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 {
 	uintptr_t a = (uintptr_t)addr;
 	struct seg *s;
-	uint8_t *present = NULL;
+	struct adopt ad;
 	int rc;
 
 	last_error[0] = '\0';
@@ -363,8 +389,7 @@ static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 	s->npages = len / PAGE_SZ;
 	s->owned = owned;
 	s->ss = heca__states_new(s->npages);
-	present = malloc(s->npages);
-	if (!s->ss || !present) {
+	if (!s->ss) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -416,28 +441,19 @@ static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 		pthread_mutex_unlock(&h->lock);
 		goto fail_release;
 	}
-	/* Pages already there hold the caller's data: adopt them as written. */
-	rc = heca__pages_present(a, s->npages, present);
+	/* Pages already there hold the caller's data: adopt them as written. A mapping that
+	 * heca_map() has just made has none. */
+	ad = (struct adopt){h, s};
+	if (!owned)
+		heca__pages_present(a, s->npages, adopt_run, &ad);
 	pthread_mutex_lock(&h->lock);
-	for (uint64_t p = 0; rc == 0 && p < s->npages; p++) {
-		if (!present[p] || s->st[p] != PS_EMPTY)
-			continue;
-		s->st[p] = PS_DIRTY;
-		h->resident++;
-		s->resident++;
-		heca__fifo_push_locked(h, s->id, p);
-	}
-	if (h->resident >= h->high)
-		heca__evict_kick_locked(h);
 	rc = (int)s->id;
 	heca__seg_unclaim_locked(h, s); /* from here on another thread may end it */
 	pthread_mutex_unlock(&h->lock);
-	free(present);
 	return rc;
 fail_release:
 	h->store->ops->release(h->store, s->id);
 fail:
-	free(present);
 	heca__seg_free(s);
 	return rc;
 }

@@ -340,8 +340,11 @@ int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len
 int heca__uffd_wp(struct heca *h, uintptr_t addr, uint64_t len, bool protect, bool wake);
 int heca__uffd_wake(struct heca *h, uintptr_t addr, uint64_t len);
 int heca__uffd_poison(struct heca *h, uintptr_t addr, uint64_t len);
-/* Fill present[] (one byte per page, 1 = present) for [addr, addr+npages). */
-int heca__pages_present(uintptr_t addr, uint64_t npages, uint8_t *present);
+/* Call fn(arg, first, n) for each run of present pages [first, first + n) of the npages pages
+ * at addr, with no array of their own: a range may be huge and nearly empty. Returns 0 or
+ * -errno. */
+typedef void (*heca_present_fn)(void *arg, uint64_t first, uint64_t n);
+int heca__pages_present(uintptr_t addr, uint64_t npages, heca_present_fn fn, void *arg);
 
 /* cgroup.c: the memory limit of this process's cgroup in bytes; -ENOENT if unlimited. */
 int heca__cgroup_limit(uint64_t *bytes, char *why, size_t whylen);
