@@ -101,6 +101,13 @@ static inline uintptr_t seg_limit(const struct seg *s)
 
 #define SEG_HASH 1024
 
+/* A resident page in eviction order. The page number is a store page: a segment may hold
+ * more than 2^32 pages (16 TiB), and a trimmed or moved one numbers its pages from `first`. */
+struct fifo_ent {
+	uint64_t page;
+	uint32_t seg;
+};
+
 /* A write-back in flight: one page's content until the sponsor acknowledges it. */
 struct wb_entry {
 	struct wb_entry *next; /* hash chain */
@@ -249,8 +256,8 @@ struct heca {
 	unsigned int evicting; /* batches the evictor is working on outside the lock */
 	bool evict_active;     /* between crossing the high and reaching the low watermark */
 
-	/* FIFO of resident pages (segment id, page): eviction order. */
-	uint64_t *fifo;
+	/* FIFO of resident pages: eviction order. */
+	struct fifo_ent *fifo;
 	uint64_t fifo_head, fifo_tail, fifo_cap; /* cap is a power of two */
 
 	struct wb_entry *wb_hash[WB_HASH];
