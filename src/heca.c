@@ -468,13 +468,20 @@ int heca_map(struct heca *h, size_t len, void **addr)
 	void *p;
 	int rc;
 
-	if (!h || !addr || !len)
+	last_error[0] = '\0';
+	if (!h || !addr || !len || len > SIZE_MAX - PAGE_SZ) {
+		heca__set_error("map: a handle, an address pointer and a length that fits are "
+				"required");
 		return -EINVAL;
+	}
 	len = (len + PAGE_SZ - 1) & ~(PAGE_SZ - 1);
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
 		 -1, 0);
-	if (p == MAP_FAILED)
-		return -errno;
+	if (p == MAP_FAILED) {
+		rc = -errno;
+		heca__set_error("map: mmap of %zu bytes (MAP_NORESERVE): %s", len, strerror(-rc));
+		return rc;
+	}
 	rc = do_register(h, p, len, true);
 	if (rc < 0) {
 		munmap(p, len);
