@@ -112,7 +112,8 @@ void heca_close(struct heca *h);
 int heca_map(struct heca *h, size_t len, void **addr);
 
 /* Unmap a region made by heca_map() and free its pages on the sponsors. Returns 0 or -errno
- * (-EINVAL if addr does not start such a region). */
+ * (-EINVAL if addr does not start such a region, or another thread is unmapping or
+ * unregistering it: of several calls at once for one region, one does it). */
 int heca_unmap(struct heca *h, void *addr);
 
 /*
@@ -129,8 +130,9 @@ int heca_register(struct heca *h, void *addr, size_t len);
  * Stop sponsoring the segment that starts at addr. By default every page held remotely is
  * brought back first, so the range keeps its content as ordinary memory (which may exceed the
  * budget: the caller asked for it); with HECA_UNREG_DISCARD it reads as zero. Either way the
- * sponsors free the segment's pages. Returns 0 or -errno (-EINVAL: no segment there; -EIO: a
- * page could not be brought back, the segment stays registered).
+ * sponsors free the segment's pages. Returns 0 or -errno (-EINVAL: no segment there, or
+ * another thread is registering or unregistering it: of several calls at once for one segment,
+ * one does it; -EIO: a page could not be brought back, the segment stays registered).
  */
 int heca_unregister(struct heca *h, void *addr, unsigned int flags);
 
@@ -243,8 +245,9 @@ int heca_first_lost(struct heca *h, uint32_t *segment, uint64_t *page);
 /* The name of a heca error code (a negative errno, or 0). Never NULL, static storage. */
 const char *heca_strerror(int err);
 
-/* Words about the last failure of heca_open() or heca_register() in this thread: what went
- * wrong and what to do. Empty string if none. Thread-local storage. */
+/* Words about the last failure of heca_open(), heca_map(), heca_register(), heca_unregister()
+ * or heca_unmap() in this thread: what went wrong and what to do. Empty string if none.
+ * Thread-local storage. */
 const char *heca_last_error(void);
 
 /* Parse "512M", "4G", "4096", "64k" into bytes. Returns 0 or -EINVAL. */

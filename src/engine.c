@@ -64,7 +64,7 @@ void heca__fifo_push_locked(struct heca *h, uint32_t seg, uint64_t page)
 {
 	if (h->fifo_tail - h->fifo_head == h->fifo_cap) {
 		uint64_t ncap = h->fifo_cap * 2;
-		uint64_t *n = malloc(ncap * sizeof(*n));
+		struct fifo_ent *n = malloc(ncap * sizeof(*n));
 		if (!n)
 			return; /* the page stays resident untracked: budget overshoot, no loss */
 		for (uint64_t i = h->fifo_head; i < h->fifo_tail; i++)
@@ -75,7 +75,7 @@ void heca__fifo_push_locked(struct heca *h, uint32_t seg, uint64_t page)
 		h->fifo_head = 0;
 		h->fifo_cap = ncap;
 	}
-	h->fifo[h->fifo_tail++ & (h->fifo_cap - 1)] = ((uint64_t)seg << 32) | page;
+	h->fifo[h->fifo_tail++ & (h->fifo_cap - 1)] = (struct fifo_ent){.page = page, .seg = seg};
 }
 
 /* Put a page at the head of the FIFO: the next to be evicted (a page to be written back
@@ -86,7 +86,7 @@ void heca__fifo_push_front_locked(struct heca *h, uint32_t seg, uint64_t page)
 		heca__fifo_push_locked(h, seg, page); /* grows it; then at the tail */
 		return;
 	}
-	h->fifo[--h->fifo_head & (h->fifo_cap - 1)] = ((uint64_t)seg << 32) | page;
+	h->fifo[--h->fifo_head & (h->fifo_cap - 1)] = (struct fifo_ent){.page = page, .seg = seg};
 }
 
 /* ---- write-back table (caller holds h->lock) ---- */

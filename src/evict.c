@@ -168,9 +168,9 @@ static unsigned int pick_locked(struct heca *h, struct victim *v, unsigned int m
 	uint64_t scanned = 0, len = h->fifo_tail - h->fifo_head;
 
 	while (n < max && scanned < len && h->fifo_head != h->fifo_tail) {
-		uint64_t e = h->fifo[h->fifo_head++ & (h->fifo_cap - 1)];
-		uint32_t segid = (uint32_t)(e >> 32);
-		uint64_t page = e & 0xffffffffu;
+		struct fifo_ent e = h->fifo[h->fifo_head++ & (h->fifo_cap - 1)];
+		uint32_t segid = e.seg;
+		uint64_t page = e.page;
 		struct seg *s = heca__seg_by_page_locked(h, segid, page);
 		uint8_t *b;
 		int st;

@@ -93,6 +93,9 @@ static int child_restart(struct heca *h, const uint8_t child_id[16])
 	 * without write-protection: register again, protect the clean ones again. */
 	for (unsigned int i = 0; i < h->nsegs; i++) {
 		struct seg *s = h->segs[i];
+		/* A parent's thread that was registering or unregistering it is not here: the
+		 * segment is the child's, complete, and nobody's claim. */
+		s->busy = s->leaving = false;
 		rc = heca__uffd_register(h, seg_start(s), s->npages * PAGE_SZ);
 		if (rc)
 			return rc;

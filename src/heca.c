@@ -344,11 +344,37 @@ static int admit_locked(struct heca *h, uint64_t n)
 	return -ENOMEM;
 }
 
+struct adopt {
+	struct heca *h;
+	struct seg *s;
+};
+
+/* Pages [first, first + n) of a segment being registered are present: they hold the caller's
+ * data, so they are written pages, resident. */
+static void adopt_run(void *arg, uint64_t first, uint64_t n)
+{
+	struct heca *h = ((struct adopt *)arg)->h;
+	struct seg *s = ((struct adopt *)arg)->s;
+
+	pthread_mutex_lock(&h->lock);
+	for (uint64_t p = first; p < first + n && p < s->npages; p++) {
+		if (s->st[p] != PS_EMPTY)
+			continue;
+		s->st[p] = PS_DIRTY;
+		h->resident++;
+		s->resident++;
+		heca__fifo_push_locked(h, s->id, p);
+	}
+	if (h->resident >= h->high)
+		heca__evict_kick_locked(h);
+	pthread_mutex_unlock(&h->lock);
+}
+
 static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 {
 	uintptr_t a = (uintptr_t)addr;
 	struct seg *s;
-	uint8_t *present = NULL;
+	struct adopt ad;
 	int rc;
 
 	last_error[0] = '\0';
@@ -363,8 +389,7 @@ static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 	s->npages = len / PAGE_SZ;
 	s->owned = owned;
 	s->ss = heca__states_new(s->npages);
-	present = malloc(s->npages);
-	if (!s->ss || !present) {
+	if (!s->ss) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -393,7 +418,16 @@ static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 	 * the range out of children, so touching it there faults loudly instead of reading
 	 * zeros (heca's fork support copies segments on purpose, see fork.c). */
 	madvise(addr, len, MADV_DONTFORK);
+	/* Into the table claimed, so that no other thread ends it before it is complete; and
+	 * only if no other thread registered an overlapping range meanwhile. */
 	pthread_mutex_lock(&h->lock);
+	if (heca__overlaps_locked(h, a, len)) {
+		pthread_mutex_unlock(&h->lock);
+		heca__set_error("register: range overlaps a registered segment");
+		rc = -EBUSY;
+		goto fail_release;
+	}
+	s->busy = true;
 	rc = heca__seg_insert_locked(h, s);
 	pthread_mutex_unlock(&h->lock);
 	if (rc)
@@ -407,27 +441,19 @@ static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 		pthread_mutex_unlock(&h->lock);
 		goto fail_release;
 	}
-	/* Pages already there hold the caller's data: adopt them as written. */
-	if (heca__pages_present(a, s->npages, present) == 0) {
-		pthread_mutex_lock(&h->lock);
-		for (uint64_t p = 0; p < s->npages; p++) {
-			if (!present[p] || s->st[p] != PS_EMPTY)
-				continue;
-			s->st[p] = PS_DIRTY;
-			h->resident++;
-			s->resident++;
-			heca__fifo_push_locked(h, s->id, p);
-		}
-		if (h->resident >= h->high)
-			heca__evict_kick_locked(h);
-		pthread_mutex_unlock(&h->lock);
-	}
-	free(present);
-	return (int)s->id;
+	/* Pages already there hold the caller's data: adopt them as written. A mapping that
+	 * heca_map() has just made has none. */
+	ad = (struct adopt){h, s};
+	if (!owned)
+		heca__pages_present(a, s->npages, adopt_run, &ad);
+	pthread_mutex_lock(&h->lock);
+	rc = (int)s->id;
+	heca__seg_unclaim_locked(h, s); /* from here on another thread may end it */
+	pthread_mutex_unlock(&h->lock);
+	return rc;
 fail_release:
 	h->store->ops->release(h->store, s->id);
 fail:
-	free(present);
 	heca__seg_free(s);
 	return rc;
 }
@@ -442,13 +468,20 @@ int heca_map(struct heca *h, size_t len, void **addr)
 	void *p;
 	int rc;
 
-	if (!h || !addr || !len)
+	last_error[0] = '\0';
+	if (!h || !addr || !len || len > SIZE_MAX - PAGE_SZ) {
+		heca__set_error("map: a handle, an address pointer and a length that fits are "
+				"required");
 		return -EINVAL;
+	}
 	len = (len + PAGE_SZ - 1) & ~(PAGE_SZ - 1);
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
 		 -1, 0);
-	if (p == MAP_FAILED)
-		return -errno;
+	if (p == MAP_FAILED) {
+		rc = -errno;
+		heca__set_error("map: mmap of %zu bytes (MAP_NORESERVE): %s", len, strerror(-rc));
+		return rc;
+	}
 	rc = do_register(h, p, len, true);
 	if (rc < 0) {
 		munmap(p, len);
@@ -470,6 +503,28 @@ void heca__evict_quiesce_locked(struct heca *h)
 		pthread_cond_broadcast(&h->evict_cond); /* the evictor may go on at once */
 }
 
+void heca__seg_claim_locked(struct heca *h, struct seg *s)
+{
+	s->busy = true;
+	h->seg_gen++; /* a reshape waiting with the lock dropped looks again, and waits */
+}
+
+/* The claimer is done with s without ending it: it is everyone's again. */
+void heca__seg_unclaim_locked(struct heca *h, struct seg *s)
+{
+	s->busy = false;
+	s->leaving = false;
+	h->seg_gen++;
+	pthread_cond_broadcast(&h->evict_cond);
+}
+
+/* Wait a little for a busy segment to be done with (it is taken out of the table, or let go,
+ * with a broadcast of evict_cond). Caller holds h->lock, which is dropped meanwhile. */
+void heca__seg_wait_locked(struct heca *h)
+{
+	heca__cond_wait_ms(&h->evict_cond, &h->lock, 10);
+}
+
 /* Take s out of the table once the evictor holds no victim of it. */
 static void detach_locked(struct heca *h, struct seg *s)
 {
@@ -478,12 +533,18 @@ static void detach_locked(struct heca *h, struct seg *s)
 	heca__seg_remove_locked(h, s);
 	h->resident -= s->resident;
 	h->pinned -= s->pinned_pages;
-	for (uint64_t p = s->first; p < seg_end(s); p++)
+	for (uint64_t p = s->first; p < seg_end(s) && h->fetching; p++)
 		if (pstate(s->st[p]) == PS_FETCHING)
 			h->fetching--;
+	pthread_cond_broadcast(&h->evict_cond); /* threads waiting for it to be gone */
 }
 
-static int do_unregister(struct heca *h, struct seg *s, unsigned int flags)
+/*
+ * Unregister s, which the caller has claimed: nobody else changes its shape or ends it, so
+ * its range and pages can be used with the lock dropped. Frees s, except on -EIO (a page could
+ * not be brought back): then s stays registered and claimed, for the caller to let go of.
+ */
+int heca__seg_unregister(struct heca *h, struct seg *s, unsigned int flags)
 {
 	uint64_t len = s->npages * PAGE_SZ;
 	uintptr_t start = seg_start(s);
@@ -533,56 +594,84 @@ static int do_unregister(struct heca *h, struct seg *s, unsigned int flags)
 	return rc;
 }
 
-static struct seg *find_base(struct heca *h, void *addr)
+/* Claim the segment that starts at addr (with unmap: one made by heca_map()), or NULL if there
+ * is none, or another thread is registering or unregistering it. */
+static struct seg *claim_base_locked(struct heca *h, void *addr, bool unmap)
 {
-	struct seg *s;
-	pthread_mutex_lock(&h->lock);
-	s = heca__seg_by_addr_locked(h, (uintptr_t)addr);
-	if (s && seg_start(s) != (uintptr_t)addr)
-		s = NULL;
-	pthread_mutex_unlock(&h->lock);
+	struct seg *s = heca__seg_by_addr_locked(h, (uintptr_t)addr);
+
+	if (!s || seg_start(s) != (uintptr_t)addr || s->busy || (unmap && !s->owned)) {
+		heca__set_error("%s: no %s starts at %p, or another thread is ending it",
+				unmap ? "unmap" : "unregister",
+				unmap ? "region made by heca_map()" : "segment", addr);
+		return NULL;
+	}
+	heca__seg_claim_locked(h, s);
 	return s;
 }
 
 int heca_unregister(struct heca *h, void *addr, unsigned int flags)
 {
 	struct seg *s;
+	int rc;
+
 	if (!h)
 		return -EINVAL;
-	s = find_base(h, addr);
-	if (!s || (s->owned && !(flags & HECA_UNREG_DISCARD) && 0))
-		return -EINVAL;
-	if (s->owned && (flags & HECA_UNREG_DISCARD))
+	last_error[0] = '\0';
+	pthread_mutex_lock(&h->lock);
+	s = claim_base_locked(h, addr, false);
+	if (s && (flags & HECA_UNREG_DISCARD))
 		s->owned = false; /* the caller keeps the (now zero) mapping */
-	return do_unregister(h, s, flags);
+	pthread_mutex_unlock(&h->lock);
+	if (!s)
+		return -EINVAL;
+	rc = heca__seg_unregister(h, s, flags);
+	if (rc == -EIO) {
+		pthread_mutex_lock(&h->lock);
+		heca__seg_unclaim_locked(h, s);
+		pthread_mutex_unlock(&h->lock);
+	}
+	return rc;
 }
 
 int heca_unmap(struct heca *h, void *addr)
 {
 	struct seg *s;
+
 	if (!h)
 		return -EINVAL;
-	s = find_base(h, addr);
-	if (!s || !s->owned)
+	last_error[0] = '\0';
+	pthread_mutex_lock(&h->lock);
+	s = claim_base_locked(h, addr, true);
+	pthread_mutex_unlock(&h->lock);
+	if (!s)
 		return -EINVAL;
-	return do_unregister(h, s, HECA_UNREG_DISCARD);
+	return heca__seg_unregister(h, s, HECA_UNREG_DISCARD);
 }
 
 void heca_close(struct heca *h)
 {
 	if (!h)
 		return;
-	/* Release segments while the engine still runs: bringing pages back needs it. */
+	/* Release segments while the engine still runs: bringing pages back needs it. One that
+	 * another thread is registering or unregistering is waited for. */
 	for (;;) {
 		struct seg *s = NULL;
+		unsigned int n;
 		pthread_mutex_lock(&h->lock);
-		if (h->nsegs)
-			s = h->segs[0];
+		for (unsigned int i = 0; i < h->nsegs && !s; i++)
+			if (!h->segs[i]->busy)
+				s = h->segs[i];
+		n = h->nsegs;
+		if (s)
+			heca__seg_claim_locked(h, s);
+		else if (n)
+			heca__seg_wait_locked(h);
 		pthread_mutex_unlock(&h->lock);
-		if (!s)
+		if (!n)
 			break;
-		if (do_unregister(h, s, s->owned ? HECA_UNREG_DISCARD : 0) == -EIO)
-			do_unregister(h, s, HECA_UNREG_DISCARD);
+		if (s && heca__seg_unregister(h, s, s->owned ? HECA_UNREG_DISCARD : 0) == -EIO)
+			heca__seg_unregister(h, s, HECA_UNREG_DISCARD);
 	}
 	pthread_mutex_lock(&h->lock);
 	__atomic_store_n(&h->stop, true, __ATOMIC_RELEASE);

@@ -76,6 +76,7 @@ struct seg {
 	struct seg_states *ss;
 	struct seg *idnext; /* h->idhash chain */
 	bool owned;	  /* made by heca_map(): unmapped on release */
+	bool busy;	  /* claimed by the thread registering or unregistering it: see below */
 	bool leaving;	  /* being unregistered: the evictor leaves it alone */
 	uint64_t resident; /* pages of this segment counted in h->resident */
 	uint64_t pinned_pages; /* of them kept locally for good, outside the budget */
@@ -99,6 +100,13 @@ static inline uintptr_t seg_limit(const struct seg *s)
 }
 
 #define SEG_HASH 1024
+
+/* A resident page in eviction order. The page number is a store page: a segment may hold
+ * more than 2^32 pages (16 TiB), and a trimmed or moved one numbers its pages from `first`. */
+struct fifo_ent {
+	uint64_t page;
+	uint32_t seg;
+};
 
 /* A write-back in flight: one page's content until the sponsor acknowledges it. */
 struct wb_entry {
@@ -248,8 +256,8 @@ struct heca {
 	unsigned int evicting; /* batches the evictor is working on outside the lock */
 	bool evict_active;     /* between crossing the high and reaching the low watermark */
 
-	/* FIFO of resident pages (segment id, page): eviction order. */
-	uint64_t *fifo;
+	/* FIFO of resident pages: eviction order. */
+	struct fifo_ent *fifo;
 	uint64_t fifo_head, fifo_tail, fifo_cap; /* cap is a power of two */
 
 	struct wb_entry *wb_hash[WB_HASH];
@@ -302,6 +310,18 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t seg, u
 int heca__engine_fds(struct heca *h);
 int heca__start_threads(struct heca *h);
 
+/*
+ * heca.c: a segment's lifetime. The thread that registers a segment, or unregisters it, claims
+ * it under h->lock first (busy); until it is done the segment is that thread's alone: no other
+ * call finds it by address to unregister, unmap, trim, split or move it (they return -EINVAL,
+ * or wait for it to be gone), so that it can use the segment with the lock dropped and free it
+ * once. The engine and the evictor still see a busy segment: it faults and evicts as before.
+ */
+void heca__seg_claim_locked(struct heca *h, struct seg *s);
+void heca__seg_unclaim_locked(struct heca *h, struct seg *s);
+void heca__seg_wait_locked(struct heca *h);
+int heca__seg_unregister(struct heca *h, struct seg *s, unsigned int flags);
+
 /* heca.c: the segment table (caller holds h->lock) */
 int heca__segs_reserve_locked(struct heca *h);
 int heca__seg_insert_locked(struct heca *h, struct seg *s);
@@ -327,8 +347,11 @@ int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len
 int heca__uffd_wp(struct heca *h, uintptr_t addr, uint64_t len, bool protect, bool wake);
 int heca__uffd_wake(struct heca *h, uintptr_t addr, uint64_t len);
 int heca__uffd_poison(struct heca *h, uintptr_t addr, uint64_t len);
-/* Fill present[] (one byte per page, 1 = present) for [addr, addr+npages). */
-int heca__pages_present(uintptr_t addr, uint64_t npages, uint8_t *present);
+/* Call fn(arg, first, n) for each run of present pages [first, first + n) of the npages pages
+ * at addr, with no array of their own: a range may be huge and nearly empty. Returns 0 or
+ * -errno. */
+typedef void (*heca_present_fn)(void *arg, uint64_t first, uint64_t n);
+int heca__pages_present(uintptr_t addr, uint64_t npages, heca_present_fn fn, void *arg);
 
 /* cgroup.c: the memory limit of this process's cgroup in bytes; -ENOENT if unlimited. */
 int heca__cgroup_limit(uint64_t *bytes, char *why, size_t whylen);

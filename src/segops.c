@@ -176,16 +176,23 @@ int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
 			pthread_mutex_unlock(&h->lock);
 			return rc;
 		}
+		if (s->busy) {
+			/* Another thread registers or unregisters it: the caller unmaps only
+			 * once it is done. */
+			heca__seg_wait_locked(h);
+			pthread_mutex_unlock(&h->lock);
+			continue;
+		}
 		lo = HECA_MAX(a, seg_start(s));
 		hi = HECA_MIN(a + len, seg_limit(s));
 		plo = (lo - s->base) / PAGE_SZ;
 		phi = (hi - s->base + PAGE_SZ - 1) / PAGE_SZ;
 		if (plo == s->first && phi == seg_end(s)) {
 			/* The whole piece goes: unregister it, the caller unmaps. */
-			uintptr_t start = seg_start(s);
+			heca__seg_claim_locked(h, s);
 			s->owned = false;
 			pthread_mutex_unlock(&h->lock);
-			heca_unregister(h, (void *)start, HECA_UNREG_DISCARD);
+			heca__seg_unregister(h, s, HECA_UNREG_DISCARD);
 			continue;
 		}
 		middle = plo != s->first && phi != seg_end(s);
@@ -264,6 +271,12 @@ again:
 		pthread_mutex_unlock(&h->lock);
 		return 1; /* not sponsored */
 	}
+	if (s->busy) {
+		/* Being registered or unregistered by another thread: wait until it is done. */
+		heca__seg_wait_locked(h);
+		pthread_mutex_unlock(&h->lock);
+		goto again;
+	}
 	if (seg_start(s) != old || s->npages * PAGE_SZ != oldlen || (flags & MREMAP_DONTUNMAP) ||
 	    !newn || grows_into_piece_locked(h, s, s->first + newn)) {
 		pthread_mutex_unlock(&h->lock);
@@ -291,9 +304,10 @@ again:
 	}
 	pthread_mutex_lock(&h->lock);
 	s = first_overlap_locked(h, old, oldlen);
-	if (!s || seg_start(s) != old || s->npages * PAGE_SZ != oldlen) {
+	if (!s || s->busy || seg_start(s) != old || s->npages * PAGE_SZ != oldlen) {
+		/* Changed with the lock dropped: look again from the start. */
 		pthread_mutex_unlock(&h->lock);
-		return -EINVAL;
+		goto again;
 	}
 	if (s->first + newn > s->ss->cap || s->ss->refs > 1) {
 		struct seg_states *ns = heca__states_new(s->first + HECA_MAX(newn, s->npages));
@@ -354,18 +368,28 @@ int heca__unsponsor_range(struct heca *h, uintptr_t a, uint64_t len)
 {
 	for (;;) {
 		struct seg *s;
-		uintptr_t start;
 		int rc;
 
 		pthread_mutex_lock(&h->lock);
 		s = first_overlap_locked(h, a, len);
-		start = s ? seg_start(s) : 0;
-		if (s)
+		if (s && s->busy) {
+			heca__seg_wait_locked(h); /* another thread's: wait until it is done */
+			pthread_mutex_unlock(&h->lock);
+			continue;
+		}
+		if (s) {
+			heca__seg_claim_locked(h, s);
 			s->owned = false; /* a heca_map() block stays mapped, as ordinary memory */
+		}
 		pthread_mutex_unlock(&h->lock);
 		if (!s)
 			return 0;
-		rc = heca_unregister(h, (void *)start, 0);
+		rc = heca__seg_unregister(h, s, 0);
+		if (rc == -EIO) {
+			pthread_mutex_lock(&h->lock);
+			heca__seg_unclaim_locked(h, s);
+			pthread_mutex_unlock(&h->lock);
+		}
 		if (rc)
 			return rc;
 	}

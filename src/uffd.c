@@ -260,29 +260,42 @@ int heca__uffd_poison(struct heca *h, uintptr_t addr, uint64_t len)
 	return 0;
 }
 
-static int present_pagemap_file(uintptr_t addr, uint64_t npages, uint8_t *present)
+/* The present pages among pages [from, npages) at addr, from /proc/self/pagemap read a block
+ * at a time, as runs. */
+static int present_pagemap_file(uintptr_t addr, uint64_t from, uint64_t npages,
+				heca_present_fn fn, void *arg)
 {
 	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	uint64_t buf[512];
+	uint64_t buf[512], run = 0, n_run = 0;
 
 	if (fd < 0)
 		return -errno;
-	for (uint64_t i = 0; i < npages;) {
+	for (uint64_t i = from; i < npages;) {
 		uint64_t n = npages - i < 512 ? npages - i : 512;
 		ssize_t r = pread(fd, buf, n * 8, (off_t)((addr / PAGE_SZ + i) * 8));
 		if (r < (ssize_t)(n * 8)) {
 			close(fd);
 			return r < 0 ? -errno : -EIO;
 		}
-		for (uint64_t k = 0; k < n; k++)
-			present[i + k] = (buf[k] >> 63) & 1;
+		for (uint64_t k = 0; k < n; k++) {
+			if ((buf[k] >> 63) & 1) {
+				if (!n_run)
+					run = i + k;
+				n_run++;
+			} else if (n_run) {
+				fn(arg, run, n_run);
+				n_run = 0;
+			}
+		}
 		i += n;
 	}
+	if (n_run)
+		fn(arg, run, n_run);
 	close(fd);
 	return 0;
 }
 
-int heca__pages_present(uintptr_t addr, uint64_t npages, uint8_t *present)
+int heca__pages_present(uintptr_t addr, uint64_t npages, heca_present_fn fn, void *arg)
 {
 	struct page_region reg[64];
 	struct pm_scan_arg a = {.size = sizeof(a),
@@ -294,18 +307,19 @@ int heca__pages_present(uintptr_t addr, uint64_t npages, uint8_t *present)
 				.return_mask = PAGE_IS_PRESENT};
 	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 
-	memset(present, 0, npages);
 	if (fd < 0)
 		return -errno;
 	for (;;) {
 		long n = ioctl(fd, PAGEMAP_SCAN, &a);
 		if (n < 0) {
+			/* No PAGEMAP_SCAN here: the rest the slow way. */
 			close(fd);
-			return present_pagemap_file(addr, npages, present);
+			return present_pagemap_file(addr, (a.start - addr) / PAGE_SZ, npages, fn,
+						    arg);
 		}
 		for (long i = 0; i < n; i++)
-			for (uint64_t p = reg[i].start; p < reg[i].end; p += PAGE_SZ)
-				present[(p - addr) / PAGE_SZ] = 1;
+			fn(arg, (reg[i].start - addr) / PAGE_SZ,
+			   (reg[i].end - reg[i].start) / PAGE_SZ);
 		if (a.walk_end >= a.end)
 			break;
 		a.start = a.walk_end;

@@ -105,6 +105,19 @@ int t_sponsor_stop(struct t_sponsor *s, int kill9)
 	return st;
 }
 
+void t_sponsor_pause(struct t_sponsor *s)
+{
+	int st = 0;
+	pid_t r;
+
+	kill(s->pid, SIGSTOP);
+	/* The parent hears of a stop once the whole group has stopped. */
+	while ((r = waitpid(s->pid, &st, WUNTRACED)) < 0 && errno == EINTR)
+		;
+	if (r != s->pid || !WIFSTOPPED(st))
+		T_FAILF("sponsor %d did not stop (status %#x)", (int)s->pid, st);
+}
+
 void t_require_uffd(void)
 {
 	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);

@@ -60,6 +60,11 @@ void t_sponsor_start(struct t_sponsor *s, const char *capacity, const char *cons
 /* SIGTERM (or SIGKILL if kill9) and reap. Returns the exit status as from waitpid. */
 int t_sponsor_stop(struct t_sponsor *s, int kill9);
 
+/* SIGSTOP and wait until every thread of the sponsor has stopped: kill() returns before the
+ * stop takes effect, and a thread still running may answer one more request. Exits the test
+ * with T_FAIL if it does not stop. SIGCONT resumes it. */
+void t_sponsor_pause(struct t_sponsor *s);
+
 /* Run $HECAD (else ./hecad) with args (NULL-terminated), output discarded; return its exit
  * status, or -1 if it did not exit normally. */
 int t_run_hecad(const char *const *args);

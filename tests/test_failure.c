@@ -366,7 +366,7 @@ static void given_up_and_back(void)
 	 * is rightly read from here. */
 	victim = first_away((const uint8_t *)p, npages);
 	ASSERT_TRUE(victim < npages);
-	kill(sp.pid, SIGSTOP);
+	t_sponsor_pause(&sp);
 	sigaction(SIGBUS, &sa, &old);
 	atomic_store(&bus_seen, 0);
 	t0 = t_now_ms();

@@ -49,27 +49,6 @@ static void lg(void *arg, enum heca_log_level l, const char *m)
 	fprintf(stderr, "  [heca %d] %s\n", l, m);
 }
 
-static void wait_stopped(pid_t pid)
-{
-	char path[64], buf[256];
-	for (int i = 0; i < 2000; i++) {
-		int fd;
-		ssize_t n;
-		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-		fd = open(path, O_RDONLY);
-		n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-		if (fd >= 0)
-			close(fd);
-		if (n > 0) {
-			buf[n] = '\0';
-			if (strrchr(buf, ')') && strrchr(buf, ')')[2] == 'T')
-				return;
-		}
-		usleep(1000);
-	}
-	T_FAILF("sponsor %d did not stop", (int)pid);
-}
-
 /* how: SIGKILL (dies: connection refused, known gone at once) or SIGSTOP (silent: waited for
  * through a short grace period, then given up). */
 static void run(int how, unsigned int flags)
@@ -120,9 +99,10 @@ static void run(int how, unsigned int flags)
 		if (fd >= 0)
 			close(fd);
 	}
-	kill(sp.pid, how);
 	if (how == SIGSTOP)
-		wait_stopped(sp.pid); /* a stop takes effect some time after kill() returns */
+		t_sponsor_pause(&sp);
+	else
+		kill(sp.pid, how);
 	got_bus = 0;
 	lost_lines = 0;
 	alarm(20);
@@ -194,8 +174,7 @@ static void run_stop_during_writes(void)
 	ASSERT_EQ(heca_map(h, n * PG, (void **)&b), 0);
 	for (uint64_t i = 0; i < n / 4; i++)
 		memset(b + i * PG, (int)(i % 251) + 1, PG);
-	kill(sp.pid, SIGSTOP);
-	wait_stopped(sp.pid);
+	t_sponsor_pause(&sp);
 	alarm(60);
 	t0 = t_now_ms();
 	ASSERT_EQ(pthread_create(&t, NULL, cont_later, &sp.pid), 0);

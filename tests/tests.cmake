@@ -130,3 +130,9 @@ add_test(NAME test_soak_cluster COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_soak
 set_tests_properties(test_soak_cluster PROPERTIES LABELS integration TIMEOUT 300
   RESOURCE_LOCK netns RUN_SERIAL TRUE
   SKIP_RETURN_CODE 77 ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
+# Several threads unregister, unmap, split and remap the same segments at once while new ones
+# are mapped and registered and other threads fault on theirs; every page checked (stress).
+heca_test(test_lifetimes LABELS stress TIMEOUT 240 LIBS heca_static)
+# Regions of more than 2^32 pages: refused beyond the sponsors' room, and with overcommit
+# pages on both sides of page 2^32 evicted and read back (integration).
+heca_test(test_huge LABELS integration TIMEOUT 120 LIBS heca_static)
