@@ -62,7 +62,7 @@ struct run_out {
 };
 
 struct prog {
-	const char *name; /* workload: "python3", "sort" */
+	const char *name; /* workload: "python3", "sort", or the name of a command given */
 	char exe[PATH_MAX];
 	char version[96];
 	char *argv[MAX_ARGS];
@@ -90,6 +90,9 @@ struct popts {
 	int prefetch_set, no_swap, quiet;
 	double timeout; /* per run; 0: 60x the unconstrained time + 120 s */
 	const char *ratios, *workloads, *swapfile, *json, *plot;
+	const char *cmd_name; /* --name of the command after "--" */
+	char **cmd;	      /* the command after "--", or NULL */
+	const char *heca_args; /* --heca-args: more options for heca run, split at spaces */
 	struct bench_ratio rt[MAX_RATIOS];
 	int nr;
 	char heca[PATH_MAX], tmpdir[PATH_MAX];
@@ -100,7 +103,7 @@ static void usage(FILE *f)
 {
 	fprintf(
 	    f,
-	    "usage: heca bench programs [OPTIONS]\n"
+	    "usage: heca bench programs [OPTIONS] [-- COMMAND [ARGS...]]\n"
 	    "\n"
 	    "Run unmodified programs unconstrained, then at each memory limit L = ratio x their\n"
 	    "unconstrained peak RSS under `heca run --spawn 2 --replicas 1 --local L` and under\n"
@@ -111,6 +114,8 @@ static void usage(FILE *f)
 	    "  python3  a list of ints and a bytearray, summed three times; prints the sum\n"
 	    "  sort     GNU sort -S (all in memory), LC_ALL=C, of a generated file of\n"
 	    "           \"%%016x %%u\" lines; the output must be sorted and hold the same lines\n"
+	    "  COMMAND  any program given after \"--\" (run alone unless --workloads is given):\n"
+	    "           every run must exit 0 and print what its first unconstrained run printed\n"
 	    "\n"
 	    "options:\n"
 	    "  --size SIZE        peak memory each program aims at (default 512M; the sort input\n"
@@ -124,6 +129,8 @@ static void usage(FILE *f)
 	    "  --swapfile PATH    swap to a new file at PATH, not zram\n"
 	    "  --timeout S        per run (default 60x the unconstrained time + 120 s)\n"
 	    "  --seed N           seed of the sort input (default 1)\n"
+	    "  --name NAME        what COMMAND is called in the table (default its file name)\n"
+	    "  --heca-args ARGS   more options for heca run, split at spaces (\"--min-size 1M\")\n"
 	    "  --json FILE        every figure, machine info and settings as JSON\n"
 	    "  --plot FILE.png    slowdown against the memory ratio, heca and swap (gnuplot)\n"
 	    "  --quiet            no progress line\n");
@@ -255,12 +262,14 @@ static uint64_t vm_hwm(pid_t pid)
 	return (uint64_t)kb << 10;
 }
 
-/* The child of parent now running exe (the program heca run started, not its sponsors), or
- * 0 if there is none yet. */
+/* The child of parent now running exe (the program heca run started), else the first child
+ * that is not one of its sponsors nor a fork of heca run that has not exec'd yet (a launcher
+ * script that will exec the program keeps its pid), or 0 if there is none yet. */
 static pid_t find_child(pid_t parent, const char *exe)
 {
 	char path[64], buf[1024], link[PATH_MAX];
-	char *save = NULL, *t;
+	char *save = NULL, *t, *b;
+	pid_t other = 0;
 	ssize_t n;
 	int fd;
 
@@ -281,8 +290,12 @@ static pid_t find_child(pid_t parent, const char *exe)
 		link[n] = '\0';
 		if (!strcmp(link, exe))
 			return (pid_t)atoi(t);
+		b = strrchr(link, '/');
+		b = b ? b + 1 : link;
+		if (!other && strcmp(b, "hecad") && strcmp(b, "heca")) /* heca: not exec'd yet */
+			other = (pid_t)atoi(t);
 	}
-	return 0;
+	return other;
 }
 
 static void sleep_ms(int ms)
@@ -694,6 +707,36 @@ static int setup_sort(struct popts *po, struct prog *p)
 	return 0;
 }
 
+/* The command given after "--": its output is checked against its first unconstrained run's
+ * (check_run()), so it must print the same on every run. */
+static int setup_cmd(struct popts *po, struct prog *p)
+{
+	const char *c = po->cmd[0];
+	int i, rc;
+
+	if (strchr(c, '/'))
+		rc = realpath(c, p->exe) && access(p->exe, X_OK) == 0 ? 0 : -errno;
+	else
+		rc = find_in_path(c, p->exe, sizeof(p->exe));
+	if (rc) {
+		fprintf(stderr, "heca bench programs: %s: %s\n", c,
+			rc == -ENOENT ? "not found" : strerror(-rc));
+		return rc;
+	}
+	for (i = 0; po->cmd[i] && i < MAX_ARGS - 1; i++)
+		p->argv[i] = po->cmd[i];
+	if (po->cmd[i]) {
+		fprintf(stderr, "heca bench programs: COMMAND has more than %d words\n",
+			MAX_ARGS - 1);
+		return -E2BIG;
+	}
+	/* /proc/PID/exe of the running program, as find_child() compares it */
+	p->argv[0] = p->exe;
+	p->argv[i] = NULL;
+	snprintf(p->what, sizeof(p->what), "the command given, output as in its first run");
+	return 0;
+}
+
 /* --- measuring --------------------------------------------------------------------------- */
 
 #ifdef HECA_HAVE_SWAPBASE
@@ -769,8 +812,8 @@ static int measure_unconstrained(struct popts *po, struct prog *p)
 static int measure_heca(struct popts *po, struct prog *p, int i)
 {
 	double s[MAX_RUNS], rss[MAX_RUNS];
-	char err[PATH_MAX + 16], why[160], what[64], args[8][32];
-	char *argv[MAX_ARGS + 16];
+	char err[PATH_MAX + 16], why[160], what[64], args[8][32], extra[512];
+	char *argv[2 * MAX_ARGS + 16], *save = NULL, *t;
 	uint64_t limit = (uint64_t)(p->unc_rss * po->rt[i].frac);
 	double timeout = po->timeout ? po->timeout : 60 * p->unc_s + 120;
 	struct run_out o;
@@ -794,6 +837,10 @@ static int measure_heca(struct popts *po, struct prog *p, int i)
 		argv[a++] = "--prefetch";
 		argv[a++] = args[2];
 	}
+	snprintf(extra, sizeof(extra), "%s", po->heca_args ? po->heca_args : "");
+	for (t = strtok_r(extra, " ", &save); t && a < MAX_ARGS + 12;
+	     t = strtok_r(NULL, " ", &save))
+		argv[a++] = t;
 	argv[a++] = "--";
 	for (int k = 0; p->argv[k]; k++)
 		argv[a++] = p->argv[k];
@@ -1007,8 +1054,9 @@ static int write_json(struct popts *po, struct prog *ps, int np, struct bench_re
 	SET("size", "%llu", (unsigned long long)po->size);
 	SET("ratios", "%s (memory limit : unconstrained peak RSS)", po->ratios);
 	SET("runs", "%u (medians reported)", po->runs);
-	SET("heca", "heca run --spawn 2 --replicas %u --local LIMIT%s -- PROGRAM", po->replicas,
-	    po->prefetch_set ? " --prefetch N" : "");
+	SET("heca", "heca run --spawn 2 --replicas %u --local LIMIT%s%s%s -- PROGRAM",
+	    po->replicas, po->prefetch_set ? " --prefetch N" : "", po->heca_args ? " " : "",
+	    po->heca_args ? po->heca_args : "");
 	SET("prefetch", "%s", po->prefetch_set ? "" : "heca run default");
 	if (po->prefetch_set)
 		snprintf(set[ns - 1].value, sizeof(set[ns - 1].value), "%u", po->prefetch);
@@ -1019,6 +1067,16 @@ static int write_json(struct popts *po, struct prog *ps, int np, struct bench_re
 	    "sampled every %d ms (heca run's sponsors hold the evicted pages)",
 	    SAMPLE_MS);
 	SET("time", "fork to reap of the whole command; heca's includes starting 2 sponsors");
+	if (po->heca_args)
+		SET("heca_args", "%s", po->heca_args);
+	if (po->cmd) {
+		SET("command", "%s", "");
+		for (int i = 0; po->cmd[i]; i++) {
+			size_t l = strlen(set[ns - 1].value);
+			snprintf(set[ns - 1].value + l, sizeof(set[ns - 1].value) - l, "%s%s",
+				 i ? " " : "", po->cmd[i]);
+		}
+	}
 	for (int k = 0; k < np; k++) {
 		SET(ps[k].name, "%s", ps[k].what);
 		for (int i = 0; i < po->nr; i++) {
@@ -1170,10 +1228,12 @@ int bench_programs(int argc, char **argv)
 					   {"json", required_argument, 0, 'j'},
 					   {"plot", required_argument, 0, 'P'},
 					   {"quiet", no_argument, 0, 'q'},
+					   {"name", required_argument, 0, 'm'},
+					   {"heca-args", required_argument, 0, 'a'},
 					   {"help", no_argument, 0, 'h'},
 					   {0, 0, 0, 0}};
 	struct popts po = {.size = 512 * MiB, .seed = 1, .runs = 3, .replicas = 1};
-	struct prog ps[2];
+	struct prog ps[3];
 	struct bench_result res = {0};
 	const char *tmp = getenv("TMPDIR");
 	char swap_state[160] = "";
@@ -1260,6 +1320,12 @@ int bench_programs(int argc, char **argv)
 		case 'q':
 			po.quiet = 1;
 			break;
+		case 'm':
+			po.cmd_name = optarg;
+			break;
+		case 'a':
+			po.heca_args = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -1268,9 +1334,27 @@ int bench_programs(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr, "heca bench programs: unexpected argument '%s'\n", argv[optind]);
+	if (optind < argc && strcmp(argv[optind - 1], "--")) {
+		fprintf(stderr,
+			"heca bench programs: unexpected argument '%s' (a command goes after "
+			"\"--\")\n",
+			argv[optind]);
 		usage(stderr);
+		return 2;
+	}
+	if (optind < argc) {
+		const char *b = strrchr(argv[optind], '/');
+		po.cmd = argv + optind;
+		if (!po.cmd_name)
+			po.cmd_name = b ? b + 1 : argv[optind];
+		if (!*po.cmd_name || strchr(po.cmd_name, '|') || strlen(po.cmd_name) > 40) {
+			fprintf(stderr, "heca bench programs: bad --name '%s'\n", po.cmd_name);
+			return 2;
+		}
+		if (!po.workloads)
+			po.workloads = "";
+	} else if (po.cmd_name) {
+		fprintf(stderr, "heca bench programs: --name names a command after \"--\"\n");
 		return 2;
 	}
 	if (!po.ratios)
@@ -1288,6 +1372,10 @@ int bench_programs(int argc, char **argv)
 	{
 		char buf[128], *save = NULL, *t;
 		snprintf(buf, sizeof(buf), "%s", po.workloads);
+		if (!*po.workloads && !po.cmd) {
+			fprintf(stderr, "heca bench programs: --workloads is empty\n");
+			return 2;
+		}
 		for (t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
 			if (strcmp(t, "python3") && strcmp(t, "sort")) {
 				fprintf(
@@ -1370,6 +1458,15 @@ int bench_programs(int argc, char **argv)
 			np++;
 		else
 			free(ps[np].script);
+	}
+	if (po.cmd) {
+		ps[np].name = po.cmd_name;
+		ps[np].unc_s = ps[np].unc_rss = NAN;
+		for (int i = 0; i < MAX_RATIOS; i++)
+			ps[np].heca_s[i] = ps[np].heca_rss[i] = ps[np].heca_limit[i] =
+			    ps[np].swap_s[i] = ps[np].swap_rss[i] = ps[np].swap_cg_peak[i] = NAN;
+		if (setup_cmd(&po, &ps[np]) == 0)
+			np++;
 	}
 	if (!np) {
 		fprintf(stderr, "heca bench programs: no workload can run here\n");

@@ -245,6 +245,24 @@ int main(void)
 		ASSERT_TRUE(strstr(out, "| python3 | 1:2 |") != NULL);
 		ASSERT_TRUE(strstr(out, "| sort | 1:2 |") != NULL);
 		check_json(json, "\"python3\"");
+
+		/* A command of the user's: checked against its own first run, so one whose
+		 * output changes from run to run is a failure, named. */
+		snprintf(cmd, sizeof(cmd),
+			 "%s bench programs --runs 1 --ratios 1:2 --no-swap --quiet --name zeros "
+			 "--json %s -- python3 -c 'print(sum(bytearray(24 << 20)))' ",
+			 cli, json);
+		ASSERT_EQ(run(cmd), 0);
+		ASSERT_TRUE(strstr(out, "| zeros | 1:2 |") != NULL);
+		check_json(json, "\"command\"");
+		snprintf(cmd, sizeof(cmd),
+			 "%s bench programs --runs 1 --ratios 1:2 --no-swap --quiet -- "
+			 "python3 -c 'import os; print(os.getpid())' ",
+			 cli);
+		ASSERT_TRUE(run(cmd) != 0);
+		ASSERT_TRUE(strstr(out, "differs from the unconstrained run") != NULL);
+		snprintf(cmd, sizeof(cmd), "%s bench programs --no-swap python3 ", cli);
+		ASSERT_EQ(run(cmd), 2);
 	}
 
 	/* The plot, where gnuplot is installed. */
