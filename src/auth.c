@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * auth.c - cluster key files and the AUTH exchange's MACs (HMAC-SHA256 from OpenSSL's
- * libcrypto). The key never leaves this process: only MACs over fresh nonces cross the wire.
+ * auth.c - cluster key files and the AUTH exchange's MACs (HMAC-SHA256, src/sha256.c, which
+ * allocates nothing). The key never leaves this process: only MACs over fresh nonces cross
+ * the wire.
  */
 #include "auth.h"
 
@@ -12,9 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include "sha256.h"
 
 #define LABEL_MAX 32
 /* Room for the longest valid file plus some whitespace; anything longer is refused. */
@@ -133,8 +132,6 @@ int heca__auth_mac(const uint8_t *key, size_t keylen, const char *label, const u
 {
 	uint8_t msg[LABEL_MAX + 3 * 16 + 2 * HECA_AUTH_NONCE_LEN];
 	size_t ll = label ? strlen(label) : 0, n = 0;
-	unsigned int outlen = 0;
-	int rc = 0;
 
 	if (!key || keylen < HECA_AUTH_KEY_MIN || keylen > HECA_AUTH_KEY_MAX || ll == 0 ||
 	    ll > LABEL_MAX)
@@ -151,18 +148,20 @@ int heca__auth_mac(const uint8_t *key, size_t keylen, const char *label, const u
 	n += HECA_AUTH_NONCE_LEN;
 	memcpy(msg + n, cnonce, HECA_AUTH_NONCE_LEN);
 	n += HECA_AUTH_NONCE_LEN;
-	if (!HMAC(EVP_sha256(), key, (int)keylen, msg, n, out, &outlen) ||
-	    outlen != HECA_AUTH_MAC_LEN)
-		rc = -ENOMEM;
-	return rc;
+	heca__hmac_sha256(key, keylen, msg, n, out);
+	return 0;
 }
 
 int heca__auth_check(const uint8_t a[32], const uint8_t b[32])
 {
-	return CRYPTO_memcmp(a, b, HECA_AUTH_MAC_LEN) ? -EACCES : 0;
+	volatile uint8_t d = 0;
+
+	for (int i = 0; i < HECA_AUTH_MAC_LEN; i++) /* every byte, whatever the first differs */
+		d |= a[i] ^ b[i];
+	return d ? -EACCES : 0;
 }
 
 void heca__auth_wipe(void *p, size_t len)
 {
-	OPENSSL_cleanse(p, len);
+	heca__wipe(p, len);
 }

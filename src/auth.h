@@ -32,8 +32,8 @@ int heca__auth_load_key(const char *path, uint8_t *key, size_t *keylen, char *er
 
 /*
  * out = HMAC-SHA256(key, label || cluster || demander || sponsor || snonce || cnonce), label
- * without its terminating NUL (at most 32 bytes). Returns 0, -EINVAL for a bad key length or
- * label, -ENOMEM if the crypto library failed. Thread-safe.
+ * without its terminating NUL (at most 32 bytes). Returns 0, or -EINVAL for a bad key length
+ * or label. Allocates nothing. Thread-safe.
  */
 int heca__auth_mac(const uint8_t *key, size_t keylen, const char *label, const uint8_t cluster[16],
 		   const uint8_t demander[16], const uint8_t sponsor[16], const uint8_t snonce[32],

@@ -17,6 +17,7 @@
 #include "harness.h"
 #include "sponsor_client.h"
 #include "net.h"
+#include "sha256.h"
 #include "util.h"
 #include "wire.h"
 
@@ -162,6 +163,79 @@ static int load(const char *path, uint8_t *key, size_t *keylen)
 	if (rc)
 		ASSERT_TRUE(strstr(err, path) != NULL); /* the message names the file */
 	return rc;
+}
+
+static void hex32(const uint8_t *b, char hex[65])
+{
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", b[i]);
+}
+
+/* SHA-256 and HMAC-SHA256 against the published vectors (FIPS 180-4 examples, RFC 4231
+ * cases 1, 2, 6 and 7), fed whole and a byte at a time. */
+static void test_sha256_vectors(void)
+{
+	static const struct {
+		const char *msg, *want;
+	} sha[] = {
+	    {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+	    {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+	    {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+	     "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+	};
+	struct heca_sha256 c;
+	uint8_t out[32], key[131], a[1000];
+	char hex[65];
+
+	for (size_t t = 0; t < sizeof(sha) / sizeof(sha[0]); t++) {
+		heca__sha256_init(&c);
+		heca__sha256_update(&c, sha[t].msg, strlen(sha[t].msg));
+		heca__sha256_final(&c, out);
+		hex32(out, hex);
+		ASSERT_EQ(strcmp(hex, sha[t].want), 0);
+		heca__sha256_init(&c);
+		for (size_t i = 0; sha[t].msg[i]; i++)
+			heca__sha256_update(&c, sha[t].msg + i, 1);
+		heca__sha256_final(&c, out);
+		hex32(out, hex);
+		ASSERT_EQ(strcmp(hex, sha[t].want), 0);
+	}
+	/* a million 'a', in pieces that cross block boundaries */
+	memset(a, 'a', sizeof(a));
+	heca__sha256_init(&c);
+	for (int i = 0; i < 1000; i++)
+		heca__sha256_update(&c, a, sizeof(a));
+	heca__sha256_final(&c, out);
+	hex32(out, hex);
+	ASSERT_EQ(strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"),
+		  0);
+
+	memset(key, 0x0b, 20);
+	heca__hmac_sha256(key, 20, "Hi There", 8, out);
+	hex32(out, hex);
+	ASSERT_EQ(strcmp(hex, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+		  0);
+	heca__hmac_sha256((const uint8_t *)"Jefe", 4, "what do ya want for nothing?", 28, out);
+	hex32(out, hex);
+	ASSERT_EQ(strcmp(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+		  0);
+	memset(key, 0xaa, sizeof(key));
+	heca__hmac_sha256(key, 131, "Test Using Larger Than Block-Size Key - Hash Key First", 54,
+			  out);
+	hex32(out, hex);
+	ASSERT_EQ(strcmp(hex, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+		  0);
+	{
+		static const char m7[] =
+		    "This is a test using a larger than block-size key and a larger than "
+		    "block-size data. The key needs to be hashed before being used by the HMAC "
+		    "algorithm.";
+		heca__hmac_sha256(key, 131, m7, sizeof(m7) - 1, out);
+		hex32(out, hex);
+		ASSERT_EQ(
+		    strcmp(hex, "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"),
+		    0);
+	}
 }
 
 /* Fixed inputs, fixed MACs: pins the construction documented in docs/protocol.md. */
@@ -484,6 +558,7 @@ int main(void)
 	snprintf(g_dir, sizeof(g_dir), "/tmp/heca-test-auth-XXXXXX");
 	if (!mkdtemp(g_dir))
 		T_FAILF("mkdtemp: %s", strerror(errno));
+	test_sha256_vectors();
 	test_mac_vector();
 	test_key_files();
 	test_hecad_refuses();
