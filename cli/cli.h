@@ -33,6 +33,18 @@ void cli_print_stats(FILE *f, const struct heca_stats *st);
 
 int cmd_run(int argc, char **argv);
 
+/* reap.c: heca run's watch over the program's processes. open() makes the directory where
+ * they note their demander ids and names it in HECA_RUN_DIR (call it once the sponsors and
+ * HECA_SPONSORS, HECA_CLUSTER, HECA_CLUSTER_ID and HECA_KEY_FILE are settled); start() runs
+ * the watch in a thread of its own (after the program has been forked); close() stops it once
+ * every process of the program has ended, frees what those that died without a word still
+ * held, and removes the directory. open() returns 0 or -errno (said on stderr); close()
+ * accepts NULL. */
+struct reaper;
+int cli_reaper_open(struct reaper **out);
+int cli_reaper_start(struct reaper *r);
+void cli_reaper_close(struct reaper *r);
+
 int cmd_demo(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 

@@ -297,6 +297,7 @@ int cmd_run(int argc, char **argv)
 	const char *capacity = "8G";
 	char preload[PATH_MAX], env[PATH_MAX + 64], stats_file[64] = "";
 	struct spawned sp = {0};
+	struct reaper *reaper = NULL;
 	int spawn = -1, c, stats = 0, rc, pfd[2], status;
 	uint64_t x;
 	uint8_t id[16];
@@ -415,8 +416,16 @@ int cmd_run(int argc, char **argv)
 			fprintf(stderr, "heca run: warning: %s runs without heca: %s; none of its "
 					"memory will be sponsored\n", file, why);
 	}
+	/* A process of the program that dies without freeing its memory has it freed at
+	 * once, not when the sponsors' lease of it ends: heca run watches them. */
+	if (cli_reaper_open(&reaper)) {
+		fprintf(stderr, "heca run: warning: the memory of a process of the program that "
+				"is killed is freed only when the sponsors' lease of it ends\n");
+		reaper = NULL;
+	}
 	/* The exec error comes back through a close-on-exec pipe: nothing means it ran. */
 	if (pipe2(pfd, O_CLOEXEC)) {
+		cli_reaper_close(reaper);
 		cli_stop_sponsors(&sp);
 		return 1;
 	}
@@ -426,6 +435,7 @@ int cmd_run(int argc, char **argv)
 	child_pid = fork();
 	if (child_pid < 0) {
 		fprintf(stderr, "heca run: fork: %s\n", strerror(errno));
+		cli_reaper_close(reaper);
 		cli_stop_sponsors(&sp);
 		return 1;
 	}
@@ -439,6 +449,12 @@ int cmd_run(int argc, char **argv)
 		_exit(err == ENOENT ? 127 : 126);
 	}
 	close(pfd[1]);
+	if (reaper && cli_reaper_start(reaper)) {
+		fprintf(stderr, "heca run: warning: cannot watch the program's processes: the "
+				"memory of one that is killed is freed when the sponsors' lease ends\n");
+		cli_reaper_close(reaper);
+		reaper = NULL;
+	}
 	signal(SIGINT, forward);
 	signal(SIGTERM, forward);
 	signal(SIGHUP, forward);
@@ -451,6 +467,7 @@ int cmd_run(int argc, char **argv)
 			rc = err == ENOENT ? 127 : 126;
 			waitpid(child_pid, NULL, 0);
 			close(pfd[0]);
+			cli_reaper_close(reaper);
 			cli_stop_sponsors(&sp);
 			if (*stats_file)
 				unlink(stats_file);
@@ -469,6 +486,7 @@ int cmd_run(int argc, char **argv)
 		wait_program(&sp);
 		child_pid = first;
 	}
+	cli_reaper_close(reaper); /* every process has ended: what is still noted is freed */
 	if (WIFSIGNALED(status)) {
 		rc = 128 + WTERMSIG(status);
 		fprintf(stderr, "heca run: %s ended by signal %d (%s)\n", argv[optind],

@@ -244,6 +244,112 @@ static int threads_now(void)
 	return p ? atoi(p + 9) : -1;
 }
 
+/* ---- telling heca run who this process is ----
+ *
+ * Under `heca run` (HECA_RUN_DIR names a directory of its own, mode 0700), a process writes
+ * its demander id there before the first of its pages can go to a sponsor, in a file named
+ * for its pid and start time, and removes the file once it has freed its pages itself. A
+ * process that ends with the file still there (killed, crashed, gone by a raw exit_group) is
+ * seen ending by heca run, which then has the sponsors free that demander's pages at once. A
+ * new image after exec writes its new id over the old one's: the old image is gone. */
+
+static bool noted; /* this image's file is written */
+static pthread_mutex_t note_mu = PTHREAD_MUTEX_INITIALIZER;
+static char note_file[256];
+
+/* The start time of process pid (clock ticks after boot, /proc/PID/stat field 22) into *out.
+ * Reads without allocating. Returns 0 or -1. */
+static int start_time(pid_t pid, unsigned long long *out)
+{
+	char path[64], buf[1024], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	p = strrchr(buf, ')'); /* the command name may hold anything */
+	for (int field = 2; p && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	return p && sscanf(p, " %llu", out) == 1 ? 0 : -1;
+}
+
+/* The inode of this process's namespace of a kind ("pid", "time"), 0 if there is none. */
+static unsigned long long ns_ino(const char *kind)
+{
+	char path[64];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/proc/self/ns/%s", kind);
+	return stat(path, &st) ? 0 : (unsigned long long)st.st_ino;
+}
+
+/* Write "PID START PIDNS TIMENS DEMANDER" for process pid into HECA_RUN_DIR/PID-START.id,
+ * whole or not at all; if the file exists already, only when !keep. The path goes to
+ * file[0..len) when file is not NULL. */
+static void note_write(pid_t pid, const uint8_t id[16], bool keep, char *file, size_t len)
+{
+	const char *dir = getenv("HECA_RUN_DIR");
+	char tmp[256], final[256], line[160];
+	unsigned long long start;
+	int fd, n;
+
+	if (!dir || !*dir || start_time(pid, &start))
+		return;
+	snprintf(final, sizeof(final), "%s/%d-%llu.id", dir, (int)pid, start);
+	snprintf(tmp, sizeof(tmp), "%s/%d-%llu.tmp%d", dir, (int)pid, start, (int)getpid());
+	n = snprintf(line, sizeof(line), "%d %llu %llu %llu ", (int)pid, start, ns_ino("pid"),
+		     ns_ino("time"));
+	for (int i = 0; i < 16; i++)
+		n += snprintf(line + n, sizeof(line) - (size_t)n, "%02x", id[i]);
+	line[n++] = '\n';
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	if (write(fd, line, (size_t)n) != n) {
+		close(fd);
+		unlink(tmp);
+		return;
+	}
+	close(fd);
+	if (keep) {
+		if (link(tmp, final) && errno != EEXIST)
+			say("cannot write %s: %s", final, strerror(errno));
+		unlink(tmp);
+	} else if (rename(tmp, final)) {
+		say("cannot write %s: %s", final, strerror(errno));
+		unlink(tmp);
+	}
+	if (file)
+		snprintf(file, len, "%s", final);
+}
+
+/* Before this image's first sponsored block: say who it is. */
+static void note_self(void)
+{
+	if (__atomic_load_n(&noted, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&note_mu);
+	if (!noted) {
+		note_write(getpid(), H->demander_id, false, note_file, sizeof(note_file));
+		__atomic_store_n(&noted, true, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&note_mu);
+}
+
+/* This image has freed what it stored: nothing for heca run to do when it ends. */
+static void note_remove(void)
+{
+	if (noted && *note_file)
+		unlink(note_file);
+	*note_file = '\0';
+}
+
 /* Start heca in this process, once. Returns whether it runs. */
 static bool start(void)
 {
@@ -320,12 +426,12 @@ __attribute__((constructor)) static void preload_init(void)
 /* At exit: the statistics if asked for; then, if no other thread of the program still runs,
  * the program's buffered output is written and every segment freed at the sponsors. Memory is
  * left mapped (as ordinary zero pages) for the little that runs after this destructor. While
- * other threads run they may still read their memory: it stays served, and the sponsors free
- * it when their lease of the process ends. */
+ * other threads run they may still read their memory: it stays served, and it is freed once the
+ * process has ended (by heca run, which sees the note still there, or by the sponsors' lease). */
 __attribute__((destructor)) static void preload_fini(void)
 {
 	const char *file = getenv("HECA_STATS_FILE");
-	int others;
+	int others, rc = 0;
 
 	if (__atomic_load_n(&state, __ATOMIC_ACQUIRE) <= 0 || getpid() != owner)
 		return;
@@ -345,6 +451,7 @@ __attribute__((destructor)) static void preload_fini(void)
 		/* Nothing is stored for this process anywhere: it only takes its control socket
 		 * along, and spares the exit of a shell or a wrapper the engine's shutdown. */
 		unlink(ctl_path);
+		note_remove();
 		heca__internal--;
 		return;
 	}
@@ -362,12 +469,17 @@ __attribute__((destructor)) static void preload_fini(void)
 		if (H->nsegs)
 			a = seg_start(H->segs[0]);
 		pthread_mutex_unlock(&H->lock);
-		if (!a || heca_unregister(H, (void *)a, HECA_UNREG_DISCARD))
+		if (!a)
+			break;
+		rc = heca_unregister(H, (void *)a, HECA_UNREG_DISCARD);
+		if (rc)
 			break;
 	}
 	__atomic_store_n(&state, -1, __ATOMIC_RELEASE);
 	heca_close(H);
 	H = NULL;
+	if (!rc)
+		note_remove(); /* else heca run frees what is left once the process has ended */
 	heca__internal--;
 }
 
@@ -415,6 +527,7 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 	if (p == MAP_FAILED || !want || !active())
 		return p;
 	heca__internal++;
+	note_self();
 	if (heca_register(H, p, page_up(len)) < 0)
 		say_local(len, heca_last_error());
 	else
@@ -443,6 +556,7 @@ static void brk_grown(uintptr_t lo, uintptr_t hi)
 	if (hi <= lo || hi - lo < BRK_MIN || !active())
 		return;
 	heca__internal++;
+	note_self();
 	if (heca_register(H, (void *)lo, hi - lo) < 0)
 		say_local(hi - lo, heca_last_error());
 	else
@@ -611,6 +725,7 @@ EXPORT pid_t fork(void)
 {
 	pid_t pid;
 	int child_err = 0;
+	uint8_t child_id[16];
 
 	if (!real_fork)
 		real_fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "fork");
@@ -618,11 +733,18 @@ EXPORT pid_t fork(void)
 		return real_fork();
 	heca__internal++;
 	pthread_mutex_lock(&blocks_mu);
-	pid = heca__fork_with(H, real_fork, &child_err);
+	pid = heca__fork_with(H, real_fork, &child_err, child_id);
 	pthread_mutex_unlock(&blocks_mu);
+	/* The sponsors hold the child's copy from now on: heca run must know of it, from
+	 * whichever of the two gets there first (the child may be killed at once). */
+	if (pid > 0 && noted)
+		note_write(pid, child_id, true, NULL, 0);
 	if (pid == 0) {
 		pthread_mutex_init(&blocks_mu, NULL);
+		pthread_mutex_init(&note_mu, NULL);
 		owner = getpid();
+		if (noted)
+			note_write(getpid(), H->demander_id, false, note_file, sizeof(note_file));
 		if (child_err) {
 			say("fork: %s; the child's sponsored memory is gone (touching it faults)",
 			    heca_last_error());
@@ -645,7 +767,8 @@ EXPORT void _exit(int status)
 {
 	if (active() && getpid() == owner) {
 		heca__internal++;
-		heca__drop_all(H);
+		if (!heca__drop_all(H))
+			note_remove();
 	}
 	syscall(SYS_exit_group, status);
 	__builtin_unreachable();
@@ -751,6 +874,7 @@ static void *big_alloc(size_t n)
 	if (n < min_size || !active())
 		return NULL;
 	heca__internal++;
+	note_self();
 	rc = heca_map(H, len, &p);
 	if (rc == -ENOMEM)
 		say_local(n, heca_last_error());

@@ -128,7 +128,8 @@ static int child_restart(struct heca *h, const uint8_t child_id[16])
 	return 0;
 }
 
-pid_t heca__fork_with(struct heca *h, pid_t (*forkfn)(void), int *child_err)
+pid_t heca__fork_with(struct heca *h, pid_t (*forkfn)(void), int *child_err,
+		      uint8_t *child_id_out)
 {
 	uint8_t child_id[16];
 	pid_t pid;
@@ -156,6 +157,8 @@ pid_t heca__fork_with(struct heca *h, pid_t (*forkfn)(void), int *child_err)
 		each_seg_madvise(h, MADV_DONTFORK);
 		h->store->ops->fork_resume(h->store);
 		thaw(h);
+		if (pid > 0 && child_id_out)
+			memcpy(child_id_out, child_id, 16);
 		errno = err;
 		return pid; /* the sponsors free an unclaimed copy when its lease ends */
 	}
@@ -177,5 +180,5 @@ pid_t heca_fork(struct heca *h)
 {
 	if (!h)
 		return -EINVAL;
-	return heca__fork_with(h, fork, NULL);
+	return heca__fork_with(h, fork, NULL, NULL);
 }

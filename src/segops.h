@@ -46,8 +46,9 @@ int heca__drop_all(struct heca *h);
  * itself: the engine is frozen with nothing in flight, the sponsors copy every segment for
  * the child, the child re-registers its copy with an engine of its own. Returns what forkfn
  * returns, or -errno before forking (nothing changed). In the child *child_err is 0, or the
- * error that kept it from restarting heca: then its sponsored segments are unmapped. */
-pid_t heca__fork_with(struct heca *h, pid_t (*forkfn)(void), int *child_err);
+ * error that kept it from restarting heca: then its sponsored segments are unmapped. In the
+ * parent, child_id (if not NULL) gets the child's demander id once forkfn has succeeded. */
+pid_t heca__fork_with(struct heca *h, pid_t (*forkfn)(void), int *child_err, uint8_t *child_id);
 
 /* The thread belongs to libheca (engine, evictor, repair, control): the transparent mode
  * must pass its allocations and memory calls straight through. */
