@@ -59,22 +59,19 @@ run_cmp() {
 	fi
 }
 
+# fill96 [PRELUDE [BEFORE_PRINT]]: a python3 program that writes a 96 MiB bytearray, one byte
+# every 512, and prints three strided sums of it; PRELUDE runs first, BEFORE_PRINT before the
+# print (a sleep, say), so that cases differ only in what they wrap around it.
+fill96() {
+	printf '%s\nb = bytearray(96 << 20)\nfor i in range(0, len(b), 512):\n    b[i] = (i >> 9) & 255\n%s\nprint(sum(sum(b[k::4096]) for k in (0, 512, 1024)))\n' \
+		"${1:-}" "${2:-}"
+}
+
 # 1. python3: a bytearray and a list several times the budget, summed several times.
-run_cmp "python3 bytearray 96 MiB, budget 16 MiB" 16M python3 -c '
-b = bytearray(96 << 20)
-for i in range(0, len(b), 512):
-    b[i] = (i >> 9) & 255
-print(sum(sum(b[k::4096]) for k in (0, 512, 1024)))
-'
+run_cmp "python3 bytearray 96 MiB, budget 16 MiB" 16M python3 -c "$(fill96)"
 # A program that outlives the process heca run started (a wrapper that ends first, here a
 # shell that leaves its job behind): the sponsors heca run started must outlive it too.
-prog='
-import time
-b = bytearray(96 << 20)
-for i in range(0, len(b), 512):
-    b[i] = (i >> 9) & 255
-time.sleep(1)
-print(sum(sum(b[k::4096]) for k in (0, 512, 1024)))'
+prog=$(fill96 'import time' 'time.sleep(1)')
 want=$(python3 -c "$prog")
 out=$("$cli" run --local 16M --stats -- sh -c 'python3 -c "$0" & exit 0' "$prog" 2>"$tmp/err")
 rc=$?
@@ -232,14 +229,8 @@ fi
 # heca run under `timeout`, with a shell between it and the program: the SIGTERM that timeout
 # sends to the whole process group reaches the shell and heca run, never the sponsors heca run
 # started; the program, which ignores it, finishes with every page intact.
-prog='
-import signal, time
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-b = bytearray(96 << 20)
-for i in range(0, len(b), 512):
-    b[i] = (i >> 9) & 255
-time.sleep(4)
-print(sum(sum(b[k::4096]) for k in (0, 512, 1024)))'
+prog=$(fill96 'import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)' 'time.sleep(4)')
 want=$(python3 -c "$prog")
 out=$(timeout -s TERM 2 "$cli" run --local 16M --stats -- sh -c 'python3 -c "$0"' "$prog" 2>"$tmp/timeout.err")
 rc=$?
