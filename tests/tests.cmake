@@ -141,3 +141,9 @@ heca_test(test_lifetimes LABELS stress TIMEOUT 240 LIBS heca_static)
 # Regions of more than 2^32 pages: refused beyond the sponsors' room, and with overcommit
 # pages on both sides of page 2^32 evicted and read back (integration).
 heca_test(test_huge LABELS integration TIMEOUT 120 LIBS heca_static)
+# heca run with runtimes that manage their own memory, each holding several times its budget:
+# a JVM (G1 heap commits by mmap(MAP_FIXED) in a reservation), node (V8 Buffers) and memcached
+# (1 MiB slab pages); same output as without heca, pages written back (integration).
+add_test(NAME test_runtimes COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_runtimes.sh)
+set_tests_properties(test_runtimes PROPERTIES LABELS integration TIMEOUT 300 SKIP_RETURN_CODE 77
+  ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
