@@ -3,11 +3,11 @@
  * preload.c - libheca-preload.so: heca for programs that were never written for it. Loaded
  * with LD_PRELOAD (by `heca run`), it makes large private anonymous memory sponsored:
  *
- *  - mmap() of private anonymous memory of at least HECA_MIN_SIZE bytes is registered: every
+ *  - mmap() of private anonymous memory of a size worth() accepts is registered: every
  *    allocator but glibc's (jemalloc, tcmalloc, mimalloc) maps its memory this way, and keeps
- *    every pointer it made;
+ *    every pointer it made; so is a part of a PROT_NONE reservation that mprotect() opens;
  *  - glibc's malloc maps memory through internal calls out of an interposer's reach, so when
- *    glibc's is the program's allocator, malloc() and friends of at least HECA_MIN_SIZE bytes
+ *    glibc's is the program's allocator, malloc() and friends of a size worth() accepts
  *    get a sponsored mapping of their own; free() gives it back, realloc() moves it with
  *    mremap. With any other allocator every malloc-family call goes to that allocator;
  *  - munmap(), mremap(), madvise(MADV_DONTNEED/MADV_FREE), mprotect() and fork() on
