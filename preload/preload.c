@@ -3,11 +3,11 @@
  * preload.c - libheca-preload.so: heca for programs that were never written for it. Loaded
  * with LD_PRELOAD (by `heca run`), it makes large private anonymous memory sponsored:
  *
- *  - mmap() of private anonymous memory of at least HECA_MIN_SIZE bytes is registered: every
+ *  - mmap() of private anonymous memory of a size worth() accepts is registered: every
  *    allocator but glibc's (jemalloc, tcmalloc, mimalloc) maps its memory this way, and keeps
- *    every pointer it made;
+ *    every pointer it made; so is a part of a PROT_NONE reservation that mprotect() opens;
  *  - glibc's malloc maps memory through internal calls out of an interposer's reach, so when
- *    glibc's is the program's allocator, malloc() and friends of at least HECA_MIN_SIZE bytes
+ *    glibc's is the program's allocator, malloc() and friends of a size worth() accepts
  *    get a sponsored mapping of their own; free() gives it back, realloc() moves it with
  *    mremap. With any other allocator every malloc-family call goes to that allocator;
  *  - munmap(), mremap(), madvise(MADV_DONTNEED/MADV_FREE), mprotect() and fork() on
@@ -46,6 +46,7 @@ static int state; /* 0: not started, 1: running, -1: off (failed, or not wanted)
 static pid_t owner;
 static bool used; /* this process has sponsored memory: its statistics are worth a record */
 static uint64_t min_size = 4ull << 20;
+static bool min_size_set; /* HECA_MIN_SIZE given: a fixed threshold, nothing smaller */
 static pid_t (*real_fork)(void);
 
 /* ---- big blocks handed out by malloc: address -> length ----
@@ -216,6 +217,7 @@ static int read_env(struct heca_options *o, char *why, size_t whylen)
 			return -EINVAL;
 		}
 		min_size = x;
+		min_size_set = true;
 	}
 	o->log = log_line;
 	/* Errors and warnings (a sponsor lost, a limited userfaultfd) always; the rest when
@@ -418,8 +420,10 @@ __attribute__((constructor)) static void preload_init(void)
 
 	real_fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "fork");
 	alloc_resolve();
-	if (v && !heca_parse_size(v, &x) && x >= PAGE_SZ)
+	if (v && !heca_parse_size(v, &x) && x >= PAGE_SZ) {
 		min_size = x;
+		min_size_set = true;
+	}
 	start();
 }
 
@@ -483,6 +487,198 @@ __attribute__((destructor)) static void preload_fini(void)
 	heca__internal--;
 }
 
+/* ---- what becomes sponsored ----
+ *
+ * Every new segment costs a request to each sponsor, so small blocks are sponsored only where
+ * they add up. A block (a mapping, a commit of part of a reservation, a malloc) is sponsored if
+ *  - it is at least min_size (4 MiB), or
+ *  - it is at least SMALL_MIN and commits part of a reservation of at least min_size (the
+ *    heaps of the JVM and of Go grow this way, in 1-4 MiB steps), or
+ *  - it is at least SMALL_MIN and the process's anonymous memory outside heca already exceeds
+ *    a quarter of the budget (memcached's 1 MiB slabs, CPython's arenas, V8's 256 KiB pages).
+ * A program that allocates and frees mid-size blocks without holding much pays nothing; one
+ * whose small blocks add up gets them sponsored once they matter. HECA_MIN_SIZE makes the
+ * threshold fixed: every block of at least that size, and nothing smaller. */
+
+#define SMALL_MIN (256u << 10)
+
+/* Pages of anonymous memory the process holds outside heca's segments, as /proc/self/statm
+ * says (read without allocating, at most once a millisecond). */
+static bool outside_is_large(void)
+{
+	static uint64_t last_ns;
+	static bool last;
+	struct timespec ts;
+	uint64_t now, res = 0, shr = 0, mine, budget;
+	char buf[128];
+	ssize_t n;
+	int fd;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	if (now - __atomic_load_n(&last_ns, __ATOMIC_RELAXED) < 1000000)
+		return __atomic_load_n(&last, __ATOMIC_RELAXED);
+	fd = (int)syscall(SYS_open, "/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = (ssize_t)syscall(SYS_read, fd, buf, sizeof(buf) - 1);
+	syscall(SYS_close, fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	/* "size resident shared ...", in pages */
+	for (int field = 0, i = 0; field < 3 && i < n; field++) {
+		uint64_t v = 0;
+		for (; i < n && buf[i] >= '0' && buf[i] <= '9'; i++)
+			v = v * 10 + (uint64_t)(buf[i] - '0');
+		i++;
+		if (field == 1)
+			res = v;
+		else if (field == 2)
+			shr = v;
+	}
+	pthread_mutex_lock(&H->lock);
+	mine = H->resident + H->pinned;
+	budget = H->budget;
+	pthread_mutex_unlock(&H->lock);
+	__atomic_store_n(&last, res > shr + mine && res - shr - mine > budget / 4, __ATOMIC_RELAXED);
+	__atomic_store_n(&last_ns, now, __ATOMIC_RELAXED);
+	return last;
+}
+
+/* Whether a block of len bytes is worth a segment; resv: the size of the reservation it
+ * commits part of (0 if none). */
+static bool worth(uint64_t len, uint64_t resv)
+{
+	if (len >= min_size)
+		return true;
+	if (min_size_set || len < SMALL_MIN)
+		return false;
+	return resv >= min_size || outside_is_large();
+}
+
+/* ---- reservations ----
+ *
+ * Private anonymous mappings made PROT_NONE, to be opened later part by part with mprotect()
+ * (V8, .NET) or mmap(MAP_FIXED) (the JVM, Go): [lo, hi) in address order. What lies inside
+ * one is known to be private anonymous memory whatever its protection now, so opening part of
+ * it for reading and writing may sponsor that part. */
+
+struct resv {
+	uintptr_t lo, hi;
+};
+static pthread_mutex_t resv_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct resv *resv;
+static size_t nresv, resv_cap;
+
+/* The first reservation ending after a. Caller holds resv_mu. */
+static size_t resv_at_locked(uintptr_t a)
+{
+	size_t lo = 0, hi = nresv;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (resv[mid].hi <= a)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int resv_room_locked(size_t n)
+{
+	size_t ncap = resv_cap ? resv_cap : 256;
+	struct resv *m;
+
+	if (nresv + n <= resv_cap)
+		return 0;
+	while (ncap < nresv + n)
+		ncap *= 2;
+	m = (struct resv *)syscall(SYS_mmap, NULL, ncap * sizeof(*m), PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if ((long)m == -1)
+		return -ENOMEM;
+	if (resv) {
+		memcpy(m, resv, nresv * sizeof(*m));
+		syscall(SYS_munmap, resv, resv_cap * sizeof(*resv));
+	}
+	resv = m;
+	resv_cap = ncap;
+	return 0;
+}
+
+/* Forget [lo, hi): it was unmapped, or replaced by another kind of mapping. */
+static void resv_cut(uintptr_t lo, uintptr_t hi)
+{
+	size_t i;
+
+	if (!__atomic_load_n(&nresv, __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&resv_mu);
+	for (i = resv_at_locked(lo); i < nresv && resv[i].lo < hi;) {
+		struct resv *r = &resv[i];
+		if (r->lo < lo && r->hi > hi) {
+			/* A hole in the middle: the part past it is a reservation of its own. */
+			if (resv_room_locked(1))
+				break; /* kept whole: what it covers is only tried for sponsoring */
+			r = &resv[i];
+			memmove(r + 1, r, (nresv - i) * sizeof(*r));
+			nresv++;
+			r[1].lo = hi;
+			r->hi = lo;
+			break;
+		}
+		if (r->lo < lo) {
+			r->hi = lo;
+			i++;
+		} else if (r->hi > hi) {
+			r->lo = hi;
+			break;
+		} else {
+			memmove(r, r + 1, (nresv - i - 1) * sizeof(*r));
+			nresv--;
+		}
+	}
+	pthread_mutex_unlock(&resv_mu);
+}
+
+/* A new PROT_NONE private anonymous mapping [lo, hi), where nothing was recorded before. */
+static void resv_add(uintptr_t lo, uintptr_t hi)
+{
+	size_t i;
+
+	pthread_mutex_lock(&resv_mu);
+	if (!resv_room_locked(1)) {
+		i = resv_at_locked(lo);
+		memmove(&resv[i + 1], &resv[i], (nresv - i) * sizeof(*resv));
+		resv[i] = (struct resv){lo, hi};
+		nresv++;
+	}
+	pthread_mutex_unlock(&resv_mu);
+}
+
+/* The size of the reservation that holds all of [lo, hi), or 0. */
+static uint64_t resv_holding(uintptr_t lo, uintptr_t hi)
+{
+	uint64_t n = 0;
+	size_t i;
+
+	if (!__atomic_load_n(&nresv, __ATOMIC_RELAXED))
+		return 0;
+	pthread_mutex_lock(&resv_mu);
+	i = resv_at_locked(lo);
+	if (i < nresv && resv[i].lo <= lo && resv[i].hi >= hi)
+		n = resv[i].hi - resv[i].lo;
+	pthread_mutex_unlock(&resv_mu);
+	return n;
+}
+
+static bool private_anon(int flags, int fd)
+{
+	return (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE && fd == -1 &&
+	       !(flags & (MAP_STACK | MAP_GROWSDOWN | MAP_HUGETLB));
+}
+
 /* ---- memory calls ---- */
 
 static void *sys_mmap(void *a, size_t len, int prot, int flags, int fd, off_t off)
@@ -502,29 +698,33 @@ static void *fail_ptr(int rc)
 	return MAP_FAILED;
 }
 
-static bool sponsorable(size_t len, int prot, int flags, int fd)
-{
-	return len >= min_size && (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE &&
-	       !(flags & (MAP_STACK | MAP_GROWSDOWN | MAP_HUGETLB)) && fd == -1 &&
-	       (prot & PROT_READ) && (prot & PROT_WRITE);
-}
-
 EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
+	bool fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) == MAP_FIXED, anon, want = false;
+	uint64_t in_resv = 0;
 	void *p;
-	bool want;
 
 	if (heca__internal)
 		return sys_mmap(addr, len, prot, flags, fd, off);
-	want = sponsorable(len, prot, flags, fd) && active();
-	if (active() && (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) == MAP_FIXED &&
-	    heca__range_sponsored(H, (uintptr_t)addr, len)) {
+	anon = private_anon(flags, fd);
+	if (active()) {
+		if (fixed && anon)
+			in_resv = resv_holding((uintptr_t)addr, (uintptr_t)addr + page_up(len));
+		want = anon && (prot & PROT_READ) && (prot & PROT_WRITE) && worth(len, in_resv);
+	}
+	if (active() && fixed && heca__range_sponsored(H, (uintptr_t)addr, len)) {
 		heca__internal++;
 		heca__unmap_range(H, (uintptr_t)addr, page_up(len)); /* it is replaced */
 		heca__internal--;
 	}
 	p = sys_mmap(addr, len, prot, flags | (want ? MAP_NORESERVE : 0), fd, off);
-	if (p == MAP_FAILED || !want || !active())
+	if (p == MAP_FAILED)
+		return p;
+	if (fixed && !in_resv)
+		resv_cut((uintptr_t)p, (uintptr_t)p + page_up(len)); /* whatever it replaced */
+	if (anon && prot == PROT_NONE && !in_resv && len >= SMALL_MIN)
+		resv_add((uintptr_t)p, (uintptr_t)p + page_up(len));
+	if (!want || !active())
 		return p;
 	heca__internal++;
 	note_self();
@@ -608,6 +808,7 @@ EXPORT int brk(void *end)
 
 EXPORT int munmap(void *addr, size_t len)
 {
+	resv_cut((uintptr_t)addr, (uintptr_t)addr + page_up(len));
 	if (active() && heca__range_sponsored(H, (uintptr_t)addr, len)) {
 		heca__internal++;
 		heca__unmap_range(H, (uintptr_t)addr, page_up(len));
@@ -627,7 +828,9 @@ EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
 		va_start(ap, flags);
 		want = va_arg(ap, void *);
 		va_end(ap);
+		resv_cut((uintptr_t)want, (uintptr_t)want + page_up(newlen));
 	}
+	resv_cut((uintptr_t)old, (uintptr_t)old + page_up(oldlen));
 	if (!active())
 		return (void *)syscall(SYS_mremap, old, oldlen, newlen, flags, want);
 	heca__internal++;
@@ -697,19 +900,41 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	}
 }
 
-EXPORT int mprotect(void *addr, size_t len, int prot)
+/* Sponsor what [a, a + len) holds that is not sponsored yet: it was just made readable and
+ * writable inside a reservation of resv bytes. Pages already there keep their content. */
+static void opened(uintptr_t a, uint64_t len, uint64_t resv_len)
 {
-	if (active() && !(prot & PROT_READ) && heca__range_sponsored(H, (uintptr_t)addr, len)) {
+	uintptr_t ga[16];
+	uint64_t gl[16];
+	int n;
+
+	if (!worth(len, resv_len))
+		return;
+	heca__internal++;
+	n = heca__unsponsored_gaps(H, a, len, ga, gl, 16);
+	for (int i = 0; i < n; i++) {
+		if (gl[i] < SMALL_MIN && gl[i] < len)
+			continue; /* a sliver next to what is sponsored already */
+		if (heca_register(H, (void *)ga[i], gl[i]) < 0)
+			say_local(gl[i], heca_last_error());
+		else
+			used = true;
+	}
+	heca__internal--;
+}
+
+static int protect(void *addr, size_t len, int prot, bool with_key, int pkey)
+{
+	uintptr_t a = (uintptr_t)addr;
+	uint64_t resv_len = 0;
+	int rc;
+
+	if (active() && !(prot & PROT_READ) && heca__range_sponsored(H, a, len)) {
 		/* heca must read a page to send it away: memory the program makes unreadable
-		 * comes back into local memory and stops being sponsored. */
-		static int said;
-		int rc;
-		if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
-			say("mprotect(%p, %zu, %#x) takes read access from sponsored memory: heca "
-			    "stops sponsoring that mapping and brings its pages home (said once)",
-			    addr, len, prot);
+		 * comes back into local memory, with its content, and stops being sponsored.
+		 * Made readable and writable again, it is sponsored again. */
 		heca__internal++;
-		rc = heca__unsponsor_range(H, (uintptr_t)addr, len);
+		rc = heca__unsponsor_range(H, a, page_up(len));
 		heca__internal--;
 		if (rc) {
 			say("mprotect(%p, %zu, %#x): cannot bring the sponsored pages back: %s", addr,
@@ -718,7 +943,23 @@ EXPORT int mprotect(void *addr, size_t len, int prot)
 			return -1;
 		}
 	}
-	return (int)syscall(SYS_mprotect, addr, len, prot);
+	if (active() && (prot & PROT_READ) && (prot & PROT_WRITE) && !(a & (PAGE_SZ - 1)))
+		resv_len = resv_holding(a, a + page_up(len));
+	rc = !with_key ? (int)syscall(SYS_mprotect, addr, len, prot)
+		      : (int)syscall(SYS_pkey_mprotect, addr, len, prot, pkey);
+	if (rc == 0 && resv_len && len && active())
+		opened(a, page_up(len), resv_len);
+	return rc;
+}
+
+EXPORT int mprotect(void *addr, size_t len, int prot)
+{
+	return protect(addr, len, prot, false, -1);
+}
+
+EXPORT int pkey_mprotect(void *addr, size_t len, int prot, int pkey)
+{
+	return protect(addr, len, prot, true, pkey);
 }
 
 EXPORT pid_t fork(void)
@@ -871,7 +1112,7 @@ static void *big_alloc(size_t n)
 	uint64_t len = page_up(n);
 	int rc;
 
-	if (n < min_size || !active())
+	if (n < SMALL_MIN || !active() || !worth(n, 0))
 		return NULL;
 	heca__internal++;
 	note_self();
@@ -916,15 +1157,11 @@ EXPORT void free(void *p)
 		return;
 	}
 	if (active()) {
-		int rc;
+		/* The block may be in pieces (mprotect took a part back): all of them go. */
 		heca__internal++;
-		rc = heca_unmap(H, p);
+		heca__unmap_range(H, (uintptr_t)p, len);
 		heca__internal--;
-		if (rc == 0)
-			return;
 	}
-	/* heca has stopped, or no longer sponsors the block (mprotect took it back):
-	 * ordinary memory now. */
 	syscall(SYS_munmap, p, len);
 }
 
@@ -992,7 +1229,7 @@ EXPORT void *realloc(void *p, size_t n)
 			say("realloc: the block at %p cannot be recorded; it is not freed", (void *)out);
 		return (void *)out;
 	}
-	if (n >= min_size && p && (q = big_alloc(n))) {
+	if (p && (q = big_alloc(n))) {
 		size_t have = nx.usable ? nx.usable(p) : 0;
 		memcpy(q, p, have < n ? have : n);
 		nx.free(p);

@@ -364,10 +364,41 @@ again:
 	return 0;
 }
 
+/* Room for n more segments in the table. Caller holds h->lock. */
+static int reserve_locked(struct heca *h, unsigned int n)
+{
+	while (h->capsegs < h->nsegs + n) {
+		unsigned int ncap = h->capsegs ? h->capsegs * 2 : 8;
+		struct seg **m = realloc(h->segs, ncap * sizeof(*m));
+		if (!m)
+			return -ENOMEM;
+		h->segs = m;
+		h->capsegs = ncap;
+	}
+	return 0;
+}
+
+/* Cut s at store page p (s->first < p < seg_end(s)): the pages from p on become the piece t, with
+ * the same store segment, page numbers and state array. Caller holds h->lock, has settled s
+ * and reserved a slot in the table. */
+static void split_locked(struct heca *h, struct seg *s, uint64_t p, struct seg *t)
+{
+	*t = *s;
+	t->first = p;
+	t->npages = seg_end(s) - p;
+	t->idnext = NULL;
+	s->npages = p - s->first;
+	s->ss->refs++;
+	recount(s);
+	recount(t);
+	heca__seg_insert_locked(h, t); /* room was reserved: cannot fail */
+}
+
 int heca__unsponsor_range(struct heca *h, uintptr_t a, uint64_t len)
 {
 	for (;;) {
-		struct seg *s;
+		struct seg *s, *t = NULL, *u = NULL;
+		uint64_t plo, phi;
 		int rc;
 
 		pthread_mutex_lock(&h->lock);
@@ -377,13 +408,40 @@ int heca__unsponsor_range(struct heca *h, uintptr_t a, uint64_t len)
 			pthread_mutex_unlock(&h->lock);
 			continue;
 		}
-		if (s) {
-			heca__seg_claim_locked(h, s);
-			s->owned = false; /* a heca_map() block stays mapped, as ordinary memory */
-		}
-		pthread_mutex_unlock(&h->lock);
-		if (!s)
+		if (!s) {
+			pthread_mutex_unlock(&h->lock);
 			return 0;
+		}
+		plo = (HECA_MAX(a, seg_start(s)) - s->base) / PAGE_SZ;
+		phi = (HECA_MIN(a + len, seg_limit(s)) - s->base + PAGE_SZ - 1) / PAGE_SZ;
+		if (plo != s->first || phi != seg_end(s)) {
+			/* Only part of it: that part becomes a piece of its own first, and the rest
+			 * stays sponsored. */
+			bool two = plo != s->first && phi != seg_end(s);
+			if (reserve_locked(h, two ? 2 : 1) || !(t = malloc(sizeof(*t))) ||
+			    (two && !(u = malloc(sizeof(*u))))) {
+				free(t);
+				pthread_mutex_unlock(&h->lock);
+				return -ENOMEM; /* nothing changed */
+			}
+			if (!settle_locked(h, s, s->first, seg_end(s))) {
+				free(t);
+				free(u);
+				pthread_mutex_unlock(&h->lock);
+				continue; /* the table changed while waiting: look again */
+			}
+			if (phi != seg_end(s)) {
+				split_locked(h, s, phi, t);
+				t = u;
+			}
+			if (plo != s->first)
+				split_locked(h, s, plo, t);
+			pthread_mutex_unlock(&h->lock);
+			continue; /* the part is a whole piece now */
+		}
+		heca__seg_claim_locked(h, s);
+		s->owned = false; /* a heca_map() block stays mapped, as ordinary memory */
+		pthread_mutex_unlock(&h->lock);
 		rc = heca__seg_unregister(h, s, 0);
 		if (rc == -EIO) {
 			pthread_mutex_lock(&h->lock);

@@ -36,7 +36,9 @@ int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len);
 int heca__remap(struct heca *h, uintptr_t old, uint64_t oldlen, uint64_t newlen, int flags,
 		uintptr_t want, uintptr_t *out);
 
-/* Stop sponsoring every segment overlapping [a, a + len), bringing their pages back. */
+/* Stop sponsoring [a, a + len) (page-rounded), bringing its pages back with their content: a
+ * segment that only overlaps it is cut, and the rest of it stays sponsored. Returns 0, -ENOMEM
+ * (nothing changed) or -EIO (a page is lost; what was done before stays done). */
 int heca__unsponsor_range(struct heca *h, uintptr_t a, uint64_t len);
 
 /* The process ends now (_exit): have the sponsors free every segment at once. */

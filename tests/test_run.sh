@@ -3,9 +3,10 @@
 # `heca run` with real programs that know nothing of heca, each under a local budget well below
 # what it uses, its output compared with a run without heca, and heca's own counters checked
 # so that a run that bypassed heca cannot pass: python3, GNU sort, a program that forks (and
-# execs) after filling memory, a program that grows a buffer with mremap; then the errors, a
+# execs) after filling memory, a program that grows a buffer with mremap, one that commits
+# PROT_NONE reservations as language runtimes do; then the errors, a
 # running program's status, and the sponsors freeing everything when a program exits or is
-# killed. Env: HECAD, HECA_CLI, PROG_FORK, PROG_MREMAP. Exit: 0 pass, 1 fail, 77 skip.
+# killed. Env: HECAD, HECA_CLI, PROG_FORK, PROG_MREMAP, PROG_RESV. Exit: 0 pass, 1 fail, 77 skip.
 set -u -o pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -13,6 +14,7 @@ hecad=${HECAD:-$here/../build/hecad}
 cli=${HECA_CLI:-$here/../build/heca}
 prog_fork=${PROG_FORK:-$here/../build/prog_fork}
 prog_mremap=${PROG_MREMAP:-$here/../build/prog_mremap}
+prog_resv=${PROG_RESV:-$here/../build/prog_resv}
 
 failures=0
 ok() { echo "ok - $*"; }
@@ -59,19 +61,20 @@ run_cmp() {
 	fi
 }
 
-# fill96 [PRELUDE [BEFORE_PRINT]]: a python3 program that writes a 96 MiB bytearray, one byte
-# every 512, and prints three strided sums of it; PRELUDE runs first, BEFORE_PRINT before the
-# print (a sleep, say), so that cases differ only in what they wrap around it.
+# fill96 [PRELUDE [PAUSE]]: a python3 program that fills a 96 MiB bytearray, runs PRELUDE
+# first, sleeps PAUSE seconds, then prints a sum over every page.
 fill96() {
-	printf '%s\nb = bytearray(96 << 20)\nfor i in range(0, len(b), 512):\n    b[i] = (i >> 9) & 255\n%s\nprint(sum(sum(b[k::4096]) for k in (0, 512, 1024)))\n' \
-		"${1:-}" "${2:-}"
+	printf '%s\nimport time\nb = bytearray(96 << 20)\n' "${1:-}"
+	printf 'for i in range(0, len(b), 512):\n    b[i] = (i >> 9) & 255\n'
+	printf 'time.sleep(%s)\n' "${2:-0}"
+	printf 'print(sum(sum(b[k::4096]) for k in (0, 512, 1024)))\n'
 }
 
 # 1. python3: a bytearray and a list several times the budget, summed several times.
 run_cmp "python3 bytearray 96 MiB, budget 16 MiB" 16M python3 -c "$(fill96)"
 # A program that outlives the process heca run started (a wrapper that ends first, here a
 # shell that leaves its job behind): the sponsors heca run started must outlive it too.
-prog=$(fill96 'import time' 'time.sleep(1)')
+prog=$(fill96 "" 1)
 want=$(python3 -c "$prog")
 out=$("$cli" run --local 16M --stats -- sh -c 'python3 -c "$0" & exit 0' "$prog" 2>"$tmp/err")
 rc=$?
@@ -111,7 +114,13 @@ grep -q "exec: OK" "$tmp/heca.out" || bad "fork+exec: the exec'd program did not
 run_cmp "mremap: grow a buffer to 256 MiB, shrink, discard, hole, PROT_NONE and back (budget 16 MiB)" 16M \
 	"$prog_mremap" 256
 
-# 5. Errors: clear message, non-zero exit.
+# 5. Reservations made PROT_NONE and committed later, as runtimes do (V8's 256 KiB pages
+#    opened with mprotect, G1's 1 MiB regions with mmap(MAP_FIXED)), decommitted and
+#    recommitted; nothing of it is big enough for --min-size alone.
+run_cmp "PROT_NONE reservations committed by mprotect and MAP_FIXED, decommitted, recommitted (budget 16 MiB)" 16M \
+	"$prog_resv" 128
+
+# 6. Errors: clear message, non-zero exit.
 "$cli" run -- /nonexistent/program >"$tmp/out" 2>&1
 rc=$?
 if [ $rc = 127 ] && grep -q "cannot execute '/nonexistent/program'" "$tmp/out"; then
@@ -160,7 +169,7 @@ fi
 rc=$?
 [ $rc = 2 ] && ok "no program: exit 2" || bad "no program: exit $rc"
 
-# 6. Sponsors of our own, with a 1 s lease: a running program's status, then everything freed
+# 7. Sponsors of our own, with a 1 s lease: a running program's status, then everything freed
 #    when it exits, and when it is killed without a word.
 "$hecad" --listen 127.0.0.1:0 --capacity 1G --lease 1 >"$tmp/hecad.out" 2>"$tmp/hecad.err" &
 pids+=($!)
@@ -229,8 +238,7 @@ fi
 # heca run under `timeout`, with a shell between it and the program: the SIGTERM that timeout
 # sends to the whole process group reaches the shell and heca run, never the sponsors heca run
 # started; the program, which ignores it, finishes with every page intact.
-prog=$(fill96 'import signal, time
-signal.signal(signal.SIGTERM, signal.SIG_IGN)' 'time.sleep(4)')
+prog=$(fill96 "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)" 4)
 want=$(python3 -c "$prog")
 out=$(timeout -s TERM 2 "$cli" run --local 16M --stats -- sh -c 'python3 -c "$0"' "$prog" 2>"$tmp/timeout.err")
 rc=$?
