@@ -238,9 +238,12 @@ fi
 # heca run under `timeout`, with a shell between it and the program: the SIGTERM that timeout
 # sends to the whole process group reaches the shell and heca run, never the sponsors heca run
 # started; the program, which ignores it, finishes with every page intact.
-prog=$(fill96 "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)" 4)
+prog=$(fill96 "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)" 6)
 want=$(python3 -c "$prog")
-out=$(timeout -s TERM 2 "$cli" run --local 16M --stats -- sh -c 'python3 -c "$0"' "$prog" 2>"$tmp/timeout.err")
+# The interpreter itself, not a launcher script (pyenv's shims are bash, slow to start under
+# load): the signal must find the handler installed.
+py=$(python3 -c 'import sys; print(sys.executable)')
+out=$(timeout -s TERM 3 "$cli" run --local 16M --stats -- sh -c '"$1" -c "$0"' "$prog" "$py" 2>"$tmp/timeout.err")
 rc=$?
 if [ "$rc" = 124 ] && [ "$out" = "$want" ] && ! grep -qE "lost pages [1-9]|SIGBUS|Bus error" "$tmp/timeout.err"; then
 	ok "under timeout with a shell between: the program outlived the signal, output $out, nothing lost"
