@@ -182,6 +182,8 @@ static bool room_locked(struct heca *h, struct seg *s, uint64_t n)
 {
 	if (s->leaving)
 		return true; /* unregistering: the caller asked for the pages back */
+	if (h->cloning) /* dirty pages cannot leave meanwhile (fork.c): up to the limit */
+		return h->resident + h->fetching + h->pinned + n <= h->limit;
 	return h->resident + h->fetching + n <= h->budget &&
 	       h->resident + h->fetching + h->pinned + n <= h->limit;
 }

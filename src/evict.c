@@ -184,8 +184,10 @@ static unsigned int pick_locked(struct heca *h, struct victim *v, unsigned int m
 			continue; /* stale: no longer resident */
 		if (*b & PF_PINNED)
 			continue; /* kept here for good; it leaves the FIFO */
-		if ((*b & PF_WB) || s->leaving || (clean_only && st == PS_DIRTY)) {
-			/* At most one write-back per page in flight (invariant 3): try later. */
+		if ((*b & PF_WB) || s->leaving || (st == PS_DIRTY && clean_only) ||
+		    (st == PS_DIRTY && h->discarding && heca__discarding_locked(h, segid, page))) {
+			/* At most one write-back per page in flight (invariant 3), and none of a
+			 * page before the sponsors have forgotten it (segops.c): try later. */
 			heca__fifo_push_locked(h, segid, page);
 			continue;
 		}
@@ -394,6 +396,9 @@ void *heca__evict_main(void *arg)
 		 * without one go until the store may have room (a dirty one would only be kept
 		 * here again). */
 		clean_only = h->pinned && h->pinned + h->resident + h->wb_pages >= h->limit;
+		/* While a fork's CLONE copies what the sponsors hold, nothing may change there;
+		 * clean pages may still go, as their copies there are current (fork.c). */
+		clean_only |= h->cloning;
 		if (!need_evict_locked(h) || h->wb_pages >= wb_cap || h->frozen || h->evict_hold) {
 			heca__cond_wait_ms(&h->evict_cond, &h->lock, 50);
 			continue;

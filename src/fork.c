@@ -4,8 +4,10 @@
  * of the parent at the fork, and neither may see the other's later writes. Resident pages are
  * copied by the kernel (copy-on-write, once the segments are not MADV_DONTFORK for the
  * moment); the pages at sponsors are copied by the sponsors (CLONE) for a new demander id,
- * the child's. For that instant nothing may be in flight: the engine is frozen (faults that
- * need a sponsor wait), the evictor stops, and the process forks with the lock held. The
+ * the child's. While they copy, nothing may change at the sponsors: no write-back starts
+ * and none is in flight, but faults go on (a read and a clean page dropped change nothing
+ * there), with the lock dropped. For the fork instant nothing may be in flight: the engine is
+ * frozen (faults that need a sponsor wait), and the process forks with the lock held. The
  * child then starts over on its copy of the handle: a userfaultfd, threads and connections of
  * its own, the same segments, page states and stripe table.
  */
@@ -30,11 +32,37 @@ static void each_seg_madvise(struct heca *h, int advice)
 		syscall(SYS_madvise, seg_start(h->segs[i]), h->segs[i]->npages * PAGE_SZ, advice);
 }
 
-/* Freeze the engine and wait until no read, eviction or write-back is in flight. Returns
- * with h->lock held. */
-static void freeze(struct heca *h)
+/*
+ * Ready the sponsors' copy (CLONE) of what they hold: from here until the fork nothing may
+ * change there. Waits for any other fork and for calls that change what sponsors hold
+ * (alloc, release, discard, resize) to end, and holds new ones back; stops write-backs (the
+ * evictor drops clean pages only: their copies there are current) and waits for those in
+ * flight to be acknowledged. Faults go on: reads and clean drops change nothing at a sponsor.
+ * Caller holds h->lock, which is dropped meanwhile.
+ */
+static void clone_begin_locked(struct heca *h)
 {
-	pthread_mutex_lock(&h->lock);
+	while (h->cloning)
+		heca__cond_wait_ms(&h->evict_cond, &h->lock, 10);
+	h->cloning = true;
+	while (h->store_calls)
+		heca__cond_wait_ms(&h->evict_cond, &h->lock, 10);
+	heca__evict_quiesce_locked(h); /* a batch picked before may hold dirty pages */
+	while (h->wb_pages)
+		heca__cond_wait_ms(&h->evict_cond, &h->lock, 1);
+}
+
+static void clone_end_locked(struct heca *h)
+{
+	h->cloning = false;
+	pthread_cond_broadcast(&h->evict_cond);
+}
+
+/* Freeze the engine and wait until no read, eviction or write-back is in flight: what the
+ * child inherits must hold no request whose answer only the parent would get. Caller holds
+ * h->lock, and keeps it until thaw(). */
+static void freeze_locked(struct heca *h)
+{
 	h->frozen = true;
 	while (h->fetching || h->evicting || h->wb_pages) {
 		heca__cond_wait_ms(&h->evict_cond, &h->lock, 1);
@@ -44,6 +72,7 @@ static void freeze(struct heca *h)
 static void thaw(struct heca *h)
 {
 	h->frozen = false;
+	clone_end_locked(h);
 	pthread_mutex_unlock(&h->lock);
 	heca__engine_wake(h); /* faults deferred meanwhile */
 }
@@ -73,7 +102,9 @@ static int child_restart(struct heca *h, const uint8_t child_id[16])
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_cond_init(&h->evict_cond, NULL);
 	memcpy(h->demander_id, child_id, 16);
-	h->frozen = false;
+	h->frozen = h->cloning = false;
+	h->store_calls = 0; /* none was under way at the fork */
+	h->discarding = NULL;
 	h->ndeferred = 0;
 	h->engine_started = h->evict_started = false;
 	if (h->ctl_fd >= 0)
@@ -141,15 +172,20 @@ pid_t heca__fork_with(struct heca *h, pid_t (*forkfn)(void), int *child_err,
 	if (rc)
 		return rc;
 	/* The repair thread first: it may wait for writes that need the engine, and so the
-	 * lock. Then the lock is held until the fork: no segment comes or goes meanwhile. */
+	 * lock. The sponsors copy with the lock dropped, so that faults go on meanwhile; then
+	 * the engine is frozen and the lock held until the fork: no segment comes or goes. */
 	h->store->ops->fork_pause(h->store);
-	freeze(h);
+	pthread_mutex_lock(&h->lock);
+	clone_begin_locked(h);
+	pthread_mutex_unlock(&h->lock);
 	rc = h->store->ops->fork_prepare(h->store, child_id);
+	pthread_mutex_lock(&h->lock);
 	if (rc) {
 		h->store->ops->fork_resume(h->store);
 		thaw(h);
 		return rc;
 	}
+	freeze_locked(h);
 	each_seg_madvise(h, MADV_DOFORK);
 	pid = forkfn();
 	if (pid != 0) {

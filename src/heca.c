@@ -370,6 +370,18 @@ static void adopt_run(void *arg, uint64_t first, uint64_t n)
 	pthread_mutex_unlock(&h->lock);
 }
 
+/* Have the sponsors free store segment id, as a store call (segops.c). */
+static void store_release(struct heca *h, uint32_t id)
+{
+	pthread_mutex_lock(&h->lock);
+	heca__store_call_begin_locked(h);
+	pthread_mutex_unlock(&h->lock);
+	h->store->ops->release(h->store, id);
+	pthread_mutex_lock(&h->lock);
+	heca__store_call_end_locked(h);
+	pthread_mutex_unlock(&h->lock);
+}
+
 static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 {
 	uintptr_t a = (uintptr_t)addr;
@@ -403,11 +415,18 @@ static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 	}
 	s->id = h->next_seg_id++;
 	rc = admit_locked(h, s->npages);
-	pthread_mutex_unlock(&h->lock);
-	if (rc)
+	if (rc) {
+		pthread_mutex_unlock(&h->lock);
 		goto fail;
-
+	}
+	/* Not while a fork's sponsors copy the segments: the child would have a segment its
+	 * sponsors do not know. */
+	heca__store_call_begin_locked(h);
+	pthread_mutex_unlock(&h->lock);
 	rc = h->store->ops->alloc(h->store, s->id, s->npages);
+	pthread_mutex_lock(&h->lock);
+	heca__store_call_end_locked(h);
+	pthread_mutex_unlock(&h->lock);
 	if (rc) {
 		heca__set_error("register: sponsors refused segment %u: %s", s->id,
 				heca_strerror(rc));
@@ -452,7 +471,7 @@ static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 	pthread_mutex_unlock(&h->lock);
 	return rc;
 fail_release:
-	h->store->ops->release(h->store, s->id);
+	store_release(h, s->id);
 fail:
 	heca__seg_free(s);
 	return rc;
@@ -548,6 +567,7 @@ int heca__seg_unregister(struct heca *h, struct seg *s, unsigned int flags)
 {
 	uint64_t len = s->npages * PAGE_SZ;
 	uintptr_t start = seg_start(s);
+	struct discarding d;
 	bool shared;
 	int rc;
 
@@ -576,18 +596,28 @@ int heca__seg_unregister(struct heca *h, struct seg *s, unsigned int flags)
 		}
 	}
 	pthread_mutex_lock(&h->lock);
+	heca__store_call_begin_locked(h);
 	detach_locked(h, s);
 	shared = heca__seg_id_shared_locked(h, s);
+	/* Another piece of a split segment keeps the rest of the store segment: until the
+	 * sponsors have forgotten this part, none of it is written back (a piece may grow over
+	 * it). */
+	if (shared)
+		heca__discard_begin_locked(h, &d, s->id, s->first, seg_end(s));
 	pthread_mutex_unlock(&h->lock);
 	rc = heca__uffd_unregister(h, start, len);
 	madvise((void *)start, len, MADV_DOFORK); /* ordinary memory again */
 	if (flags & HECA_UNREG_DISCARD)
 		madvise((void *)start, len, MADV_DONTNEED);
-	/* Another piece of a split segment keeps the rest of the store segment. */
 	if (shared)
 		h->store->ops->discard(h->store, s->id, s->first, s->npages);
 	else
 		h->store->ops->release(h->store, s->id);
+	pthread_mutex_lock(&h->lock);
+	if (shared)
+		heca__discard_end_locked(h, &d);
+	heca__store_call_end_locked(h);
+	pthread_mutex_unlock(&h->lock);
 	if (s->owned && (flags & HECA_UNREG_DISCARD))
 		munmap((void *)start, len);
 	heca__seg_free(s);

@@ -212,6 +212,16 @@ void heca__place_rank(const uint8_t cluster[16], uint32_t seg, uint64_t stripe,
 
 /* ---- the handle ---- */
 
+/* A DISCARD on its way to the sponsors: store pages [lo, hi) of segment seg read as never
+ * written here already, and no write-back of them may start until every sponsor has forgotten
+ * them, or it could land first and be forgotten (segops.c). Lives on the discarding thread's
+ * stack, linked in h->discarding while the lock is dropped for the round trip. */
+struct discarding {
+	struct discarding *next;
+	uint32_t seg;
+	uint64_t lo, hi;
+};
+
 struct deferred {
 	uintptr_t addr;
 	uint64_t flags;
@@ -237,6 +247,12 @@ struct heca {
 	unsigned int nsegs, capsegs;
 	struct seg *idhash[SEG_HASH]; /* segments by store id */
 	bool frozen; /* fork: no new reads or evictions until the process is copied */
+	/* fork: the sponsors copy our segments (CLONE) with the lock dropped. Meanwhile no
+	 * write-back starts (the evictor drops clean pages only) and no call that changes what
+	 * the sponsors hold (store_calls) begins. */
+	bool cloning;
+	unsigned int store_calls; /* alloc, release, discard, resize under way without the lock */
+	struct discarding *discarding; /* DISCARDs under way */
 	uint64_t seg_gen; /* bumped whenever a segment is added, removed or reshaped */
 	unsigned int evict_hold; /* threads waiting for the evictor to let go: it starts no batch */
 	uint32_t next_seg_id;
@@ -331,6 +347,18 @@ bool heca__overlaps_locked(struct heca *h, uintptr_t a, uint64_t len);
 struct seg_states *heca__states_new(uint64_t cap);
 void heca__seg_free(struct seg *s);
 void heca__evict_quiesce_locked(struct heca *h);
+
+/* segops.c: calls that change what the sponsors hold of our segments (alloc, release,
+ * discard, resize) are made without h->lock, between these two: begin waits while a fork's
+ * CLONE is under way (h->lock dropped meanwhile), and a fork waits until none is under way.
+ * Never nested. Caller holds h->lock. */
+void heca__store_call_begin_locked(struct heca *h);
+void heca__store_call_end_locked(struct heca *h);
+/* Whether a DISCARD of store page `page` of segment seg is under way. Caller holds h->lock. */
+bool heca__discarding_locked(const struct heca *h, uint32_t seg, uint64_t page);
+void heca__discard_begin_locked(struct heca *h, struct discarding *d, uint32_t seg,
+				uint64_t lo, uint64_t hi);
+void heca__discard_end_locked(struct heca *h, struct discarding *d);
 
 /* evict.c */
 void *heca__evict_main(void *arg);

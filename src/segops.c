@@ -52,10 +52,48 @@ static bool settle_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t h
 	}
 }
 
-/* Make store pages [lo, hi) of s never written: here (unmapped, not counted) and at the
- * sponsors. Caller holds h->lock and has settled the range. The sponsors forget the pages
- * before the lock is dropped, so a later write-back of the same page cannot be overtaken. */
-static int forget_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t hi)
+void heca__store_call_begin_locked(struct heca *h)
+{
+	while (h->cloning)
+		heca__cond_wait_ms(&h->evict_cond, &h->lock, 10);
+	h->store_calls++;
+}
+
+void heca__store_call_end_locked(struct heca *h)
+{
+	if (--h->store_calls == 0)
+		pthread_cond_broadcast(&h->evict_cond); /* a fork waiting to copy */
+}
+
+bool heca__discarding_locked(const struct heca *h, uint32_t seg, uint64_t page)
+{
+	for (const struct discarding *d = h->discarding; d; d = d->next)
+		if (d->seg == seg && page >= d->lo && page < d->hi)
+			return true;
+	return false;
+}
+
+void heca__discard_begin_locked(struct heca *h, struct discarding *d, uint32_t seg,
+				uint64_t lo, uint64_t hi)
+{
+	*d = (struct discarding){.next = h->discarding, .seg = seg, .lo = lo, .hi = hi};
+	h->discarding = d;
+}
+
+void heca__discard_end_locked(struct heca *h, struct discarding *d)
+{
+	struct discarding **pp = &h->discarding;
+
+	while (*pp && *pp != d)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = d->next;
+	heca__evict_kick_locked(h); /* dirty pages it held back may go now */
+}
+
+/* Make store pages [lo, hi) of s never written here: unmapped, not counted. Caller holds
+ * h->lock and has settled the range; forget_remote() tells the sponsors. */
+static void forget_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t hi)
 {
 	for (uint64_t p = lo; p < hi; p++) {
 		uint8_t b = s->st[p];
@@ -70,7 +108,24 @@ static int forget_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t hi
 		s->st[p] = PS_EMPTY;
 	}
 	sys_madvise(s->base + lo * PAGE_SZ, (hi - lo) * PAGE_SZ, MADV_DONTNEED);
-	return h->store->ops->discard(h->store, s->id, lo, hi - lo);
+}
+
+/*
+ * Have the sponsors forget what d names, the round trip with h->lock dropped: faults go on
+ * meanwhile, on these pages too (they read as zero, no network), and only their write-backs
+ * wait (the evictor skips pages under a DISCARD), so that none can land before the DISCARD
+ * and be forgotten. Caller holds h->lock and a store call (heca__store_call_begin_locked),
+ * and has made the pages never written here and linked d; on return d is unlinked.
+ */
+static int forget_remote_locked(struct heca *h, struct discarding *d)
+{
+	int rc;
+
+	pthread_mutex_unlock(&h->lock);
+	rc = h->store->ops->discard(h->store, d->seg, d->lo, d->hi - d->lo);
+	pthread_mutex_lock(&h->lock);
+	heca__discard_end_locked(h, d);
+	return rc;
 }
 
 /* Count the resident and pinned pages of s from its states. */
@@ -107,25 +162,40 @@ bool heca__range_sponsored(struct heca *h, uintptr_t a, uint64_t len)
 
 int heca__discard_range(struct heca *h, uintptr_t a, uint64_t len)
 {
+	uintptr_t cur = a, end = a + len;
 	int rc = 0;
 
+	/* A segment at a time, found again by address each time: the lock is dropped for each
+	 * round trip, and the table may change meanwhile. */
 	pthread_mutex_lock(&h->lock);
-retry:
-	for (unsigned int i = 0; i < h->nsegs; i++) {
-		struct seg *s = h->segs[i];
-		uintptr_t lo = HECA_MAX(a, seg_start(s)), hi = HECA_MIN(a + len, seg_limit(s));
+	while (cur < end) {
+		struct seg *s;
+		struct discarding d;
+		uintptr_t lo, hi;
 		uint64_t plo, phi;
 		int r;
 
-		if (lo >= hi)
-			continue;
+		heca__store_call_begin_locked(h);
+		s = first_overlap_locked(h, cur, end - cur);
+		if (!s) {
+			heca__store_call_end_locked(h);
+			break;
+		}
+		lo = HECA_MAX(cur, seg_start(s));
+		hi = HECA_MIN(end, seg_limit(s));
 		plo = (lo - s->base) / PAGE_SZ;
 		phi = (hi - s->base + PAGE_SZ - 1) / PAGE_SZ;
-		if (!settle_locked(h, s, plo, phi))
-			goto retry; /* the table changed while waiting: what is done stays done */
-		r = forget_locked(h, s, plo, phi);
+		if (!settle_locked(h, s, plo, phi)) {
+			heca__store_call_end_locked(h);
+			continue; /* the table changed while waiting: look again from cur */
+		}
+		forget_locked(h, s, plo, phi);
+		heca__discard_begin_locked(h, &d, s->id, plo, phi);
+		r = forget_remote_locked(h, &d);
+		heca__store_call_end_locked(h);
 		if (r && !rc)
 			rc = r;
+		cur = hi;
 	}
 	pthread_mutex_unlock(&h->lock);
 	return rc;
@@ -166,9 +236,11 @@ int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
 
 	for (;;) {
 		struct seg *s, *t = NULL;
+		struct discarding d;
 		uintptr_t lo, hi;
 		uint64_t plo, phi;
 		bool middle;
+		int r;
 
 		pthread_mutex_lock(&h->lock);
 		s = first_overlap_locked(h, a, len);
@@ -200,16 +272,22 @@ int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
 			pthread_mutex_unlock(&h->lock);
 			return -ENOMEM; /* nothing changed */
 		}
+		if (h->cloning) {
+			/* A fork copies the segments: wait (for the whole loop) until it is done. */
+			heca__store_call_begin_locked(h);
+			heca__store_call_end_locked(h);
+			free(t);
+			pthread_mutex_unlock(&h->lock);
+			continue;
+		}
+		heca__store_call_begin_locked(h); /* does not wait: no fork is copying */
 		if (!settle_locked(h, s, s->first, seg_end(s))) {
+			heca__store_call_end_locked(h);
 			free(t);
 			pthread_mutex_unlock(&h->lock);
 			continue; /* the table changed while waiting: look again */
 		}
-		{
-			int r = forget_locked(h, s, plo, phi);
-			if (r && !rc)
-				rc = r;
-		}
+		forget_locked(h, s, plo, phi);
 		h->seg_gen++;
 		if (plo == s->first) {
 			s->npages = seg_end(s) - phi;
@@ -231,6 +309,13 @@ int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
 		}
 		recount(s);
 		heca__uffd_unregister(h, lo, hi - lo);
+		/* The range has left the segment; the sponsors forget it with the lock dropped,
+		 * and a piece that grows back over it (mremap) writes none of it back before. */
+		heca__discard_begin_locked(h, &d, s->id, plo, phi);
+		r = forget_remote_locked(h, &d);
+		heca__store_call_end_locked(h);
+		if (r && !rc)
+			rc = r;
 		pthread_mutex_unlock(&h->lock);
 	}
 }
@@ -259,7 +344,9 @@ int heca__remap(struct heca *h, uintptr_t old, uint64_t oldlen, uint64_t newlen,
 		uintptr_t want, uintptr_t *out)
 {
 	struct seg *s;
-	uint64_t newn = (newlen + PAGE_SZ - 1) / PAGE_SZ;
+	uint64_t newn = (newlen + PAGE_SZ - 1) / PAGE_SZ, resized_to = 0;
+	uint32_t resized_id = 0;
+	bool resized = false;
 	long r;
 	int rc;
 
@@ -321,12 +408,22 @@ again:
 		s->ss = ns;
 		s->st = ns->b;
 	}
-	if (s->first + newn > store_end_locked(h, s->id)) {
-		rc = h->store->ops->resize(h->store, s->id, s->first + newn);
-		if (rc) {
-			pthread_mutex_unlock(&h->lock);
+	if (s->first + newn > store_end_locked(h, s->id) &&
+	    !(resized && resized_id == s->id && resized_to >= s->first + newn)) {
+		/* The sponsors grow the store segment first, with the lock dropped: no page past
+		 * its end can be written back before the segment grows, below. Then look again. */
+		resized_id = s->id;
+		resized_to = s->first + newn;
+		heca__store_call_begin_locked(h);
+		pthread_mutex_unlock(&h->lock);
+		rc = h->store->ops->resize(h->store, resized_id, resized_to);
+		pthread_mutex_lock(&h->lock);
+		heca__store_call_end_locked(h);
+		pthread_mutex_unlock(&h->lock);
+		if (rc)
 			return rc;
-		}
+		resized = true;
+		goto again;
 	}
 	/* Nothing in flight for the segment while its pages move: the engine and the evictor
 	 * wait on the lock, held across the system call. */

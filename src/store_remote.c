@@ -142,6 +142,7 @@ struct segrec {
 struct remote {
 	struct heca_store base;
 	pthread_mutex_t mu;
+	pthread_mutex_t resize_mu; /* one RESIZE at a time (remote_resize) */
 	pthread_cond_t cond; /* copies waiting for writes to drain, and writes for copies */
 	struct member *m[HECA_PLACE_MAX];
 	unsigned int nm;
@@ -1286,16 +1287,25 @@ static int remote_drop_all(struct heca_store *s)
 	return ctl_all((struct remote *)s, HECA_OP_DROPALL, 0, 0, 0);
 }
 
+/* Grow a segment at the sponsors. Callers do not hold the demander's lock, so two threads
+ * may grow one segment at once: the size only grows, and one RESIZE at a time is sent, so
+ * that a smaller one cannot reach a sponsor after a larger one and shrink it. */
 static int remote_resize(struct heca_store *s, uint32_t seg, uint64_t npages)
 {
 	struct remote *r = (struct remote *)s;
+	int rc;
 
+	pthread_mutex_lock(&r->resize_mu);
 	pthread_mutex_lock(&r->mu);
 	for (unsigned int i = 0; i < r->nsegs; i++)
-		if (r->segs[i].seg == seg)
+		if (r->segs[i].seg == seg) {
+			npages = HECA_MAX(npages, r->segs[i].npages);
 			r->segs[i].npages = npages; /* what a sponsor that comes back is told */
+		}
 	pthread_mutex_unlock(&r->mu);
-	return ctl_all(r, HECA_OP_RESIZE, seg, npages, 0);
+	rc = ctl_all(r, HECA_OP_RESIZE, seg, npages, 0);
+	pthread_mutex_unlock(&r->resize_mu);
+	return rc;
 }
 
 struct clone_call {
@@ -1388,6 +1398,7 @@ static int remote_fork_child(struct heca_store *s)
 	int rc;
 
 	pthread_mutex_init(&r->mu, NULL);
+	pthread_mutex_init(&r->resize_mu, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	pthread_cond_init(&r->repair_cond, NULL);
 	r->paused = r->busy = r->repair_started = false;
@@ -2273,6 +2284,7 @@ int heca__store_remote_open(struct heca *h, const char *sponsors, struct heca_st
 	r->base.h = h;
 	r->stripe_pages = h->opt.stripe_pages;
 	pthread_mutex_init(&r->mu, NULL);
+	pthread_mutex_init(&r->resize_mu, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	pthread_cond_init(&r->repair_cond, NULL);
 	if (h->opt.key_file) {

@@ -108,6 +108,10 @@ set_tests_properties(test_run_reap PROPERTIES LABELS integration TIMEOUT 180 SKI
 # Partial munmap, discard, mremap and fork of sponsored memory by many threads, tiny budget,
 # every page checked against a shadow (stress).
 heca_test(test_segops LABELS stress TIMEOUT 180 LIBS heca_static)
+# DISCARD, RESIZE and fork's CLONE answered late by a sponsor (a proxy holds their replies
+# back) while other threads fault over a tiny budget: their fault latency stays bounded, every
+# page checked (stress).
+heca_test(test_nostall LABELS stress TIMEOUT 120 LIBS heca_static)
 # Full, stopped and given-up sponsors cost time, never data; a region that cannot fit is
 # refused up front (integration).
 heca_test(test_failure LABELS integration TIMEOUT 300 LIBS heca_static
