@@ -50,7 +50,7 @@
 /* How long the proxy holds back each reply to DISCARD, RESIZE and CLONE; with a stall, a fault
  * waits up to this long. The bounds: a fault's maximum latency under half of it, its 99th
  * percentile under a tenth. */
-#define DELAY_MS (TSAN ? 500 : 250)
+#define DELAY_MS (TSAN ? 600 : 400)
 #define MAX_BOUND_MS (DELAY_MS / 2.0)
 #define P99_BOUND_MS (DELAY_MS / 10.0)
 
