@@ -12,7 +12,9 @@
  *    mremap. With any other allocator every malloc-family call goes to that allocator;
  *  - munmap(), mremap(), madvise(MADV_DONTNEED/MADV_FREE), mprotect() and fork() on
  *    sponsored memory are done so that page states, the budget and the sponsors stay true
- *    (src/segops.c, src/fork.c).
+ *    (src/segops.c, src/fork.c);
+ *  - mlockall() and a userfaultfd of the program's own, which cannot work on sponsored
+ *    memory, are refused with a line that says why.
  *
  * Everything else passes through. heca starts when the library is loaded, where no allocator
  * can hold a lock, and its own memory never comes from the program's allocator
@@ -28,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -48,6 +52,7 @@ static bool used; /* this process has sponsored memory: its statistics are worth
 static uint64_t min_size = 4ull << 20;
 static bool min_size_set; /* HECA_MIN_SIZE given: a fixed threshold, nothing smaller */
 static pid_t (*real_fork)(void);
+static int (*real_ioctl)(int, unsigned long, ...);
 
 /* ---- big blocks handed out by malloc: address -> length ----
  *
@@ -419,6 +424,7 @@ __attribute__((constructor)) static void preload_init(void)
 	uint64_t x;
 
 	real_fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "fork");
+	real_ioctl = (int (*)(int, unsigned long, ...))dlsym(RTLD_NEXT, "ioctl");
 	alloc_resolve();
 	if (v && !heca_parse_size(v, &x) && x >= PAGE_SZ) {
 		min_size = x;
@@ -960,6 +966,49 @@ EXPORT int mprotect(void *addr, size_t len, int prot)
 EXPORT int pkey_mprotect(void *addr, size_t len, int prot, int pkey)
 {
 	return protect(addr, len, prot, true, pkey);
+}
+
+/* ---- what heca refuses ----
+ *
+ * Two things a program may ask for cannot work on memory that heca serves, and the program
+ * would find out too late: a userfaultfd of its own fails to register over sponsored memory
+ * (EBUSY) only when it registers it, which for QEMU's postcopy migration is after the source
+ * has stopped the guest and handed it over; and locked memory cannot be evicted. Both are
+ * refused where the program first asks, with a line that names the reason. */
+
+EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	void *arg;
+
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	if (req == UFFDIO_API && active()) {
+		/* Every userfaultfd needs this handshake before it can register anything, however
+		 * it was made (the system call, or /dev/userfaultfd). */
+		say("userfaultfd refused: this process's large memory is served by heca's own "
+		    "userfaultfd, and a second one cannot register it (QEMU: postcopy migration and "
+		    "background snapshots are not available under heca)");
+		errno = EPERM;
+		return -1;
+	}
+	if (real_ioctl)
+		return real_ioctl(fd, req, arg);
+	return (int)syscall(SYS_ioctl, fd, req, arg);
+}
+
+EXPORT int mlockall(int flags)
+{
+	if (active() && ((flags & MCL_FUTURE) || used)) {
+		say("mlockall(%#x) refused: heca keeps this process's large memory within its budget "
+		    "by evicting it to sponsors, and locked memory cannot be evicted (QEMU: "
+		    "-overcommit mem-lock=on); run the program without heca to lock its memory",
+		    flags);
+		errno = EPERM;
+		return -1;
+	}
+	return (int)syscall(SYS_mlockall, flags);
 }
 
 EXPORT pid_t fork(void)

@@ -105,6 +105,12 @@ set_tests_properties(test_run PROPERTIES LABELS integration TIMEOUT 300 SKIP_RET
 add_test(NAME test_run_reap COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_run_reap.sh)
 set_tests_properties(test_run_reap PROPERTIES LABELS integration TIMEOUT 180 SKIP_RETURN_CODE 77
   ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>;PROG_REAP=$<TARGET_FILE:prog_reap>")
+# A 1 GiB QEMU guest (TCG) under a 256 MiB budget fills and verifies 75% of its RAM; postcopy
+# migration and -overcommit mem-lock=on are refused up front (integration; 77 without QEMU or a
+# guest kernel).
+add_test(NAME test_qemu COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_qemu.sh)
+set_tests_properties(test_qemu PROPERTIES LABELS integration TIMEOUT 300 SKIP_RETURN_CODE 77
+  ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
 # Partial munmap, discard, mremap and fork of sponsored memory by many threads, tiny budget,
 # every page checked against a shadow (stress).
 heca_test(test_segops LABELS stress TIMEOUT 180 LIBS heca_static)
