@@ -13,7 +13,8 @@
  *  - munmap(), mremap(), madvise(MADV_DONTNEED/MADV_FREE), mprotect() and fork() on
  *    sponsored memory are done so that page states, the budget and the sponsors stay true
  *    (src/segops.c, src/fork.c);
- *  - mlockall() and a userfaultfd of the program's own, which cannot work on sponsored
+ *  - mlockall(), mlock()/mlock2() of sponsored memory and a userfaultfd of the program's
+ *    own, which cannot work on sponsored
  *    memory, are refused with a line that says why.
  *
  * Everything else passes through. heca starts when the library is loaded, where no allocator
@@ -1009,6 +1010,34 @@ EXPORT int mlockall(int flags)
 		return -1;
 	}
 	return (int)syscall(SYS_mlockall, flags);
+}
+
+/* mlock() and mlock2() of sponsored memory: the evictor could not drop a locked page, so
+ * they are refused like mlockall(); locking ordinary memory is left alone. */
+static int lock_range(long nr, const void *addr, size_t len, unsigned int flags)
+{
+	uintptr_t lo = (uintptr_t)addr & ~(uintptr_t)(PAGE_SZ - 1);
+
+	if (len && active() && heca__range_sponsored(H, lo, page_up((uintptr_t)addr + len) - lo)) {
+		say("mlock(%p, %zu) refused: the range is sponsored memory, which heca keeps within "
+		    "its budget by evicting it, and locked memory cannot be evicted; run the program "
+		    "without heca to lock it",
+		    addr, len);
+		errno = EPERM;
+		return -1;
+	}
+	return nr == SYS_mlock ? (int)syscall(SYS_mlock, addr, len)
+			       : (int)syscall(SYS_mlock2, addr, len, flags);
+}
+
+EXPORT int mlock(const void *addr, size_t len)
+{
+	return lock_range(SYS_mlock, addr, len, 0);
+}
+
+EXPORT int mlock2(const void *addr, size_t len, unsigned int flags)
+{
+	return lock_range(SYS_mlock2, addr, len, flags);
 }
 
 EXPORT pid_t fork(void)
