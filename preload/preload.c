@@ -14,8 +14,7 @@
  *    sponsored memory are done so that page states, the budget and the sponsors stay true
  *    (src/segops.c, src/fork.c);
  *  - mlockall(), mlock()/mlock2() of sponsored memory and a userfaultfd of the program's
- *    own, which cannot work on sponsored
- *    memory, are refused with a line that says why.
+ *    own, which cannot work on sponsored memory, are refused with a line that says why.
  *
  * Everything else passes through. heca starts when the library is loaded, where no allocator
  * can hold a lock, and its own memory never comes from the program's allocator
