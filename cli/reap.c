@@ -67,36 +67,6 @@ struct reaper {
 	size_t n, cap;
 };
 
-/* The start time of process pid (/proc/PID/stat field 22) into *out. Returns 0 or -1. */
-static int start_time(pid_t pid, unsigned long long *out)
-{
-	char path[64], buf[1024], *p;
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	p = strrchr(buf, ')');
-	for (int field = 2; p && field < 22; field++)
-		p = strchr(p + 1, ' ');
-	return p && sscanf(p, " %llu", out) == 1 ? 0 : -1;
-}
-
-static unsigned long long ns_ino(const char *kind)
-{
-	char path[64];
-	struct stat st;
-
-	snprintf(path, sizeof(path), "/proc/self/ns/%s", kind);
-	return stat(path, &st) ? 0 : (unsigned long long)st.st_ino;
-}
-
 /* ---- one request to one sponsor ---- */
 
 static int call(int fd, struct heca_frame *req, struct heca_frame *rep, uint8_t *buf, size_t cap)
@@ -312,7 +282,7 @@ static bool alive(const struct watched *w)
 
 	if (w->pidfd >= 0)
 		return poll(&p, 1, 0) == 0;
-	return !start_time(w->pid, &start) && start == w->start;
+	return !heca__proc_start_time(w->pid, &start) && start == w->start;
 }
 
 /* A file came or changed: watch its process, or free what an exec'd image left. */
@@ -358,7 +328,7 @@ static void noted(struct reaper *r, const char *name)
 	}
 	/* The pidfd is of the process that wrote the note if the pid still has its start
 	 * time now; if not, that process has ended (and its pid may be another's). */
-	if (w->pidfd < 0 || start_time(pid, &now) || now != start)
+	if (w->pidfd < 0 || heca__proc_start_time(pid, &now) || now != start)
 		ended(r, r->n - 1);
 }
 
@@ -480,8 +450,8 @@ int cli_reaper_open(struct reaper **out)
 		fprintf(stderr, "heca run: watching %s: %s\n", r->dir, strerror(-rc));
 		goto fail;
 	}
-	r->pidns = ns_ino("pid");
-	r->timens = ns_ino("time");
+	r->pidns = heca__proc_ns_ino("pid");
+	r->timens = heca__proc_ns_ino("time");
 	if ((v = getenv("HECA_SPONSORS")) && *v)
 		r->sponsors = strdup(v);
 	else if ((v = getenv("HECA_CLUSTER")) && *v)

@@ -41,6 +41,7 @@
 #include "heca_int.h"
 #include "preload_stats.h"
 #include "segops.h"
+#include "util.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -264,38 +265,6 @@ static bool noted; /* this image's file is written */
 static pthread_mutex_t note_mu = PTHREAD_MUTEX_INITIALIZER;
 static char note_file[256];
 
-/* The start time of process pid (clock ticks after boot, /proc/PID/stat field 22) into *out.
- * Reads without allocating. Returns 0 or -1. */
-static int start_time(pid_t pid, unsigned long long *out)
-{
-	char path[64], buf[1024], *p;
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	p = strrchr(buf, ')'); /* the command name may hold anything */
-	for (int field = 2; p && field < 22; field++)
-		p = strchr(p + 1, ' ');
-	return p && sscanf(p, " %llu", out) == 1 ? 0 : -1;
-}
-
-/* The inode of this process's namespace of a kind ("pid", "time"), 0 if there is none. */
-static unsigned long long ns_ino(const char *kind)
-{
-	char path[64];
-	struct stat st;
-
-	snprintf(path, sizeof(path), "/proc/self/ns/%s", kind);
-	return stat(path, &st) ? 0 : (unsigned long long)st.st_ino;
-}
-
 /* Write "PID START PIDNS TIMENS DEMANDER" for process pid into HECA_RUN_DIR/PID-START.id,
  * whole or not at all; if the file exists already, only when !keep. The path goes to
  * file[0..len) when file is not NULL. */
@@ -306,12 +275,12 @@ static void note_write(pid_t pid, const uint8_t id[16], bool keep, char *file, s
 	unsigned long long start;
 	int fd, n;
 
-	if (!dir || !*dir || start_time(pid, &start))
+	if (!dir || !*dir || heca__proc_start_time(pid, &start))
 		return;
 	snprintf(final, sizeof(final), "%s/%d-%llu.id", dir, (int)pid, start);
 	snprintf(tmp, sizeof(tmp), "%s/%d-%llu.tmp%d", dir, (int)pid, start, (int)getpid());
-	n = snprintf(line, sizeof(line), "%d %llu %llu %llu ", (int)pid, start, ns_ino("pid"),
-		     ns_ino("time"));
+	n = snprintf(line, sizeof(line), "%d %llu %llu %llu ", (int)pid, start,
+		     heca__proc_ns_ino("pid"), heca__proc_ns_ino("time"));
 	for (int i = 0; i < 16; i++)
 		n += snprintf(line + n, sizeof(line) - (size_t)n, "%02x", id[i]);
 	line[n++] = '\n';
