@@ -20,9 +20,7 @@ bad() { echo "not ok - $*"; failures=$((failures + 1)); }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-written_back() {
-	sed -n 's/.*written back \([0-9]*\),.*/\1/p' "$1" | sort -n | tail -1
-}
+. "$here/lib.sh"
 
 # case NAME ENV... -- CMD...: CMD with the given environment, with and without heca.
 case_() {

@@ -61,9 +61,7 @@ fi
 guest=(-machine q35,accel=tcg -cpu max -m "${mem}M" -nodefaults -display none -serial stdio
 	-no-reboot -kernel "$kernel" -initrd "$tmp/initrd.gz")
 append() { echo "console=ttyS0 panic=-1 quiet $*"; }
-written_back() {
-	sed -n 's/.*written back \([0-9]*\),.*/\1/p' "$1" | sort -n | tail -1
-}
+. "$here/lib.sh"
 
 # The verifier is real: read back with the wrong seed, it must name a bad word (plain, 5%).
 timeout 120 "$qemu" "${guest[@]}" -append "$(append fill_pct=5 check_seed=2)" >"$tmp/neg.out" 2>&1

@@ -32,10 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# written_back FILE: the largest "written back N" of the statistics heca run printed.
-written_back() {
-	sed -n 's/.*written back \([0-9]*\),.*/\1/p' "$1" | sort -n | tail -1
-}
+. "$here/lib.sh"
 
 # run_cmp NAME LOCAL CMD...: run CMD with and without heca; same stdout and status, and heca
 # must have sent pages away (its budget is below what CMD uses).

@@ -25,10 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# written_back FILE: the largest "written back N" of the statistics heca run printed.
-written_back() {
-	sed -n 's/.*written back \([0-9]*\),.*/\1/p' "$1" | sort -n | tail -1
-}
+. "$here/lib.sh"
 
 # run_cmp NAME LOCAL CMD...: CMD with and without heca: same status and stdout, and pages
 # written back (the budget is well below what CMD holds).
