@@ -227,6 +227,11 @@ struct heca_stats {
 	uint64_t lat_fetch_p50_ns, lat_fetch_p99_ns, lat_fetch_mean_ns, lat_fetch_count;
 	uint64_t fetch_net_mean_ns, fetch_install_mean_ns;
 	unsigned int features; /* HECA_FEAT_* the kernel offered and heca uses */
+	/* The kernel is the truth: pages found unmapped that heca held mapped, served as zero
+	 * (someone zapped them with a system call heca did not see); pages the kernel would not
+	 * let go (mlocked, say), kept locally like pinned_pages; pages a madvise or munmap heca
+	 * did not make discarded, learnt from the kernel's userfaultfd events. */
+	uint64_t pages_repaired, pages_unzappable, pages_zapped_outside;
 };
 
 #define HECA_FEAT_WP (1u << 0)	   /* write-protect on anonymous memory */

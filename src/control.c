@@ -71,6 +71,9 @@ static void status(struct heca *h, struct out *o)
 	put(o, "writeback_errors=%llu\nbytes_sent=%llu\nbytes_received=%llu\n",
 	    (unsigned long long)st.writeback_errors, (unsigned long long)st.bytes_sent,
 	    (unsigned long long)st.bytes_received);
+	put(o, "pages_repaired=%llu\npages_unzappable=%llu\npages_zapped_outside=%llu\n",
+	    (unsigned long long)st.pages_repaired, (unsigned long long)st.pages_unzappable,
+	    (unsigned long long)st.pages_zapped_outside);
 	put(o, "lat_p50_ns=%llu\nlat_p90_ns=%llu\nlat_p99_ns=%llu\nlat_count=%llu\n",
 	    (unsigned long long)st.lat_p50_ns, (unsigned long long)st.lat_p90_ns,
 	    (unsigned long long)st.lat_p99_ns, (unsigned long long)st.lat_count);

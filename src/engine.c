@@ -218,6 +218,36 @@ static void defer_locked(struct heca *h, uintptr_t addr, uint64_t flags, uint32_
 	}
 }
 
+__thread bool heca__engine_thread;
+
+/*
+ * A missing fault on a page heca holds mapped: either a fault that raced with the mapping (the
+ * page is there: wake the thread) or a page zapped behind heca's back (a raw madvise, an
+ * unmap). The kernel is the truth: such a page reads as zero now, so map a zero page, as for a
+ * never-written one, and serve the fault. Counted, and said once, so that it is not silent.
+ */
+static void repair_missing_locked(struct heca *h, struct seg *s, uint64_t page, bool write)
+{
+	uintptr_t addr = s->base + page * PAGE_SZ;
+	uint8_t *b = &s->st[page];
+	int rc = heca__uffd_fill(h, addr, h->zero_page, !write);
+
+	if (rc <= 0) {
+		if (rc && rc != -EAGAIN)
+			heca__uffd_wake(h, addr, PAGE_SZ); /* it faults again; nothing else to do */
+		return;
+	}
+	pset(b, write ? PS_DIRTY : PS_ZERO);
+	heca__count(&h->c.pages_repaired, 1);
+	if (!h->repair_logged) {
+		h->repair_logged = true;
+		heca__log(h, HECA_LOG_WARN,
+			  "segment %u page %llu (address %#lx) was unmapped behind heca's back (a "
+			  "madvise or munmap system call heca did not see); it reads as zero, as the "
+			  "kernel says", s->id, (unsigned long long)page, (unsigned long)addr);
+	}
+}
+
 /* Install content at a page that has no mapping and account it resident. */
 static int install_locked(struct heca *h, struct seg *s, uint64_t page, const void *src,
 			  bool write, bool wake)
@@ -422,9 +452,18 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 	case PS_CLEAN:
 	case PS_ZERO:
 	case PS_DIRTY:
-		heca__uffd_wake(h, addr, PAGE_SZ); /* already resolved */
+		repair_missing_locked(h, s, page, write);
 		return;
 	case PS_EVICTING:
+		if (tid && tid == __atomic_load_n(&h->evict_tid, __ATOMIC_ACQUIRE)) {
+			/* The evictor copies only pages it found mapped: this one was zapped
+			 * behind heca's back meanwhile, and reads as zero. Map a protected zero
+			 * page so that the copy goes on; no other thread is woken by it. */
+			if (heca__uffd_fill(h, addr, h->zero_page, true) > 0)
+				heca__count(&h->c.pages_repaired, 1);
+			return;
+		}
+		/* fall through */
 	case PS_FETCHING:
 		*b |= PF_WAITER | (write ? PF_WANTW : 0);
 		return;
@@ -653,6 +692,11 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid,
 			int st = pstate(*b), rc = 0;
 
 			heca__count(&h->c.writeback_errors, 1);
+			if (st == PS_EMPTY) {
+				/* Discarded meanwhile (a zap heca learnt of): nothing to keep. */
+				wb_put_locked(h, e);
+				continue;
+			}
 			if (st == PS_REMOTE)
 				rc = install_locked(h, s, page + i, e->data, true, false);
 			if (rc) {
@@ -721,6 +765,7 @@ void *heca__engine_main(void *arg)
 	sigset_t all;
 
 	heca__internal = 1;
+	heca__engine_thread = true;
 	/* Signals go to application threads, never to the engine: a handler touching sponsored
 	 * memory on this thread would wait for itself. */
 	sigfillset(&all);

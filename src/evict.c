@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "heca_int.h"
 #include "segops.h"
@@ -27,6 +29,7 @@ struct victim {
 	uint64_t page;
 	uintptr_t addr;
 	int was; /* state before EVICTING, or VICTIM_KEEP */
+	bool stuck; /* the kernel would not drop it (mlocked, say): it stays, pinned */
 	uint8_t *copy;
 };
 
@@ -229,10 +232,58 @@ static int do_wp(struct heca *h, uintptr_t addr, uint64_t len)
 	return heca__uffd_wp(h, addr, len, true, false);
 }
 
-static int do_zap(struct heca *h, uintptr_t addr, uint64_t len)
+/*
+ * Drop the victims that go out, a run per call. The kernel may refuse (EINVAL on an mlocked
+ * range, which the program may have locked with a system call heca did not see), having
+ * dropped part of a run first: a run it refuses is dropped again a page at a time, and the
+ * pages it still refuses are marked stuck. They stay here, mapped, with their content; the
+ * caller keeps them out of the budget (pinned), so a program that locked them never waits.
+ */
+static void zap_victims(struct heca *h, struct victim *v, unsigned int n)
 {
-	(void)h;
-	return madvise((void *)addr, len, MADV_DONTNEED) ? -errno : 0;
+	for (unsigned int i = 0; i < n;) {
+		unsigned int j = i;
+		if (!goes_out(v[i].was)) {
+			i++;
+			continue;
+		}
+		while (j + 1 < n && v[j + 1].addr == v[j].addr + PAGE_SZ && goes_out(v[j + 1].was))
+			j++;
+		if (madvise((void *)v[i].addr, (size_t)(j - i + 1) * PAGE_SZ, MADV_DONTNEED)) {
+			int err = errno;
+			for (unsigned int k = i; k <= j; k++)
+				if (madvise((void *)v[k].addr, PAGE_SZ, MADV_DONTNEED))
+					v[k].stuck = true;
+			if (!h->unzappable_logged) {
+				h->unzappable_logged = true;
+				heca__log(h, HECA_LOG_WARN,
+					  "the kernel will not drop pages at %#lx (%s; mlocked?): they "
+					  "stay in local memory, outside the budget (heca status: "
+					  "pinned_pages), and are tried again every few seconds",
+					  (unsigned long)v[i].addr, strerror(err));
+			}
+		}
+		i = j + 1;
+	}
+}
+
+/* A victim the kernel would not drop: it stays mapped with its content, counted as pinned
+ * (outside the budget) until unpin_locked() tries it again. A dirty one was write-protected
+ * for its copy: a write faults and is seen. Its copy is not sent. Caller holds h->lock. */
+static void keep_stuck_locked(struct heca *h, struct victim *v, uint8_t *b)
+{
+	int st = v->was == PS_CLEAN || v->was == PS_ZERO ? v->was : PS_DIRTY;
+
+	pset(b, st);
+	*b |= PF_PINNED;
+	h->resident--;
+	v->s->resident--;
+	h->pinned++;
+	v->s->pinned_pages++;
+	heca__count(&h->c.pages_unzappable, 1);
+	if (*b & PF_WAITER)
+		heca__uffd_wake(h, v->addr, PAGE_SZ);
+	*b &= (uint8_t)~(PF_WAITER | PF_WANTW);
 }
 
 /* Write-protect the dirty victims, a run per call. A run that cannot be protected stays
@@ -307,12 +358,23 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		}
 	}
 	/* Drop them: the content is in the WB buffer or at a sponsor. */
-	for_runs(h, v, n, goes_out, do_zap);
+	zap_victims(h, v, n);
 
 	pthread_mutex_lock(&h->lock);
 	k = 0;
 	for (unsigned int i = 0; i < n; i++) {
 		uint8_t *b = &v[i].s->st[v[i].page];
+		if (v[i].stuck) {
+			if (v[i].was == PS_DIRTY && --wb->refs == 0) {
+				/* No copy of this batch is sent: the buffer goes back now. */
+				heca__wb_buf_put_locked(h, wb->buf);
+				free(wb);
+				wb = NULL;
+			}
+			k += v[i].was == PS_DIRTY;
+			keep_stuck_locked(h, &v[i], b);
+			continue;
+		}
 		if (v[i].was == VICTIM_KEEP) {
 			/* Still mapped and writable (or protected: a write faults and is seen). */
 			pset(b, PS_DIRTY);
@@ -355,11 +417,12 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		unsigned int j = i;
 		uint64_t stripe = h->opt.stripe_pages;
 		int rc;
-		if (v[i].was != PS_DIRTY) {
+		if (v[i].was != PS_DIRTY || v[i].stuck) {
 			i++;
 			continue;
 		}
-		while (j + 1 < n && v[j + 1].was == PS_DIRTY && v[j + 1].seg == v[i].seg &&
+		while (j + 1 < n && v[j + 1].was == PS_DIRTY && !v[j + 1].stuck &&
+		       v[j + 1].seg == v[i].seg &&
 		       v[j + 1].page == v[j].page + 1 &&
 		       v[j + 1].page / stripe == v[i].page / stripe && j + 1 - i < HECA_WIRE_MAX_PAGES)
 			j++;
@@ -379,6 +442,7 @@ void *heca__evict_main(void *arg)
 	sigset_t all;
 
 	heca__internal = 1;
+	__atomic_store_n(&h->evict_tid, (uint32_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
 	v = malloc(EVICT_BATCH * sizeof(*v));
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);

@@ -769,6 +769,9 @@ int heca_get_stats(struct heca *h, struct heca_stats *o)
 	o->writeback_errors = LD(writeback_errors);
 	o->bytes_sent = LD(bytes_sent);
 	o->bytes_received = LD(bytes_received);
+	o->pages_repaired = LD(pages_repaired);
+	o->pages_unzappable = LD(pages_unzappable);
+	o->pages_zapped_outside = LD(pages_zapped_outside);
 #undef LD
 	pthread_mutex_lock(&h->lock);
 	o->resident_pages = h->resident;

@@ -270,6 +270,7 @@ struct heca {
 	uint64_t pin_log_ns;	  /* last "kept in local memory" warning */
 	uint64_t lost_back_gen;	  /* store->back_gen when lost pages were last revived */
 	unsigned int evicting; /* batches the evictor is working on outside the lock */
+	uint32_t evict_tid;    /* the evictor's thread id: its faults are on pages it evicts */
 	bool evict_active;     /* between crossing the high and reaching the low watermark */
 
 	/* FIFO of resident pages: eviction order. */
@@ -298,6 +299,7 @@ struct heca {
 	uint8_t *zero_run; /* HECA_WIRE_MAX_PAGES zero pages, the source of zero-ahead */
 
 	bool lost_any;
+	bool repair_logged, unzappable_logged;
 	uint32_t lost_seg;
 	uint64_t lost_page;
 
@@ -372,6 +374,9 @@ int heca__uffd_register(struct heca *h, uintptr_t addr, uint64_t len);
 int heca__uffd_unregister(struct heca *h, uintptr_t addr, uint64_t len);
 int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len, bool wp,
 		    bool wake);
+/* Set on the engine thread: it alone reads the userfaultfd, so it never waits on it. */
+extern __thread bool heca__engine_thread;
+int heca__uffd_fill(struct heca *h, uintptr_t dst, const void *src, bool wp);
 int heca__uffd_wp(struct heca *h, uintptr_t addr, uint64_t len, bool protect, bool wake);
 int heca__uffd_wake(struct heca *h, uintptr_t addr, uint64_t len);
 int heca__uffd_poison(struct heca *h, uintptr_t addr, uint64_t len);

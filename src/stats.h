@@ -13,7 +13,8 @@ struct heca_counters {
 	atomic_uint_least64_t faults_read, faults_write, faults_wp, faults_zero, faults_wb_hit,
 		faults_deferred, pages_fetched, pages_prefetched, pages_written_back,
 		pages_dropped_clean, pages_dropped_zero, pages_evicted, pages_lost, writeback_errors, bytes_sent,
-		bytes_received, fetch_net_ns, fetch_net_count, fetch_install_ns, fetch_install_count;
+		bytes_received, fetch_net_ns, fetch_net_count, fetch_install_ns, fetch_install_count,
+		pages_repaired, pages_unzappable, pages_zapped_outside;
 };
 
 #define HIST_SUB 16 /* sub-buckets per power of two */

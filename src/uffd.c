@@ -222,6 +222,31 @@ int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len
 	return 0;
 }
 
+/*
+ * Map src at the page dst if nothing is mapped there, and wake its waiters. Returns 1 when
+ * this call mapped it, 0 when the page was already mapped (its waiters are woken), or -errno.
+ * The engine asks it where heca's state and the page table may disagree: it says which.
+ */
+int heca__uffd_fill(struct heca *h, uintptr_t dst, const void *src, bool wp)
+{
+	struct uffdio_copy c = {.dst = dst,
+				.src = (uintptr_t)src,
+				.len = PAGE_SZ,
+				.mode = wp ? UFFDIO_COPY_MODE_WP : 0};
+
+	for (;;) {
+		if (ioctl(h->uffd, UFFDIO_COPY, &c) == 0 || c.copy == (int64_t)PAGE_SZ)
+			return 1;
+		if (errno == EEXIST)
+			return heca__uffd_wake(h, dst, PAGE_SZ) ?: 0;
+		if (errno != EINTR && errno != EAGAIN)
+			return -errno;
+		if (errno == EAGAIN && heca__engine_thread)
+			return -EAGAIN;
+		c.copy = 0;
+	}
+}
+
 int heca__uffd_wp(struct heca *h, uintptr_t addr, uint64_t len, bool protect, bool wake)
 {
 	/* The kernel rejects WP together with DONTWAKE: protecting never wakes anyone. */
