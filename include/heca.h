@@ -31,6 +31,7 @@ enum heca_log_level {
 #define HECA_OPT_NO_WP (1u << 1)	 /* behave as on a kernel without uffd write-protect */
 #define HECA_OPT_NO_POISON (1u << 2)	 /* behave as on a kernel without UFFDIO_POISON */
 #define HECA_OPT_OVERCOMMIT (1u << 3)	 /* map regions larger than the sponsors' free room */
+#define HECA_OPT_NO_EVENTS (1u << 4)	 /* behave as on a kernel without userfaultfd zap events */
 
 /*
  * Settings for heca_open(). Fill with heca_options_init() first, then change what you need;
@@ -237,6 +238,7 @@ struct heca_stats {
 #define HECA_FEAT_WP (1u << 0)	   /* write-protect on anonymous memory */
 #define HECA_FEAT_POISON (1u << 1) /* UFFDIO_POISON */
 #define HECA_FEAT_MOVE (1u << 2)   /* UFFDIO_MOVE */
+#define HECA_FEAT_REMOVE (1u << 3) /* zap events: madvise/munmap heca did not make are seen */
 
 /* Copy the current counters to *out. Returns 0 or -EINVAL. */
 int heca_get_stats(struct heca *h, struct heca_stats *out);

@@ -220,6 +220,9 @@ static void defer_locked(struct heca *h, uintptr_t addr, uint64_t flags, uint32_
 
 __thread bool heca__engine_thread;
 
+static bool gone_take_locked(struct heca *h, uint32_t seg, uint64_t p);
+static void fetch_gone_locked(struct heca *h, struct seg *s, uint64_t p);
+
 /*
  * A missing fault on a page heca holds mapped: either a fault that raced with the mapping (the
  * page is there: wake the thread) or a page zapped behind heca's back (a raw madvise, an
@@ -616,11 +619,17 @@ void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t segid, 
 	pthread_mutex_lock(&h->lock);
 	s = heca__seg_by_page_locked(h, segid, page);
 	if (!s) {
+		for (uint32_t i = 0; h->gone && i < count; i++)
+			gone_take_locked(h, segid, page + i);
 		pthread_mutex_unlock(&h->lock);
 		return; /* unregistered while in flight */
 	}
 	if (page + count > seg_end(s))
 		count = (uint32_t)(seg_end(s) - page);
+	/* Pages zapped while they were fetched read as zero, whatever the read brought. */
+	for (uint32_t i = 0; h->gone && i < count; i++)
+		if (pstate(s->st[page + i]) == PS_FETCHING && gone_take_locked(h, segid, page + i))
+			fetch_gone_locked(h, s, page + i);
 	for (uint32_t i = 0; i < count;) {
 		uint8_t *b = &s->st[page + i];
 		uint32_t j;
@@ -650,10 +659,15 @@ void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t segid, 
 			}
 		}
 		for (uint32_t k = i; k < j; k++) {
-			if (rc)
+			if (rc) {
 				read_failed_locked(h, s, page + k, rc, count == 1);
-			else
+			} else if (h->gone && gone_take_locked(h, segid, page + k)) {
+				/* Zapped while being mapped (an event taken during the copy): the
+				 * kernel takes it away next; it reads as zero. */
+				s->st[page + k] = (uint8_t)(s->st[page + k] & PF_WB) | PS_EMPTY;
+			} else {
 				fetched_locked(h, s, page + k, s->st[page + k], write, cookie, now);
+			}
 		}
 		if (!rc && wake)
 			heca__uffd_wake(h, s->base + (page + i) * PAGE_SZ, (uint64_t)(j - i) * PAGE_SZ);
@@ -730,6 +744,184 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid,
 	pthread_mutex_unlock(&h->lock);
 }
 
+/* ---- zaps heca did not make ---- */
+
+/* Whether page p of segment seg is in a gone range; each such range counts it off. */
+static bool gone_take_locked(struct heca *h, uint32_t seg, uint64_t p)
+{
+	bool any = false;
+
+	for (struct gone **pp = &h->gone; *pp;) {
+		struct gone *g = *pp;
+		if (g->seg != seg || p < g->lo || p >= g->hi) {
+			pp = &g->next;
+			continue;
+		}
+		any = true;
+		if (--g->left == 0) {
+			*pp = g->next;
+			free(g);
+		} else {
+			pp = &g->next;
+		}
+	}
+	return any;
+}
+
+/* A read of page p ended with the page zapped meanwhile: it reads as zero. */
+static void fetch_gone_locked(struct heca *h, struct seg *s, uint64_t p)
+{
+	uint8_t *b = &s->st[p];
+
+	if (*b & (PF_WAITER | PF_DEMAND))
+		heca__uffd_wake(h, s->base + p * PAGE_SZ, PAGE_SZ); /* it faults on EMPTY */
+	*b = (uint8_t)(*b & PF_WB) | PS_EMPTY;
+	h->fetching--;
+}
+
+/*
+ * The kernel is about to zap [start, end) (a madvise DONTNEED, FREE or REMOVE): after it, the
+ * pages read as zero. Unless the zap is heca's own, make them never written here: a page that
+ * heca evicted must not come back with what it held before. The kernel zaps only once this
+ * message is read, so no fault on these pages can have been read after it.
+ */
+static void zapped_locked(struct heca *h, uintptr_t start, uintptr_t end)
+{
+	uint64_t n = 0;
+
+	for (unsigned int i = 0; i < h->nsegs; i++) {
+		struct seg *s = h->segs[i];
+		uint64_t lo, hi, nfetch = 0;
+
+		if (seg_limit(s) <= start || seg_start(s) >= end)
+			continue;
+		lo = (HECA_MAX(start, seg_start(s)) - s->base) / PAGE_SZ;
+		hi = (HECA_MIN(end, seg_limit(s)) - s->base + PAGE_SZ - 1) / PAGE_SZ;
+		for (uint64_t p = lo; p < hi; p++) {
+			uint8_t *b = &s->st[p];
+			switch (pstate(*b)) {
+			case PS_EMPTY:
+				continue;
+			case PS_CLEAN:
+			case PS_ZERO:
+			case PS_DIRTY:
+				if (*b & PF_PINNED) {
+					h->pinned--;
+					s->pinned_pages--;
+				} else {
+					h->resident--;
+					s->resident--;
+				}
+				break;
+			case PS_LOST:
+				if (h->reviving)
+					continue; /* the evictor clears its poison markers */
+				break;
+			case PS_REMOTE:
+				break;
+			case PS_FETCHING:
+				nfetch++;
+				n++;
+				continue;
+			case PS_EVICTING:
+				if (!heca__evict_zap_is_own_locked(h, s->base + p * PAGE_SZ))
+					n++;
+				continue;
+			}
+			/* The write-back in flight, if any, keeps its entry until acknowledged. */
+			*b = (uint8_t)(*b & PF_WB) | PS_EMPTY;
+			n++;
+		}
+		if (nfetch) {
+			struct gone *g = malloc(sizeof(*g));
+			if (g) {
+				*g = (struct gone){h->gone, s->id, lo, hi, nfetch};
+				h->gone = g;
+			} else {
+				heca__log(h, HECA_LOG_ERROR,
+					  "out of memory noting a zap of pages being fetched: segment "
+					  "%u pages %llu-%llu may read their old content",
+					  s->id, (unsigned long long)lo, (unsigned long long)hi);
+			}
+		}
+	}
+	if (n)
+		heca__count(&h->c.pages_zapped_outside, n);
+}
+
+static void handle_msgs_locked(struct heca *h, const struct uffd_msg *msg, size_t n,
+			       uint64_t t0, bool defer)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct uffd_msg *m = &msg[i];
+		uint32_t tid = h->thread_id ? m->arg.pagefault.feat.ptid : 0;
+
+		if (m->event == UFFD_EVENT_REMOVE) {
+			zapped_locked(h, (uintptr_t)m->arg.remove.start, (uintptr_t)m->arg.remove.end);
+			continue;
+		}
+		if (m->event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
+			;
+		else if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE)
+			heca__count(&h->c.faults_write, 1);
+		else
+			heca__count(&h->c.faults_read, 1);
+		if (defer) {
+			/* Taken in the middle of another step: handled after it. */
+			if (h->ndeferred == h->capdeferred) {
+				unsigned int ncap = h->capdeferred ? h->capdeferred * 2 : 64;
+				struct deferred *d = realloc(h->deferred, ncap * sizeof(*d));
+				if (!d)
+					continue; /* it stays blocked: its thread faults again if woken */
+				h->deferred = d;
+				h->capdeferred = ncap;
+			}
+			h->deferred[h->ndeferred++] = (struct deferred){
+				(uintptr_t)m->arg.pagefault.address, m->arg.pagefault.flags, tid, t0};
+			continue;
+		}
+		handle_fault_locked(h, (uintptr_t)m->arg.pagefault.address, m->arg.pagefault.flags,
+				    tid, t0, true);
+	}
+}
+
+/* Messages of reads up to seq are handled. A read is counted before it starts, so that a
+ * thread whose zap event was taken by a read sees that read counted (heca__msgs_wait_locked). */
+static void msgs_done(struct heca *h, uint64_t seq)
+{
+	uint64_t cur = __atomic_load_n(&h->msgs_done, __ATOMIC_ACQUIRE);
+	while (cur < seq &&
+	       !__atomic_compare_exchange_n(&h->msgs_done, &cur, seq, false, __ATOMIC_ACQ_REL,
+					    __ATOMIC_ACQUIRE))
+		;
+}
+
+void heca__engine_drain_locked(struct heca *h)
+{
+	struct uffd_msg msg[16];
+
+	for (;;) {
+		uint64_t seq = __atomic_add_fetch(&h->msgs_read, 1, __ATOMIC_ACQ_REL);
+		ssize_t n = read(h->uffd, msg, sizeof(msg));
+		if (n > 0) {
+			h->drained = true;
+			handle_msgs_locked(h, msg, (size_t)n / sizeof(msg[0]), heca__now_ns(), true);
+		}
+		msgs_done(h, seq);
+		pthread_cond_broadcast(&h->evict_cond);
+		if (n <= 0 || (size_t)n < sizeof(msg))
+			return;
+	}
+}
+
+void heca__msgs_wait_locked(struct heca *h, uint64_t seq)
+{
+	while (__atomic_load_n(&h->msgs_done, __ATOMIC_ACQUIRE) < seq && !h->stop)
+		heca__cond_wait_ms(&h->evict_cond, &h->lock, 5);
+}
+
 /* ---- the loop ---- */
 
 static void read_faults(struct heca *h)
@@ -737,19 +929,21 @@ static void read_faults(struct heca *h)
 	struct uffd_msg msg[MSG_BATCH];
 
 	for (;;) {
+		uint64_t seq = __atomic_add_fetch(&h->msgs_read, 1, __ATOMIC_ACQ_REL);
 		ssize_t n = read(h->uffd, msg, sizeof(msg));
 		uint64_t t0 = heca__now_ns();
-		if (n <= 0)
+		if (n <= 0) {
+			msgs_done(h, seq);
 			return; /* EAGAIN: drained */
-		pthread_mutex_lock(&h->lock);
-		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msg[0]); i++) {
-			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
-				continue;
-			handle_fault_locked(h, (uintptr_t)msg[i].arg.pagefault.address,
-					    msg[i].arg.pagefault.flags,
-					    h->thread_id ? msg[i].arg.pagefault.feat.ptid : 0, t0,
-					    false);
 		}
+		pthread_mutex_lock(&h->lock);
+		handle_msgs_locked(h, msg, (size_t)n / sizeof(msg[0]), t0, false);
+		msgs_done(h, seq);
+		if (h->ev_v || h->reviving)
+			pthread_cond_broadcast(&h->evict_cond); /* it may wait for msgs_done */
+		if (h->ndeferred && h->drained)
+			retry_deferred_locked(h);
+		h->drained = false;
 		pthread_mutex_unlock(&h->lock);
 		if ((size_t)n < sizeof(msg))
 			return;

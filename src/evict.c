@@ -30,6 +30,9 @@ struct victim {
 	uintptr_t addr;
 	int was; /* state before EVICTING, or VICTIM_KEEP */
 	bool stuck; /* the kernel would not drop it (mlocked, say): it stays, pinned */
+	bool zapping; /* the evictor's own zap of it is under way (read by the engine) */
+	bool seen;    /* the engine has read that zap */
+	bool gone;    /* someone else zapped it meanwhile: it reads as zero */
 	uint8_t *copy;
 };
 
@@ -122,19 +125,29 @@ static void unpin_locked(struct heca *h)
 /*
  * Pages given up as lost may be readable again when a sponsor is back with what it held: make
  * them REMOTE again, so that the next access asks the store instead of failing. An access that
- * failed has left a poison marker (UFFDIO_POISON); MADV_DONTNEED takes it away (no uffd event
- * is enabled for it, so this does not wait for the engine). Caller holds h->lock.
+ * failed has left a poison marker (UFFDIO_POISON); MADV_DONTNEED takes it away, with the lock
+ * dropped (the engine reads the zap's event) and h->reviving telling the engine the zap is
+ * heca's own. Up to REVIVE_RUNS runs a pass; more on the next. Caller holds h->lock.
  */
+#define REVIVE_RUNS 64
 static void revive_lost_locked(struct heca *h)
 {
-	uint64_t gen = __atomic_load_n(&h->store->back_gen, __ATOMIC_ACQUIRE), n = 0;
+	uint64_t gen = __atomic_load_n(&h->store->back_gen, __ATOMIC_ACQUIRE), n = 0, seq;
+	struct {
+		uint32_t seg;
+		uint64_t lo, hi;
+		uintptr_t addr;
+	} run[REVIVE_RUNS];
+	unsigned int nrun = 0;
+	bool more = false;
 
-	if (gen == h->lost_back_gen)
+	if (gen == h->lost_back_gen && !h->revive_more)
 		return;
 	h->lost_back_gen = gen;
+	h->revive_more = false;
 	if (!h->lost_any)
 		return;
-	for (unsigned int i = 0; i < h->nsegs; i++) {
+	for (unsigned int i = 0; i < h->nsegs && !more; i++) {
 		struct seg *s = h->segs[i];
 		for (uint64_t p = s->first, q; p < seg_end(s); p = q) {
 			if (pstate(s->st[p]) != PS_LOST || s->leaving) {
@@ -142,11 +155,36 @@ static void revive_lost_locked(struct heca *h)
 				continue;
 			}
 			for (q = p; q < seg_end(s) && pstate(s->st[q]) == PS_LOST; q++)
-				pset(&s->st[q], PS_REMOTE);
-			madvise((void *)(s->base + p * PAGE_SZ), (q - p) * PAGE_SZ, MADV_DONTNEED);
-			n += q - p;
+				;
+			if (nrun == REVIVE_RUNS) {
+				more = true;
+				break;
+			}
+			run[nrun++] = (typeof(run[0])){s->id, p, q, s->base + p * PAGE_SZ};
 		}
 	}
+	if (!nrun)
+		return;
+	h->reviving = true;
+	pthread_mutex_unlock(&h->lock);
+	for (unsigned int i = 0; i < nrun; i++)
+		madvise((void *)run[i].addr, (run[i].hi - run[i].lo) * PAGE_SZ, MADV_DONTNEED);
+	seq = __atomic_load_n(&h->msgs_read, __ATOMIC_ACQUIRE);
+	pthread_mutex_lock(&h->lock);
+	if (h->features & HECA_FEAT_REMOVE)
+		heca__msgs_wait_locked(h, seq);
+	h->reviving = false;
+	for (unsigned int i = 0; i < nrun; i++) {
+		struct seg *s = heca__seg_by_page_locked(h, run[i].seg, run[i].lo);
+		if (!s || s->base + run[i].lo * PAGE_SZ != run[i].addr)
+			continue; /* unregistered or moved meanwhile */
+		for (uint64_t p = run[i].lo; p < run[i].hi && p < seg_end(s); p++)
+			if (pstate(s->st[p]) == PS_LOST) {
+				pset(&s->st[p], PS_REMOTE);
+				n++;
+			}
+	}
+	h->revive_more = more;
 	if (n)
 		heca__log(h, HECA_LOG_WARN,
 			  "%llu pages given up as lost are asked for again: a sponsor is back",
@@ -222,6 +260,31 @@ static void for_runs(struct heca *h, struct victim *v, unsigned int n, bool (*wa
 	}
 }
 
+bool heca__evict_zap_is_own_locked(struct heca *h, uintptr_t addr)
+{
+	struct victim *v = h->ev_v;
+	unsigned int lo = 0, hi = h->ev_n;
+
+	while (lo < hi) {
+		unsigned int mid = lo + (hi - lo) / 2;
+		if (v[mid].addr < addr) {
+			lo = mid + 1;
+		} else if (v[mid].addr > addr) {
+			hi = mid;
+		} else {
+			/* Each zap of a page sends one event: the evictor's own is the first after
+			 * it began; any other is someone else's, and the page reads as zero. */
+			if (__atomic_load_n(&v[mid].zapping, __ATOMIC_ACQUIRE) && !v[mid].seen) {
+				v[mid].seen = true;
+				return true;
+			}
+			v[mid].gone = true;
+			return false;
+		}
+	}
+	return false;
+}
+
 static bool goes_out(int was)
 {
 	return was != VICTIM_KEEP;
@@ -232,12 +295,29 @@ static int do_wp(struct heca *h, uintptr_t addr, uint64_t len)
 	return heca__uffd_wp(h, addr, len, true, false);
 }
 
+/* Pages of a refused run that are still there: the kernel kept them. */
+struct present_arg {
+	struct victim *v;
+	unsigned int i, j;
+};
+
+static void mark_present(void *arg, uint64_t first, uint64_t n)
+{
+	struct present_arg *a = arg;
+	for (unsigned int k = a->i; k <= a->j; k++) {
+		uint64_t off = (a->v[k].addr - a->v[a->i].addr) / PAGE_SZ;
+		if (off >= first && off < first + n)
+			a->v[k].stuck = true;
+	}
+}
+
 /*
  * Drop the victims that go out, a run per call. The kernel may refuse (EINVAL on an mlocked
  * range, which the program may have locked with a system call heca did not see), having
- * dropped part of a run first: a run it refuses is dropped again a page at a time, and the
- * pages it still refuses are marked stuck. They stay here, mapped, with their content; the
- * caller keeps them out of the budget (pinned), so a program that locked them never waits.
+ * dropped part of a run first: the pages of a refused run that are still present are marked
+ * stuck. They stay here, mapped, with their content; the caller keeps them out of the budget
+ * (pinned), so a program that locked them never waits. Each page gets one zap, so that the
+ * engine can tell the event of the evictor's own zap from anyone else's.
  */
 static void zap_victims(struct heca *h, struct victim *v, unsigned int n)
 {
@@ -249,11 +329,14 @@ static void zap_victims(struct heca *h, struct victim *v, unsigned int n)
 		}
 		while (j + 1 < n && v[j + 1].addr == v[j].addr + PAGE_SZ && goes_out(v[j + 1].was))
 			j++;
+		for (unsigned int k = i; k <= j; k++)
+			__atomic_store_n(&v[k].zapping, true, __ATOMIC_RELEASE);
 		if (madvise((void *)v[i].addr, (size_t)(j - i + 1) * PAGE_SZ, MADV_DONTNEED)) {
+			struct present_arg a = {v, i, j};
 			int err = errno;
-			for (unsigned int k = i; k <= j; k++)
-				if (madvise((void *)v[k].addr, PAGE_SZ, MADV_DONTNEED))
-					v[k].stuck = true;
+			if (heca__pages_present(v[i].addr, j - i + 1, mark_present, &a))
+				for (unsigned int k = i; k <= j; k++)
+					v[k].stuck = true; /* cannot tell: keep them all */
 			if (!h->unzappable_logged) {
 				h->unzappable_logged = true;
 				heca__log(h, HECA_LOG_WARN,
@@ -311,10 +394,10 @@ static void protect_dirty(struct heca *h, struct victim *v, unsigned int n)
 static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 {
 	unsigned int ndirty = 0, k;
+	uint64_t seq;
 	struct wb_batch *wb = NULL;
 	bool wake_any = false, waiting;
 
-	qsort(v, n, sizeof(*v), cmp_victim);
 	protect_dirty(h, v, n);
 	for (unsigned int i = 0; i < n; i++)
 		ndirty += v[i].was == PS_DIRTY;
@@ -359,19 +442,35 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 	}
 	/* Drop them: the content is in the WB buffer or at a sponsor. */
 	zap_victims(h, v, n);
+	seq = __atomic_load_n(&h->msgs_read, __ATOMIC_ACQUIRE);
 
 	pthread_mutex_lock(&h->lock);
+	/* The engine has read the events of these zaps (the kernel waited for that), but may
+	 * not have handled them yet: it tells the evictor's from others' by the batch. */
+	if (h->features & HECA_FEAT_REMOVE)
+		heca__msgs_wait_locked(h, seq);
 	k = 0;
 	for (unsigned int i = 0; i < n; i++) {
 		uint8_t *b = &v[i].s->st[v[i].page];
-		if (v[i].stuck) {
-			if (v[i].was == PS_DIRTY && --wb->refs == 0) {
+		if ((v[i].stuck || v[i].gone) && v[i].was == PS_DIRTY) {
+			if (--wb->refs == 0) {
 				/* No copy of this batch is sent: the buffer goes back now. */
 				heca__wb_buf_put_locked(h, wb->buf);
 				free(wb);
 				wb = NULL;
 			}
-			k += v[i].was == PS_DIRTY;
+			k++;
+		}
+		if (v[i].gone) {
+			/* Zapped by someone else while it was going: it reads as zero. */
+			if (*b & PF_WAITER)
+				heca__uffd_wake(h, v[i].addr, PAGE_SZ);
+			*b = (uint8_t)(*b & PF_WB) | PS_EMPTY;
+			h->resident--;
+			v[i].s->resident--;
+			continue;
+		}
+		if (v[i].stuck) {
 			keep_stuck_locked(h, &v[i], b);
 			continue;
 		}
@@ -404,6 +503,8 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		}
 	}
 	waiting = h->ndeferred > 0;
+	h->ev_v = NULL;
+	h->ev_n = 0;
 	pthread_mutex_unlock(&h->lock);
 	if (wake_any)
 		for_runs(h, v, n, goes_out, heca__uffd_wake);
@@ -417,11 +518,11 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		unsigned int j = i;
 		uint64_t stripe = h->opt.stripe_pages;
 		int rc;
-		if (v[i].was != PS_DIRTY || v[i].stuck) {
+		if (v[i].was != PS_DIRTY || v[i].stuck || v[i].gone) {
 			i++;
 			continue;
 		}
-		while (j + 1 < n && v[j + 1].was == PS_DIRTY && !v[j + 1].stuck &&
+		while (j + 1 < n && v[j + 1].was == PS_DIRTY && !v[j + 1].stuck && !v[j + 1].gone &&
 		       v[j + 1].seg == v[i].seg &&
 		       v[j + 1].page == v[j].page + 1 &&
 		       v[j + 1].page / stripe == v[i].page / stripe && j + 1 - i < HECA_WIRE_MAX_PAGES)
@@ -479,6 +580,10 @@ void *heca__evict_main(void *arg)
 			heca__cond_wait_ms(&h->evict_cond, &h->lock, 5);
 			continue;
 		}
+		/* Sorted by address, and shown to the engine, which looks zaps up in it. */
+		qsort(v, n, sizeof(*v), cmp_victim);
+		h->ev_v = v;
+		h->ev_n = n;
 		h->evicting++;
 		pthread_mutex_unlock(&h->lock);
 		evict_batch(h, v, n);

@@ -222,6 +222,16 @@ struct discarding {
 	uint64_t lo, hi;
 };
 
+struct victim; /* evict.c */
+
+/* Store pages [lo, hi) of segment seg were zapped while `left` of them were being fetched:
+ * each of those reads as zero when its read ends (engine.c). */
+struct gone {
+	struct gone *next;
+	uint32_t seg;
+	uint64_t lo, hi, left;
+};
+
 struct deferred {
 	uintptr_t addr;
 	uint64_t flags;
@@ -271,6 +281,21 @@ struct heca {
 	uint64_t lost_back_gen;	  /* store->back_gen when lost pages were last revived */
 	unsigned int evicting; /* batches the evictor is working on outside the lock */
 	uint32_t evict_tid;    /* the evictor's thread id: its faults are on pages it evicts */
+	/*
+	 * Zaps heca did not make (userfaultfd REMOVE events, engine.c). The evictor publishes
+	 * its batch (sorted by address) so that the engine can tell the evictor's own zaps from
+	 * the program's; pages being fetched when a zap came are in gone, read as zero once
+	 * their read ends. msgs_read counts batches of messages the engine took from the
+	 * userfaultfd, msgs_done those it has handled: a thread whose zap the engine has read
+	 * waits for msgs_done to catch up before it trusts the page states again.
+	 */
+	struct victim *ev_v;
+	unsigned int ev_n;
+	bool reviving; /* the evictor zaps poison markers of lost pages it revives */
+	bool revive_more; /* more lost pages to revive than one pass takes */
+	struct gone *gone;
+	uint64_t msgs_read, msgs_done;
+	bool drained; /* faults were taken while draining: retry them after the batch */
 	bool evict_active;     /* between crossing the high and reaching the low watermark */
 
 	/* FIFO of resident pages: eviction order. */
@@ -376,6 +401,13 @@ int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len
 		    bool wake);
 /* Set on the engine thread: it alone reads the userfaultfd, so it never waits on it. */
 extern __thread bool heca__engine_thread;
+/* The engine, on a userfaultfd ioctl that got EAGAIN (an event is unread): take the pending
+ * messages now. Caller holds h->lock and is the engine thread. */
+void heca__engine_drain_locked(struct heca *h);
+/* A zap of addr that the engine read: the evictor's own (true) or not. Caller holds h->lock. */
+bool heca__evict_zap_is_own_locked(struct heca *h, uintptr_t addr);
+/* The evictor waits until the engine has handled every message it has read. */
+void heca__msgs_wait_locked(struct heca *h, uint64_t seq);
 int heca__uffd_fill(struct heca *h, uintptr_t dst, const void *src, bool wp);
 int heca__uffd_wp(struct heca *h, uintptr_t addr, uint64_t len, bool protect, bool wake);
 int heca__uffd_wake(struct heca *h, uintptr_t addr, uint64_t len);

@@ -91,9 +91,11 @@ void heca__discard_end_locked(struct heca *h, struct discarding *d)
 	heca__evict_kick_locked(h); /* dirty pages it held back may go now */
 }
 
-/* Make store pages [lo, hi) of s never written here: unmapped, not counted. Caller holds
- * h->lock and has settled the range; forget_remote() tells the sponsors. */
-static void forget_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t hi)
+/* Make store pages [lo, hi) of s never written here: not counted, and unmapped when zap is
+ * set. Caller holds h->lock and has settled the range; forget_remote() tells the sponsors.
+ * A zap of a registered range waits for the engine to read its event, which the engine may
+ * not do while this thread holds the lock: zap only a range already unregistered. */
+static void forget_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t hi, bool zap)
 {
 	for (uint64_t p = lo; p < hi; p++) {
 		uint8_t b = s->st[p];
@@ -107,7 +109,8 @@ static void forget_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t h
 		}
 		s->st[p] = PS_EMPTY;
 	}
-	sys_madvise(s->base + lo * PAGE_SZ, (hi - lo) * PAGE_SZ, MADV_DONTNEED);
+	if (zap)
+		sys_madvise(s->base + lo * PAGE_SZ, (hi - lo) * PAGE_SZ, MADV_DONTNEED);
 }
 
 /*
@@ -117,11 +120,17 @@ static void forget_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t h
  * and be forgotten. Caller holds h->lock and a store call (heca__store_call_begin_locked),
  * and has made the pages never written here and linked d; on return d is unlinked.
  */
-static int forget_remote_locked(struct heca *h, struct discarding *d)
+static int forget_remote_locked(struct heca *h, struct discarding *d, uintptr_t zap_a,
+				uint64_t zap_len)
 {
 	int rc;
 
 	pthread_mutex_unlock(&h->lock);
+	/* The pages are EMPTY already: a fault on one after the zap maps a zero page, and the
+	 * zap's event finds nothing to change. A write to one before the zap lands in the old
+	 * page and goes with it, as it would without heca. */
+	if (zap_len)
+		sys_madvise(zap_a, zap_len, MADV_DONTNEED);
 	rc = h->store->ops->discard(h->store, d->seg, d->lo, d->hi - d->lo);
 	pthread_mutex_lock(&h->lock);
 	heca__discard_end_locked(h, d);
@@ -189,9 +198,9 @@ int heca__discard_range(struct heca *h, uintptr_t a, uint64_t len)
 			heca__store_call_end_locked(h);
 			continue; /* the table changed while waiting: look again from cur */
 		}
-		forget_locked(h, s, plo, phi);
+		forget_locked(h, s, plo, phi, false);
 		heca__discard_begin_locked(h, &d, s->id, plo, phi);
-		r = forget_remote_locked(h, &d);
+		r = forget_remote_locked(h, &d, s->base + plo * PAGE_SZ, (phi - plo) * PAGE_SZ);
 		heca__store_call_end_locked(h);
 		if (r && !rc)
 			rc = r;
@@ -287,7 +296,9 @@ int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
 			pthread_mutex_unlock(&h->lock);
 			continue; /* the table changed while waiting: look again */
 		}
-		forget_locked(h, s, plo, phi);
+		/* Out of the registration first: the zap then sends no event. */
+		heca__uffd_unregister(h, lo, hi - lo);
+		forget_locked(h, s, plo, phi, true);
 		h->seg_gen++;
 		if (plo == s->first) {
 			s->npages = seg_end(s) - phi;
@@ -308,11 +319,10 @@ int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
 			t = NULL;
 		}
 		recount(s);
-		heca__uffd_unregister(h, lo, hi - lo);
 		/* The range has left the segment; the sponsors forget it with the lock dropped,
 		 * and a piece that grows back over it (mremap) writes none of it back before. */
 		heca__discard_begin_locked(h, &d, s->id, plo, phi);
-		r = forget_remote_locked(h, &d);
+		r = forget_remote_locked(h, &d, 0, 0);
 		heca__store_call_end_locked(h);
 		if (r && !rc)
 			rc = r;

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -91,7 +92,7 @@ int heca__uffd_open(struct heca *h)
 {
 	struct uffdio_api api = {.api = UFFD_API};
 	uint64_t want = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_THREAD_ID |
-			UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE;
+			UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE | UFFD_FEATURE_EVENT_REMOVE;
 	int fd, err;
 
 	fd = open_fd(h);
@@ -131,6 +132,8 @@ int heca__uffd_open(struct heca *h)
 		want &= ~(uint64_t)UFFD_FEATURE_PAGEFAULT_FLAG_WP;
 	if (h->opt.flags & HECA_OPT_NO_POISON)
 		want &= ~(uint64_t)UFFD_FEATURE_POISON;
+	if (h->opt.flags & HECA_OPT_NO_EVENTS)
+		want &= ~(uint64_t)UFFD_FEATURE_EVENT_REMOVE;
 	fd = open_fd(h);
 	if (fd < 0)
 		return -errno;
@@ -151,6 +154,8 @@ int heca__uffd_open(struct heca *h)
 		h->features |= HECA_FEAT_POISON;
 	if (want & UFFD_FEATURE_MOVE)
 		h->features |= HECA_FEAT_MOVE;
+	if (want & UFFD_FEATURE_EVENT_REMOVE)
+		h->features |= HECA_FEAT_REMOVE;
 	h->thread_id = !!(want & UFFD_FEATURE_THREAD_ID);
 	if (!(h->features & HECA_FEAT_WP)) {
 		/* Without write-protect a write during the eviction copy could be lost
@@ -187,6 +192,19 @@ int heca__uffd_unregister(struct heca *h, uintptr_t addr, uint64_t len)
 	return 0;
 }
 
+/*
+ * EAGAIN from a userfaultfd ioctl: the kernel holds page-table changes until an event (a zap)
+ * is read. Other threads wait for the engine to read it; the engine, which alone reads, takes
+ * the pending messages itself and goes on.
+ */
+static void eagain(struct heca *h)
+{
+	if (heca__engine_thread)
+		heca__engine_drain_locked(h);
+	else
+		sched_yield();
+}
+
 /* Returns 0 when the whole range is mapped (by this call or, for -EEXIST pages, by someone
  * else), or -errno. */
 int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len, bool wp,
@@ -208,7 +226,11 @@ int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len
 			done += (uint64_t)c.copy;
 			continue;
 		}
-		if (errno == EAGAIN || errno == EINTR)
+		if (errno == EAGAIN) {
+			eagain(h);
+			continue;
+		}
+		if (errno == EINTR)
 			continue;
 		if (errno == EEXIST) {
 			/* Someone resolved this page: wake its waiters, go on with the rest. */
@@ -241,8 +263,8 @@ int heca__uffd_fill(struct heca *h, uintptr_t dst, const void *src, bool wp)
 			return heca__uffd_wake(h, dst, PAGE_SZ) ?: 0;
 		if (errno != EINTR && errno != EAGAIN)
 			return -errno;
-		if (errno == EAGAIN && heca__engine_thread)
-			return -EAGAIN;
+		if (errno == EAGAIN)
+			eagain(h);
 		c.copy = 0;
 	}
 }
@@ -257,6 +279,8 @@ int heca__uffd_wp(struct heca *h, uintptr_t addr, uint64_t len, bool protect, bo
 	while (ioctl(h->uffd, UFFDIO_WRITEPROTECT, &w)) {
 		if (errno != EAGAIN && errno != EINTR)
 			return -errno;
+		if (errno == EAGAIN)
+			eagain(h);
 	}
 	return 0;
 }
@@ -276,7 +300,11 @@ int heca__uffd_poison(struct heca *h, uintptr_t addr, uint64_t len)
 	if (!(h->features & HECA_FEAT_POISON))
 		return -ENOSYS;
 	while (ioctl(h->uffd, UFFDIO_POISON, &p)) {
-		if (errno == EAGAIN || errno == EINTR)
+		if (errno == EAGAIN) {
+			eagain(h);
+			continue;
+		}
+		if (errno == EINTR)
 			continue;
 		if (errno == EEXIST)
 			return heca__uffd_wake(h, addr, len);
