@@ -4,6 +4,7 @@
  * resolves page faults (DESIGN.md "The page"). It never waits for one request to finish.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -415,8 +416,12 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 	int st, rc;
 
 	if (!s) {
-		/* Unregistered meanwhile: let the thread retry as an ordinary fault. */
-		heca__uffd_wake(h, addr & ~(PAGE_SZ - 1), PAGE_SZ);
+		/* Registered, yet in no segment: unregistered meanwhile (the copy fails and the
+		 * thread retries as an ordinary fault), or memory the kernel added to a sponsored
+		 * mapping behind heca's back (a raw mremap that grew it). Such memory is new:
+		 * zero, not sponsored. */
+		if (heca__uffd_fill(h, addr & ~(PAGE_SZ - 1), h->zero_page, false) < 0)
+			heca__uffd_wake(h, addr & ~(PAGE_SZ - 1), PAGE_SZ);
 		return;
 	}
 	page = (addr - s->base) / PAGE_SZ;
@@ -849,6 +854,34 @@ static void zapped_locked(struct heca *h, uintptr_t start, uintptr_t end)
 		heca__count(&h->c.pages_zapped_outside, n);
 }
 
+/*
+ * The program moved [from, from + len) to `to` with an mremap heca did not make; the pages,
+ * their write protection and the registration moved with it (UFFD_FEATURE_EVENT_REMAP). A
+ * whole segment follows: its base changes (a batch the evictor works on finds the pages it
+ * had not dropped yet at their new address, evict.c). Part of a segment cannot
+ * be followed: it is said, and the part is taken as unmapped (what heca evicted from it reads
+ * as zero at its new place).
+ */
+static void moved_locked(struct heca *h, uintptr_t from, uintptr_t to, uint64_t len)
+{
+	struct seg *s = heca__seg_by_addr_locked(h, from);
+
+	if (s && seg_start(s) == from && s->npages * PAGE_SZ == len) {
+		s->base = to - s->first * PAGE_SZ;
+		h->seg_gen++;
+		heca__seg_resort_locked(h);
+		return;
+	}
+	if (!heca__overlaps_locked(h, from, len))
+		return;
+	heca__log(h, HECA_LOG_ERROR,
+		  "mremap of %#lx-%#lx, part of a sponsored segment, made behind heca's back: heca "
+		  "cannot follow it; pages it had evicted from there read as zero at %#lx",
+		  (unsigned long)from, (unsigned long)(from + len), (unsigned long)to);
+	zapped_locked(h, from, from + len);
+	heca__unmapped_note_locked(h, from, len);
+}
+
 static void handle_msgs_locked(struct heca *h, const struct uffd_msg *msg, size_t n,
 			       uint64_t t0, bool defer)
 {
@@ -856,8 +889,18 @@ static void handle_msgs_locked(struct heca *h, const struct uffd_msg *msg, size_
 		const struct uffd_msg *m = &msg[i];
 		uint32_t tid = h->thread_id ? m->arg.pagefault.feat.ptid : 0;
 
-		if (m->event == UFFD_EVENT_REMOVE) {
-			zapped_locked(h, (uintptr_t)m->arg.remove.start, (uintptr_t)m->arg.remove.end);
+		if (m->event == UFFD_EVENT_REMOVE || m->event == UFFD_EVENT_UNMAP) {
+			/* An unmap has happened, a zap is about to: the pages read as zero (or
+			 * are gone); an unmapped range also leaves the segment table. */
+			uintptr_t a = (uintptr_t)m->arg.remove.start, e = (uintptr_t)m->arg.remove.end;
+			zapped_locked(h, a, e);
+			if (m->event == UFFD_EVENT_UNMAP && heca__overlaps_locked(h, a, e - a))
+				heca__unmapped_note_locked(h, a, e - a);
+			continue;
+		}
+		if (m->event == UFFD_EVENT_REMAP) {
+			moved_locked(h, (uintptr_t)m->arg.remap.from, (uintptr_t)m->arg.remap.to,
+				     m->arg.remap.len);
 			continue;
 		}
 		if (m->event != UFFD_EVENT_PAGEFAULT)
@@ -918,8 +961,10 @@ void heca__engine_drain_locked(struct heca *h)
 
 void heca__msgs_wait_locked(struct heca *h, uint64_t seq)
 {
+	h->msgs_waiters++;
 	while (__atomic_load_n(&h->msgs_done, __ATOMIC_ACQUIRE) < seq && !h->stop)
 		heca__cond_wait_ms(&h->evict_cond, &h->lock, 5);
+	h->msgs_waiters--;
 }
 
 /* ---- the loop ---- */
@@ -939,7 +984,7 @@ static void read_faults(struct heca *h)
 		pthread_mutex_lock(&h->lock);
 		handle_msgs_locked(h, msg, (size_t)n / sizeof(msg[0]), t0, false);
 		msgs_done(h, seq);
-		if (h->ev_v || h->reviving)
+		if (h->ev_v || h->reviving || h->msgs_waiters)
 			pthread_cond_broadcast(&h->evict_cond); /* it may wait for msgs_done */
 		if (h->ndeferred && h->drained)
 			retry_deferred_locked(h);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +34,8 @@ struct victim {
 	bool zapping; /* the evictor's own zap of it is under way (read by the engine) */
 	bool seen;    /* the engine has read that zap */
 	bool gone;    /* someone else zapped it meanwhile: it reads as zero */
+	bool zap_failed; /* the kernel refused its zap */
+	bool keep;    /* not dropped after all (unmapped or moved meanwhile): back to DIRTY */
 	uint8_t *copy;
 };
 
@@ -295,29 +298,24 @@ static int do_wp(struct heca *h, uintptr_t addr, uint64_t len)
 	return heca__uffd_wp(h, addr, len, true, false);
 }
 
-/* Pages of a refused run that are still there: the kernel kept them. */
-struct present_arg {
-	struct victim *v;
-	unsigned int i, j;
-};
-
-static void mark_present(void *arg, uint64_t first, uint64_t n)
+static void note_present(void *arg, uint64_t first, uint64_t n)
 {
-	struct present_arg *a = arg;
-	for (unsigned int k = a->i; k <= a->j; k++) {
-		uint64_t off = (a->v[k].addr - a->v[a->i].addr) / PAGE_SZ;
-		if (off >= first && off < first + n)
-			a->v[k].stuck = true;
-	}
+	(void)first;
+	*(bool *)arg = n > 0;
+}
+
+static bool present(uintptr_t addr)
+{
+	bool there = false;
+	return heca__pages_present(addr, 1, note_present, &there) ? true : there;
 }
 
 /*
- * Drop the victims that go out, a run per call. The kernel may refuse (EINVAL on an mlocked
- * range, which the program may have locked with a system call heca did not see), having
- * dropped part of a run first: the pages of a refused run that are still present are marked
- * stuck. They stay here, mapped, with their content; the caller keeps them out of the budget
- * (pinned), so a program that locked them never waits. Each page gets one zap, so that the
- * engine can tell the event of the evictor's own zap from anyone else's.
+ * Drop the victims that go out, a run per call. Each page gets one zap, so that the engine
+ * can tell the event of the evictor's own zap from anyone else's. The kernel may refuse a run
+ * (EINVAL on a range the program mlocked behind heca's back, ENOMEM on one it unmapped or
+ * moved meanwhile), possibly after dropping part of it: classify_failed() sorts that out once
+ * the engine has handled the events.
  */
 static void zap_victims(struct heca *h, struct victim *v, unsigned int n)
 {
@@ -332,12 +330,10 @@ static void zap_victims(struct heca *h, struct victim *v, unsigned int n)
 		for (unsigned int k = i; k <= j; k++)
 			__atomic_store_n(&v[k].zapping, true, __ATOMIC_RELEASE);
 		if (madvise((void *)v[i].addr, (size_t)(j - i + 1) * PAGE_SZ, MADV_DONTNEED)) {
-			struct present_arg a = {v, i, j};
 			int err = errno;
-			if (heca__pages_present(v[i].addr, j - i + 1, mark_present, &a))
-				for (unsigned int k = i; k <= j; k++)
-					v[k].stuck = true; /* cannot tell: keep them all */
-			if (!h->unzappable_logged) {
+			for (unsigned int k = i; k <= j; k++)
+				v[k].zap_failed = true;
+			if (err == EINVAL && !h->unzappable_logged) {
 				h->unzappable_logged = true;
 				heca__log(h, HECA_LOG_WARN,
 					  "the kernel will not drop pages at %#lx (%s; mlocked?): they "
@@ -347,6 +343,29 @@ static void zap_victims(struct heca *h, struct victim *v, unsigned int n)
 			}
 		}
 		i = j + 1;
+	}
+}
+
+/*
+ * A victim whose zap failed, once the engine has handled the events (caller holds h->lock):
+ * dropped if its zap's event came and the page is not there; kept as it is (VICTIM_KEEP, as
+ * dirty) if the page is there at its current address after a move, or was never reached
+ * (unmapped meanwhile: the unmap's event makes it EMPTY); stuck (pinned) if it is still
+ * there in place, the kernel having refused to drop it (mlocked).
+ */
+static void classify_failed_locked(struct victim *v)
+{
+	uintptr_t cur = v->s->base + v->page * PAGE_SZ;
+
+	if (v->gone)
+		return;
+	if (present(cur)) {
+		if (cur == v->addr)
+			v->stuck = true;
+		else
+			v->keep = true;
+	} else if (!v->seen) {
+		v->keep = true;
 	}
 }
 
@@ -391,6 +410,44 @@ static void protect_dirty(struct heca *h, struct victim *v, unsigned int n)
 	}
 }
 
+/*
+ * Copy the dirty victims into buf, a page slot each, with one process_vm_readv() where it can:
+ * a page the program unmapped or moved meanwhile (a system call heca did not make) fails that
+ * page's copy with EFAULT instead of faulting the evictor. Such a page is kept (VICTIM_KEEP):
+ * the event of the unmap or move tells the engine what became of it.
+ */
+static void copy_dirty(struct heca *h, struct victim *v, unsigned int n, uint8_t *buf)
+{
+	struct iovec local, remote[EVICT_BATCH];
+	unsigned int idx[EVICT_BATCH], nd = 0, from = 0;
+
+	for (unsigned int i = 0; i < n; i++) {
+		if (v[i].was != PS_DIRTY)
+			continue;
+		v[i].copy = buf + (size_t)nd * PAGE_SZ;
+		remote[nd] = (struct iovec){(void *)v[i].addr, PAGE_SZ};
+		idx[nd++] = i;
+	}
+	while (from < nd) {
+		ssize_t r, want = (ssize_t)(nd - from) * PAGE_SZ;
+		local = (struct iovec){v[idx[from]].copy, (size_t)want};
+		r = h->no_vm_readv ? -1
+				   : syscall(SYS_process_vm_readv, getpid(), &local, 1UL,
+					     &remote[from], (unsigned long)(nd - from), 0UL);
+		if (r < 0 && errno != EFAULT) {
+			/* Not allowed here (a seccomp policy): plain copies. */
+			h->no_vm_readv = true;
+			for (; from < nd; from++)
+				memcpy(v[idx[from]].copy, (void *)v[idx[from]].addr, PAGE_SZ);
+			return;
+		}
+		if (r == want)
+			return;
+		from += r > 0 ? (unsigned int)(r / PAGE_SZ) : 0;
+		v[idx[from++]].was = VICTIM_KEEP; /* gone from under us: kept */
+	}
+}
+
 static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 {
 	unsigned int ndirty = 0, k;
@@ -414,12 +471,12 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 			ndirty = 0;
 		}
 	}
+	if (wb)
+		copy_dirty(h, v, n, wb->buf);
 	k = 0;
 	for (unsigned int i = 0; i < n && wb; i++) {
 		if (v[i].was != PS_DIRTY)
 			continue;
-		v[i].copy = wb->buf + (size_t)k * PAGE_SZ;
-		memcpy(v[i].copy, (void *)v[i].addr, PAGE_SZ);
 		if (is_zero(v[i].copy)) {
 			/* Reads as zero like a never-written page: no copy needs to be kept. A
 			 * stale remote copy is never read again and goes with the segment. */
@@ -452,7 +509,9 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 	k = 0;
 	for (unsigned int i = 0; i < n; i++) {
 		uint8_t *b = &v[i].s->st[v[i].page];
-		if ((v[i].stuck || v[i].gone) && v[i].was == PS_DIRTY) {
+		if (v[i].zap_failed)
+			classify_failed_locked(&v[i]);
+		if ((v[i].stuck || v[i].gone || v[i].keep) && v[i].was == PS_DIRTY) {
 			if (--wb->refs == 0) {
 				/* No copy of this batch is sent: the buffer goes back now. */
 				heca__wb_buf_put_locked(h, wb->buf);
@@ -474,7 +533,7 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 			keep_stuck_locked(h, &v[i], b);
 			continue;
 		}
-		if (v[i].was == VICTIM_KEEP) {
+		if (v[i].was == VICTIM_KEEP || v[i].keep) {
 			/* Still mapped and writable (or protected: a write faults and is seen). */
 			pset(b, PS_DIRTY);
 			heca__fifo_push_locked(h, v[i].seg, v[i].page);
@@ -518,11 +577,12 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		unsigned int j = i;
 		uint64_t stripe = h->opt.stripe_pages;
 		int rc;
-		if (v[i].was != PS_DIRTY || v[i].stuck || v[i].gone) {
+		if (v[i].was != PS_DIRTY || v[i].stuck || v[i].gone || v[i].keep) {
 			i++;
 			continue;
 		}
 		while (j + 1 < n && v[j + 1].was == PS_DIRTY && !v[j + 1].stuck && !v[j + 1].gone &&
+		       !v[j + 1].keep &&
 		       v[j + 1].seg == v[i].seg &&
 		       v[j + 1].page == v[j].page + 1 &&
 		       v[j + 1].page / stripe == v[i].page / stripe && j + 1 - i < HECA_WIRE_MAX_PAGES)
@@ -553,6 +613,14 @@ void *heca__evict_main(void *arg)
 	wb_cap = HECA_MAX((uint64_t)EVICT_BATCH, HECA_MIN((uint64_t)WB_MAX_PAGES, h->limit - h->budget));
 	while (!h->stop) {
 		unsigned int n, max;
+
+		if (h->unmapped) {
+			/* Ranges the program unmapped behind heca's back leave the table. */
+			pthread_mutex_unlock(&h->lock);
+			heca__unmapped_run(h);
+			pthread_mutex_lock(&h->lock);
+			continue;
+		}
 
 		unpin_locked(h);
 		revive_lost_locked(h);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "heca_int.h"
+#include "segops.h"
 #include "util.h"
 
 static __thread char last_error[512];
@@ -406,7 +407,16 @@ static int do_register(struct heca *h, void *addr, size_t len, bool owned)
 		goto fail;
 	}
 	s->st = s->ss->b;
+	/* A range the program unmapped behind heca's back may still be in the table: its event
+	 * is read (the munmap has returned) but maybe not handled yet. Out with it first, so
+	 * that new memory there can be sponsored. */
 	pthread_mutex_lock(&h->lock);
+	if (heca__overlaps_locked(h, a, len) && (h->features & HECA_FEAT_REMOVE)) {
+		heca__msgs_wait_locked(h, __atomic_load_n(&h->msgs_read, __ATOMIC_ACQUIRE));
+		pthread_mutex_unlock(&h->lock);
+		heca__unmapped_run(h);
+		pthread_mutex_lock(&h->lock);
+	}
 	if (heca__overlaps_locked(h, a, len)) {
 		pthread_mutex_unlock(&h->lock);
 		heca__set_error("register: range overlaps a registered segment");
@@ -605,9 +615,12 @@ int heca__seg_unregister(struct heca *h, struct seg *s, unsigned int flags)
 	if (shared)
 		heca__discard_begin_locked(h, &d, s->id, s->first, seg_end(s));
 	pthread_mutex_unlock(&h->lock);
-	rc = heca__uffd_unregister(h, start, len);
-	madvise((void *)start, len, MADV_DOFORK); /* ordinary memory again */
-	if (flags & HECA_UNREG_DISCARD)
+	/* With HECA_UNREG_GONE the kernel has unmapped the range already and whatever is there
+	 * now is someone else's: nothing to unregister, zap or unmap. */
+	rc = flags & HECA_UNREG_GONE ? 0 : heca__uffd_unregister(h, start, len);
+	if (!(flags & HECA_UNREG_GONE))
+		madvise((void *)start, len, MADV_DOFORK); /* ordinary memory again */
+	if ((flags & HECA_UNREG_DISCARD) && !(flags & HECA_UNREG_GONE))
 		madvise((void *)start, len, MADV_DONTNEED);
 	if (shared)
 		h->store->ops->discard(h->store, s->id, s->first, s->npages);
@@ -618,7 +631,7 @@ int heca__seg_unregister(struct heca *h, struct seg *s, unsigned int flags)
 		heca__discard_end_locked(h, &d);
 	heca__store_call_end_locked(h);
 	pthread_mutex_unlock(&h->lock);
-	if (s->owned && (flags & HECA_UNREG_DISCARD))
+	if (s->owned && (flags & HECA_UNREG_DISCARD) && !(flags & HECA_UNREG_GONE))
 		munmap((void *)start, len);
 	heca__seg_free(s);
 	return rc;
@@ -737,6 +750,16 @@ void heca_close(struct heca *h)
 	pthread_cond_destroy(&h->evict_cond);
 	while (h->nwb_pool)
 		munmap(h->wb_pool[--h->nwb_pool], EVICT_BATCH * PAGE_SZ);
+	while (h->gone) {
+		struct gone *g = h->gone;
+		h->gone = g->next;
+		free(g);
+	}
+	while (h->unmapped) {
+		struct unmapped *u = h->unmapped;
+		h->unmapped = u->next;
+		free(u);
+	}
 	free(h->segs);
 	free(h->fifo);
 	free(h->deferred);

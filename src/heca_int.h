@@ -224,6 +224,15 @@ struct discarding {
 
 struct victim; /* evict.c */
 
+/* A range the program unmapped with a system call heca did not make (a userfaultfd UNMAP
+ * event): its pages are gone; it leaves the segment table on a thread that may wait. */
+struct unmapped {
+	struct unmapped *next;
+	uintptr_t a;
+	uint64_t len;
+};
+#define HECA_UNREG_GONE (1u << 31) /* heca__seg_unregister: the kernel unmapped it already */
+
 /* Store pages [lo, hi) of segment seg were zapped while `left` of them were being fetched:
  * each of those reads as zero when its read ends (engine.c). */
 struct gone {
@@ -295,7 +304,10 @@ struct heca {
 	bool revive_more; /* more lost pages to revive than one pass takes */
 	struct gone *gone;
 	uint64_t msgs_read, msgs_done;
+	unsigned int msgs_waiters; /* threads in heca__msgs_wait_locked() */
+	bool no_vm_readv; /* process_vm_readv refused here: the evictor copies with memcpy */
 	bool drained; /* faults were taken while draining: retry them after the batch */
+	struct unmapped *unmapped; /* ranges the kernel unmapped behind heca's back (segops.c) */
 	bool evict_active;     /* between crossing the high and reaching the low watermark */
 
 	/* FIFO of resident pages: eviction order. */

@@ -239,7 +239,9 @@ int heca__unsponsored_gaps(struct heca *h, uintptr_t a, uint64_t len, uintptr_t 
 	return (int)n;
 }
 
-int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
+/* heca__unmap_range(); with gone, the kernel has unmapped the range already (a munmap heca
+ * did not make): nothing to unregister or zap there, as the range may hold new memory. */
+static int unmap_range(struct heca *h, uintptr_t a, uint64_t len, bool gone)
 {
 	int rc = 0;
 
@@ -273,7 +275,7 @@ int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
 			heca__seg_claim_locked(h, s);
 			s->owned = false;
 			pthread_mutex_unlock(&h->lock);
-			heca__seg_unregister(h, s, HECA_UNREG_DISCARD);
+			heca__seg_unregister(h, s, HECA_UNREG_DISCARD | (gone ? HECA_UNREG_GONE : 0));
 			continue;
 		}
 		middle = plo != s->first && phi != seg_end(s);
@@ -297,8 +299,9 @@ int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
 			continue; /* the table changed while waiting: look again */
 		}
 		/* Out of the registration first: the zap then sends no event. */
-		heca__uffd_unregister(h, lo, hi - lo);
-		forget_locked(h, s, plo, phi, true);
+		if (!gone)
+			heca__uffd_unregister(h, lo, hi - lo);
+		forget_locked(h, s, plo, phi, !gone);
 		h->seg_gen++;
 		if (plo == s->first) {
 			s->npages = seg_end(s) - phi;
@@ -327,6 +330,45 @@ int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
 		if (r && !rc)
 			rc = r;
 		pthread_mutex_unlock(&h->lock);
+	}
+}
+
+int heca__unmap_range(struct heca *h, uintptr_t a, uint64_t len)
+{
+	return unmap_range(h, a, len, false);
+}
+
+void heca__unmapped_note_locked(struct heca *h, uintptr_t a, uint64_t len)
+{
+	struct unmapped *u = malloc(sizeof(*u)), **pp = &h->unmapped;
+
+	if (!u) {
+		heca__log(h, HECA_LOG_ERROR,
+			  "out of memory noting an unmap at %#lx: the range stays in the segment "
+			  "table and new memory there is not sponsored", (unsigned long)a);
+		return;
+	}
+	*u = (struct unmapped){NULL, a, len};
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = u;
+	heca__evict_kick_locked(h);
+}
+
+void heca__unmapped_run(struct heca *h)
+{
+	for (;;) {
+		struct unmapped *u;
+
+		pthread_mutex_lock(&h->lock);
+		u = h->unmapped;
+		if (u)
+			h->unmapped = u->next;
+		pthread_mutex_unlock(&h->lock);
+		if (!u)
+			return;
+		unmap_range(h, u->a, u->len, true);
+		free(u);
 	}
 }
 
@@ -441,31 +483,41 @@ again:
 		pthread_mutex_unlock(&h->lock);
 		goto again;
 	}
+	/* Out of the registration for the move: a registered range would send an unmap event
+	 * that the engine, waiting for this lock, could not read. Nothing faults there
+	 * meanwhile but a thread touching memory the program is moving. */
+	heca__uffd_unregister(h, old, oldlen);
 	r = syscall(SYS_mremap, old, oldlen, newlen, flags, want);
 	if (r == -1) {
 		rc = -errno;
-		pthread_mutex_unlock(&h->lock);
-		return rc;
-	}
-	h->seg_gen++;
-	if ((uintptr_t)r != old) {
-		/* Moved: the kernel leaves the new range unregistered and its pages writable.
-		 * Register it again; pages that were write-protected are now dirty. */
-		s->base = (uintptr_t)r - s->first * PAGE_SZ;
-		s->npages = newn;
-		rc = heca__uffd_register(h, (uintptr_t)r, newn * PAGE_SZ);
-		if (rc)
-			heca__log(h, HECA_LOG_ERROR, "mremap: register the moved segment %u: %s",
-				  s->id, heca_strerror(rc));
+		int r2 = heca__uffd_register(h, old, oldlen);
+		if (r2)
+			heca__log(h, HECA_LOG_ERROR, "mremap: register segment %u again: %s",
+				  s->id, heca_strerror(r2));
 		for (uint64_t p = s->first; p < seg_end(s); p++) {
 			int st = pstate(s->st[p]);
 			if (st == PS_CLEAN || st == PS_ZERO)
 				pset(&s->st[p], PS_DIRTY);
 		}
-		heca__seg_resort_locked(h);
-	} else {
-		s->npages = newn; /* grown in place: the vma, and its registration, grew */
+		pthread_mutex_unlock(&h->lock);
+		return rc;
 	}
+	h->seg_gen++;
+	s->base = (uintptr_t)r - s->first * PAGE_SZ;
+	s->npages = newn;
+	/* Register the range, moved or grown, again; unregistering made the write-protected
+	 * pages writable, so they are dirty now. */
+	rc = heca__uffd_register(h, (uintptr_t)r, newn * PAGE_SZ);
+	if (rc)
+		heca__log(h, HECA_LOG_ERROR, "mremap: register segment %u again: %s", s->id,
+			  heca_strerror(rc));
+	for (uint64_t p = s->first; p < seg_end(s); p++) {
+		int st = pstate(s->st[p]);
+		if (st == PS_CLEAN || st == PS_ZERO)
+			pset(&s->st[p], PS_DIRTY);
+	}
+	if ((uintptr_t)r != old)
+		heca__seg_resort_locked(h);
 	pthread_mutex_unlock(&h->lock);
 	*out = (uintptr_t)r;
 	return 0;

@@ -19,6 +19,10 @@ bool heca__range_sponsored(struct heca *h, uintptr_t a, uint64_t len);
 /* madvise(MADV_DONTNEED) on sponsored memory: the pages of [a, a + len) read as zero
  * afterwards, here and at the sponsors. */
 int heca__discard_range(struct heca *h, uintptr_t a, uint64_t len);
+/* The engine read an UNMAP event for [a, a + len): note it (h->lock held). */
+void heca__unmapped_note_locked(struct heca *h, uintptr_t a, uint64_t len);
+/* Take the noted ranges out of the segment table (no lock held; may wait for pages in flight). */
+void heca__unmapped_run(struct heca *h);
 
 /* The parts of [a, a + len) that no segment covers, at most max of them, into gap_a[] and
  * gap_len[]; returns how many. */

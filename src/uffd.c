@@ -92,7 +92,8 @@ int heca__uffd_open(struct heca *h)
 {
 	struct uffdio_api api = {.api = UFFD_API};
 	uint64_t want = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_THREAD_ID |
-			UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE | UFFD_FEATURE_EVENT_REMOVE;
+			UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE | UFFD_FEATURE_EVENT_REMOVE |
+			UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP;
 	int fd, err;
 
 	fd = open_fd(h);
@@ -133,7 +134,8 @@ int heca__uffd_open(struct heca *h)
 	if (h->opt.flags & HECA_OPT_NO_POISON)
 		want &= ~(uint64_t)UFFD_FEATURE_POISON;
 	if (h->opt.flags & HECA_OPT_NO_EVENTS)
-		want &= ~(uint64_t)UFFD_FEATURE_EVENT_REMOVE;
+		want &= ~(uint64_t)(UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP |
+				    UFFD_FEATURE_EVENT_REMAP);
 	fd = open_fd(h);
 	if (fd < 0)
 		return -errno;
