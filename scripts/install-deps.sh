@@ -5,7 +5,7 @@
 set -eu
 pkgs="build-essential cmake clang libclang-rt-14-dev gnuplot-nox iproute2 python3 procps
 	libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev
-	nodejs default-jdk-headless memcached qemu-system-x86 cpio"
+	nodejs default-jdk-headless golang-go memcached qemu-system-x86 cpio"
 # Where the guest kernel's package is kept; tests/test_qemu.sh takes vmlinuz out of it.
 kernel_dir=/var/cache/heca
 missing=""

@@ -157,3 +157,7 @@ heca_test(test_huge LABELS integration TIMEOUT 120 LIBS heca_static)
 add_test(NAME test_runtimes COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_runtimes.sh)
 set_tests_properties(test_runtimes PROPERTIES LABELS integration TIMEOUT 300 SKIP_RETURN_CODE 77
   ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>")
+# The kernel is the truth: raw madvise(DONTNEED), munmap, mremap and mlock of sponsored memory
+# behind heca's back, with most pages at a sponsor, leave it as Linux memory; each case in a
+# child under a watchdog, so that a hang is a failure with the threads' wait channels (stress).
+heca_test(test_truth LABELS stress TIMEOUT 330 LIBS heca_static)
