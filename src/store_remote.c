@@ -1308,34 +1308,6 @@ static int remote_resize(struct heca_store *s, uint32_t seg, uint64_t npages)
 	return rc;
 }
 
-struct clone_call {
-	struct remote *r;
-	struct member *m;
-	const uint8_t *child_id;
-	pthread_t t;
-	bool started;
-	int rc;
-};
-
-static void clone_call(struct clone_call *c)
-{
-	struct heca_frame req = {.opcode = HECA_OP_CLONE, .payload = c->child_id,
-				 .payload_len = 16},
-			  rep;
-	uint8_t buf[256];
-
-	/* A sponsor copies about a GiB a second: give it time in proportion. */
-	c->rc = ctl_call(c->r, c->m, &req, &rep, buf, sizeof(buf),
-			 (int)HECA_MAX(c->r->base.h->opt.timeout_ms, 60000u));
-}
-
-static void *clone_main(void *arg)
-{
-	heca__internal = 1;
-	clone_call(arg);
-	return NULL;
-}
-
 /* fork(): the repair thread is held (remote_fork_pause) and the engine frozen; have every
  * member that is up copy all our segments for the child, all at once. A member that is down holds nothing
  * current: the child treats it as the parent does. */
@@ -1350,28 +1322,140 @@ static void remote_fork_pause(struct heca_store *s)
 	pthread_mutex_unlock(&r->mu);
 }
 
+/* One sponsor's CLONE: sent by the forking thread, its reply read by the same thread. */
+struct clone_call {
+	struct member *m;
+	struct heca_frame req, rep;
+	uint8_t buf[256];
+	size_t have;
+	bool sent, done, answered;
+	int rc;
+};
+
+/* Read what the sponsor sent on c's control connection; done once the reply is whole. */
+static void clone_recv(struct remote *r, struct clone_call *c)
+{
+	ssize_t n = recv(c->m->ctl.fd, c->buf + c->have, sizeof(c->buf) - c->have, MSG_DONTWAIT);
+	int len;
+
+	if (n == 0) {
+		c->rc = -ECONNRESET;
+	} else if (n < 0) {
+		if (errno == EINTR || errno == EAGAIN)
+			return;
+		c->rc = -errno;
+	} else {
+		c->have += (size_t)n;
+		len = heca_wire_decode(c->buf, c->have, &c->rep);
+		if (len == -EAGAIN && c->have < sizeof(c->buf))
+			return;
+		if (len == -EAGAIN)
+			c->rc = -EMSGSIZE;
+		else if (len < 0)
+			c->rc = len;
+		else if (c->rep.opcode == HECA_OP_ERROR)
+			c->rc = c->rep.status ? -c->rep.status : -EPROTO;
+		else if (c->rep.opcode != (HECA_OP_CLONE | HECA_OP_REPLY) ||
+			 c->rep.req_id != c->req.req_id)
+			c->rc = -EPROTO;
+		else
+			c->rc = c->rep.status ? -c->rep.status : 0;
+		c->answered = len > 0 && c->rc != -EPROTO;
+		if (len > 0)
+			heca__count(&r->base.h->c.bytes_received, (uint64_t)len);
+	}
+	c->done = true;
+}
+
+/*
+ * Every member that is up copies all our segments for the child, all at once. The forking
+ * thread does it alone: no thread is started and nothing is allocated at fork time (the
+ * program's allocator may be locked by another thread, or be one of its own). It sends every
+ * CLONE first, then polls the control connections for the replies, up to
+ * max(timeout_ms, 60 s) in all (a sponsor copies about a GiB a second). A member that does
+ * not answer in time, or whose connection fails, is taken down (it stays the holder of what
+ * it has: down is a belief) and the fork fails with that error, -ETIMEDOUT for silence:
+ * without its copy the child would read pages held only there as lost. The copies that the
+ * others made for the child are freed when their lease ends, unclaimed.
+ */
 static int remote_fork_prepare(struct heca_store *s, const uint8_t child_id[16])
 {
 	struct remote *r = (struct remote *)s;
 	struct clone_call c[HECA_PLACE_MAX];
-	unsigned int n = 0;
+	struct pollfd p[HECA_PLACE_MAX];
+	unsigned int idx[HECA_PLACE_MAX];
+	uint64_t until = heca__now_ns() +
+			 (uint64_t)HECA_MAX(r->base.h->opt.timeout_ms, 60000u) * 1000000ull;
+	unsigned int n = 0, left = 0;
 	int rc = 0;
 
-	for (unsigned int i = 0; i < r->nm; i++) {
-		if (mstate(r->m[i]) != M_UP)
+	for (unsigned int i = 0; i < r->nm && n < HECA_PLACE_MAX; i++) {
+		struct member *m = r->m[i];
+		bool broken;
+
+		if (mstate(m) != M_UP)
 			continue;
-		c[n] = (struct clone_call){.r = r, .m = r->m[i], .child_id = child_id};
-		c[n].started = pthread_create(&c[n].t, NULL, clone_main, &c[n]) == 0;
-		if (!c[n].started)
-			clone_call(&c[n]);
+		c[n].m = m;
+		c[n].req = (struct heca_frame){.opcode = HECA_OP_CLONE, .payload = child_id,
+					       .payload_len = 16, .req_id = next_req(r)};
+		c[n].have = 0;
+		c[n].sent = c[n].done = c[n].answered = false;
+		c[n].rc = 0;
+		/* Held until the reply is read: nobody else uses the control connection. */
+		pthread_mutex_lock(&m->ctl.smu);
+		pthread_mutex_lock(&m->ctl.mu);
+		broken = m->ctl.broken;
+		pthread_mutex_unlock(&m->ctl.mu);
+		c[n].rc = m->ctl.fd >= 0 && !broken ? send_frame(r, m->ctl.fd, &c[n].req)
+						    : -ENOTCONN;
+		c[n].sent = true;
+		c[n].done = c[n].rc != 0;
+		left += !c[n].done;
 		n++;
 	}
+	while (left) {
+		uint64_t now = heca__now_ns();
+		unsigned int np = 0;
+		int prc;
+
+		if (now >= until)
+			break;
+		for (unsigned int i = 0; i < n; i++)
+			if (!c[i].done) {
+				p[np] = (struct pollfd){.fd = c[i].m->ctl.fd, .events = POLLIN};
+				idx[np++] = i;
+			}
+		prc = poll(p, np, (int)((until - now) / 1000000ull) + 1);
+		if (prc < 0 && errno != EINTR) {
+			rc = -errno;
+			break;
+		}
+		for (unsigned int k = 0; prc > 0 && k < np; k++)
+			if (p[k].revents) {
+				clone_recv(r, &c[idx[k]]);
+				left -= c[idx[k]].done;
+			}
+	}
 	for (unsigned int i = 0; i < n; i++) {
-		if (c[i].started)
-			pthread_join(c[i].t, NULL);
-		if (c[i].rc && !rc) {
-			rc = c[i].rc;
-			heca__set_error("fork: sponsor %s cannot copy the segments: %s", c[i].m->addr,
+		struct clone_call *ci = &c[i];
+
+		if (!ci->done)
+			ci->rc = rc ? rc : -ETIMEDOUT;
+		pthread_mutex_unlock(&ci->m->ctl.smu);
+	}
+	rc = 0;
+	for (unsigned int i = 0; i < n; i++) {
+		struct clone_call *ci = &c[i];
+
+		if (!ci->rc)
+			continue;
+		/* A reply that did not come, or came garbled, leaves the control connection
+		 * out of step: the member is down until it is reconnected. */
+		if (!ci->answered && ci->rc != -ENOTCONN)
+			member_down(r, ci->m, ci->rc);
+		if (!rc) {
+			rc = ci->rc;
+			heca__set_error("fork: sponsor %s cannot copy the segments: %s", ci->m->addr,
 					heca_strerror(rc));
 		}
 	}

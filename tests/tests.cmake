@@ -148,6 +148,9 @@ set_tests_properties(test_soak_cluster PROPERTIES LABELS integration TIMEOUT 300
 # Several threads unregister, unmap, split and remap the same segments at once while new ones
 # are mapped and registered and other threads fault on theirs; every page checked (stress).
 heca_test(test_lifetimes LABELS stress TIMEOUT 240 LIBS heca_static)
+# Forks over three sponsors, one stopped for a while: content page by page in parent and
+# child, and no thread started at the fork (integration).
+heca_test(test_fork_sponsors LABELS integration TIMEOUT 120 LIBS heca_static)
 # Regions of more than 2^32 pages: refused beyond the sponsors' room, and with overcommit
 # pages on both sides of page 2^32 evicted and read back (integration).
 heca_test(test_huge LABELS integration TIMEOUT 120 LIBS heca_static)
