@@ -244,13 +244,21 @@ int main(void)
 	snprintf(cmd, sizeof(cmd), "%s bench walk %s --prefetch 4 --seconds 5 ", cli, tiny);
 	ASSERT_EQ(run(cmd), 0);
 	ASSERT_TRUE(strstr(out, "| walk | pages/s resolved, prefetch 4 |") != NULL);
+	/* Pages moved and their floor: a walk over 8M at 1M local must fetch pages. */
+	ASSERT_TRUE(column(out, "| walk | pages in, prefetch 4 |", 3) > 0);
+	ASSERT_TRUE(strstr(out, "| walk | pages out, prefetch 4 |") != NULL);
+	ASSERT_TRUE(column(out, "| walk | time, prefetch 4 |", 4) > 0);
 
 	snprintf(cmd, sizeof(cmd), "%s bench qsort --size 4M --ratios 1:2,1:4 --quiet --json %s ",
 		 cli, json);
 	ASSERT_EQ(run(cmd), 0);
 	ASSERT_TRUE(strstr(out, "| qsort | sort time, local memory |") != NULL);
 	ASSERT_TRUE(strstr(out, "| qsort | overhead, local 1:4 |") != NULL);
+	ASSERT_TRUE(column(out, "| qsort | pages in, 1:4 |", 3) > 0);
+	ASSERT_TRUE(column(out, "| qsort | pages out, 1:4 |", 3) > 0);
+	ASSERT_TRUE(column(out, "| qsort | floor, 1:4 |", 3) > 0);
 	check_json(json, "\"overhead, local 1:2\"");
+	check_json(json, "\"floor, 1:2\"");
 
 	/* Real programs under heca run, tiny, without the swap baseline: both rows, valid JSON.
 	 * sort reads its input into sponsored memory, which takes a full userfaultfd (root). */
