@@ -511,7 +511,7 @@ static int bench_walks(const struct bench_opts *o, struct bench_result *r, int k
 		for (int k = 0; k < 2 && !rc; k++) {
 			const char *name = k ? "uniform" : "walk";
 			struct heca_stats s0, s1;
-			uint64_t touched, bad, resolved;
+			uint64_t touched, bad, resolved, pin, pout;
 			double t, rate, us;
 			char fig[128];
 
@@ -538,9 +538,23 @@ static int bench_walks(const struct bench_opts *o, struct bench_result *r, int k
 			bench_fig(r, name, fig, "pages/s", rate, raw_rate, "raw pipelined");
 			snprintf(fig, sizeof(fig), "us per access, prefetch %u", pfs[i]);
 			bench_fig(r, name, fig, "us", us, local_us[k], "local memory");
+			pin = (s1.pages_fetched + s1.pages_prefetched) -
+			      (s0.pages_fetched + s0.pages_prefetched);
+			pout = s1.pages_written_back - s0.pages_written_back;
+			snprintf(fig, sizeof(fig), "pages in, prefetch %u", pfs[i]);
+			bench_fig(r, name, fig, "pages", (double)pin, NAN, "");
+			snprintf(fig, sizeof(fig), "pages out, prefetch %u", pfs[i]);
+			bench_fig(r, name, fig, "pages", (double)pout, NAN, "");
+			/* The floor: pages moved at the raw pipelined rate. */
+			snprintf(fig, sizeof(fig), "time, prefetch %u", pfs[i]);
+			bench_fig(r, name, fig, "s", t, (double)(pin + pout) / raw_rate,
+				  "raw floor");
 			printf("%s, prefetch %u: %llu touches in %.2f s: %.0f pages/s resolved, "
-			       "%.2f us per access (local memory %.3f us)\n",
-			       name, pfs[i], (unsigned long long)touched, t, rate, us, local_us[k]);
+			       "%.2f us per access (local memory %.3f us); %llu pages in, %llu out, "
+			       "floor %.2f s\n",
+			       name, pfs[i], (unsigned long long)touched, t, rate, us, local_us[k],
+			       (unsigned long long)pin, (unsigned long long)pout,
+			       (double)(pin + pout) / raw_rate);
 		}
 		heca_close(h);
 	}

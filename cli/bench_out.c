@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
  * bench_out.c - what `heca bench` shows: the progress line, latency percentiles, the final
- * Markdown table, the JSON file with machine info, and the qsort overhead plot (gnuplot).
+ * Markdown table, the JSON file with machine info, the qsort overhead plot (gnuplot), and
+ * the counters of one run in a memory cgroup (peak, pages swapped, OOM kills).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -419,4 +421,164 @@ int bench_parse_ratios(const char *s, struct bench_ratio *r, int max)
 		n++;
 	}
 	return n ? n : -EINVAL;
+}
+
+/* --- one run in a memory cgroup ------------------------------------------------------------ */
+
+static int cg_path(const struct bench_cg *c, const char *name, char *path, size_t len)
+{
+	return snprintf(path, len, "%s/%s", c->dir, name) >= (int)len ? -ENAMETOOLONG : 0;
+}
+
+static int cg_put(const struct bench_cg *c, const char *name, const char *val)
+{
+	char path[320];
+	int fd, rc = 0;
+
+	if (cg_path(c, name, path, sizeof(path)))
+		return -ENAMETOOLONG;
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, val, strlen(val)) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/* The value of "key N" lines in a file (memory.stat, memory.events, /proc/vmstat). */
+static int key_u64(const char *path, const char *key, uint64_t *v)
+{
+	char line[256];
+	size_t kl = strlen(key);
+	FILE *f = fopen(path, "re");
+	int rc = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, kl) && line[kl] == ' ') {
+			*v = strtoull(line + kl + 1, NULL, 10);
+			rc = 0;
+			break;
+		}
+	fclose(f);
+	return rc;
+}
+
+static uint64_t file_u64(const char *path)
+{
+	char buf[64];
+	FILE *f = fopen(path, "re");
+	uint64_t v = 0;
+
+	if (!f)
+		return 0;
+	if (fgets(buf, sizeof(buf), f))
+		v = strtoull(buf, NULL, 10);
+	fclose(f);
+	return v;
+}
+
+/* Pages swapped in and out: the cgroup's own counters where the kernel keeps them (v2
+ * memory.stat, 6.14+), else the machine's /proc/vmstat. */
+static void cg_swapped(struct bench_cg *c, uint64_t *in, uint64_t *out)
+{
+	char path[320];
+
+	*in = *out = 0;
+	if (!c->vmstat && !cg_path(c, "memory.stat", path, sizeof(path)) &&
+	    !key_u64(path, "pswpin", in) && !key_u64(path, "pswpout", out))
+		return;
+	c->vmstat = 1;
+	key_u64("/proc/vmstat", "pswpin", in);
+	key_u64("/proc/vmstat", "pswpout", out);
+}
+
+static uint64_t cg_oom(const struct bench_cg *c)
+{
+	char path[320];
+	uint64_t v = 0;
+
+	if (!cg_path(c, c->v2 ? "memory.events" : "memory.oom_control", path, sizeof(path)))
+		key_u64(path, "oom_kill", &v);
+	return v;
+}
+
+int bench_cg_begin(struct bench_cg *c, const char *dir, int noswap)
+{
+	char path[320];
+	struct stat st;
+	int rc = 0;
+
+	memset(c, 0, sizeof(*c));
+	c->peak_fd = -1;
+	c->noswap = noswap;
+	if (snprintf(c->dir, sizeof(c->dir), "%s", dir) >= (int)sizeof(c->dir))
+		return -ENAMETOOLONG;
+	c->v2 = !cg_path(c, "memory.max", path, sizeof(path)) && stat(path, &st) == 0;
+	if (noswap) {
+		if (c->v2) {
+			rc = cg_put(c, "memory.swap.max", "0");
+		} else {
+			/* v1: memory+swap no more than memory; swappiness 0 as well. */
+			char lim[32];
+			cg_path(c, "memory.limit_in_bytes", path, sizeof(path));
+			snprintf(lim, sizeof(lim), "%llu", (unsigned long long)file_u64(path));
+			rc = cg_put(c, "memory.memsw.limit_in_bytes", lim);
+			if (!rc)
+				rc = cg_put(c, "memory.swappiness", "0");
+		}
+		if (rc)
+			return rc;
+	}
+	if (c->v2) {
+		/* Since 6.12 a reset holds for reads through the same open file only. */
+		cg_path(c, "memory.peak", path, sizeof(path));
+		c->peak_fd = open(path, O_RDWR | O_CLOEXEC);
+		if (c->peak_fd >= 0 && write(c->peak_fd, "reset", 5) != 5) {
+			close(c->peak_fd);
+			c->peak_fd = -1;
+		}
+	} else {
+		cg_put(c, "memory.max_usage_in_bytes", "0");
+	}
+	cg_swapped(c, &c->in0, &c->out0);
+	c->oom0 = cg_oom(c);
+	return 0;
+}
+
+void bench_cg_end(struct bench_cg *c, struct bench_cg_counts *out)
+{
+	char path[320], buf[64];
+	uint64_t in, o;
+
+	memset(out, 0, sizeof(*out));
+	if (c->peak_fd >= 0) {
+		ssize_t n = pread(c->peak_fd, buf, sizeof(buf) - 1, 0);
+		if (n > 0) {
+			buf[n] = '\0';
+			out->peak = strtoull(buf, NULL, 10);
+		}
+		close(c->peak_fd);
+		c->peak_fd = -1;
+	} else {
+		cg_path(c, c->v2 ? "memory.peak" : "memory.max_usage_in_bytes", path,
+			sizeof(path));
+		out->peak = file_u64(path);
+	}
+	cg_swapped(c, &in, &o);
+	out->swapin = in - c->in0;
+	out->swapout = o - c->out0;
+	out->vmstat = c->vmstat;
+	out->oom_kills = cg_oom(c) - c->oom0;
+	if (c->noswap) {
+		/* Back to what the kernel-swap runs in this cgroup expect. */
+		if (c->v2) {
+			cg_put(c, "memory.swap.max", "max");
+		} else {
+			cg_put(c, "memory.memsw.limit_in_bytes", "-1");
+			cg_put(c, "memory.swappiness", "60");
+		}
+	}
 }

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "preload_stats.h"
 #ifdef HECA_HAVE_SWAPBASE
 #include "swapbase.h"
 #endif
@@ -31,11 +32,19 @@
 #define MAX_RUNS   25
 #define MAX_ARGS   32
 #define SAMPLE_MS  10
+#define RAW_PAGES  50000 /* READs of the raw pipelined rate */
+
+struct swapbase;
 
 static const char fairness[] =
     "heca's --local L bounds only the program's sponsored (large malloc/mmap) blocks; the swap "
     "run's cgroup limit L bounds all of its memory";
-
+static const char fairness_cg[] =
+    "heca run and the program ran in the swap run's memory cgroup, limit L, kernel swap off "
+    "there; heca's budget (--local cgroup) is 75% of L";
+static const char moved[] =
+    "heca pages in: fetched + prefetched, out: written back (all processes); swap: pswpin, "
+    "pswpout; floor: (in + out) / raw pipelined rate";
 
 /* What a program wrote on stdout, reduced as it streams by: enough to tell a wrong answer
  * (a changed line, a lost line, lines out of order) without keeping the output. */
@@ -59,6 +68,9 @@ struct run_out {
 	int timed_out;
 	int stdout_stuck; /* the command ended but something kept its stdout open */
 	struct digest d;
+	uint64_t pages_in, pages_out; /* heca's stats, summed over the program's processes */
+	int have_cg;		      /* ran in the cgroup: cg below is set */
+	struct bench_cg_counts cg;
 };
 
 struct prog {
@@ -81,6 +93,9 @@ struct prog {
 	double unc_s, unc_rss;
 	double heca_s[MAX_RATIOS], heca_rss[MAX_RATIOS], heca_limit[MAX_RATIOS];
 	double swap_s[MAX_RATIOS], swap_rss[MAX_RATIOS], swap_cg_peak[MAX_RATIOS];
+	double heca_cg_peak[MAX_RATIOS];	  /* --local cgroup */
+	double heca_in[MAX_RATIOS], heca_out[MAX_RATIOS]; /* pages, medians */
+	double swap_in[MAX_RATIOS], swap_out[MAX_RATIOS];
 	char heca_note[MAX_RATIOS][160], swap_note[MAX_RATIOS][160];
 };
 
@@ -88,6 +103,11 @@ struct popts {
 	uint64_t size, seed;
 	unsigned int runs, replicas, prefetch;
 	int prefetch_set, no_swap, quiet;
+	int local_cgroup; /* --local cgroup: heca in the swap run's memory cgroup */
+	int swap_vmstat;  /* swap pages counted by /proc/vmstat, not the cgroup */
+	double raw_rate;  /* pages/s, the raw pipelined rate; NAN: not measured */
+	struct spawned sp; /* sponsors of the raw rate and of --local cgroup */
+	char stats_file[PATH_MAX + 16];
 	double timeout; /* per run; 0: 60x the unconstrained time + 120 s */
 	const char *ratios, *workloads, *swapfile, *json, *plot;
 	const char *cmd_name; /* --name of the command after "--" */
@@ -109,6 +129,11 @@ static void usage(FILE *f)
 	    "unconstrained peak RSS under `heca run --spawn 2 --replicas 1 --local L` and under\n"
 	    "kernel swap on zram in a memory cgroup limited to L (root), each several times;\n"
 	    "print median times, slowdowns and peak RSS. Every run's output is checked.\n"
+	    "Pages moved are reported side by side: heca's pages in (fetched + prefetched) and\n"
+	    "out (written back), kernel swap's pswpin and pswpout (the cgroup's, or /proc/vmstat's\n"
+	    "where the cgroup does not count them), and the floor they imply: pages in + out\n"
+	    "divided by the raw pipelined page rate of `heca bench raw`, measured at the start\n"
+	    "on 2 sponsors started for it.\n"
 	    "\n"
 	    "workloads:\n"
 	    "  python3  a list of ints and a bytearray, summed three times; prints the sum\n"
@@ -131,6 +156,14 @@ static void usage(FILE *f)
 	    "  --seed N           seed of the sort input (default 1)\n"
 	    "  --name NAME        what COMMAND is called in the table (default its file name)\n"
 	    "  --heca-args ARGS   more options for heca run, split at spaces (\"--min-size 1M\")\n"
+	    "  --local cgroup     run heca run and the program in the same memory cgroup as the\n"
+	    "                     swap run, limited to L, with kernel swap off for it (root):\n"
+	    "                     every byte of the process, heca's included, counts against L;\n"
+	    "                     heca's budget is heca run's --local cgroup, 75%% of L, the\n"
+	    "                     other 25%% left for what the program keeps outside heca (small\n"
+	    "                     allocations, code, stacks) and heca's own buffers. Sponsors\n"
+	    "                     started once by the bench, outside the cgroup. An OOM kill is\n"
+	    "                     reported as such\n"
 	    "  --json FILE        every figure, machine info and settings as JSON\n"
 	    "  --plot FILE.png    slowdown against the memory ratio, heca and swap (gnuplot)\n"
 	    "  --quiet            no progress line\n");
@@ -739,12 +772,42 @@ static int setup_cmd(struct popts *po, struct prog *p)
 
 /* --- measuring --------------------------------------------------------------------------- */
 
+/* Empty the file the program's processes leave their heca statistics in (HECA_STATS_FILE,
+ * as heca run --stats uses it), before a run. */
+static void stats_reset(struct popts *po)
+{
+	int fd = open(po->stats_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Pages moved by heca in a run: what every process of the program recorded at exit. */
+static void stats_read(struct popts *po, struct run_out *o)
+{
+	struct heca_preload_stats rec;
+	int fd = open(po->stats_file, O_RDONLY | O_CLOEXEC);
+
+	o->pages_in = o->pages_out = 0;
+	if (fd < 0)
+		return;
+	while (read(fd, &rec, sizeof(rec)) == (ssize_t)sizeof(rec) &&
+	       rec.magic == HECA_PRELOAD_STATS_MAGIC) {
+		o->pages_in += rec.st.pages_fetched + rec.st.pages_prefetched;
+		o->pages_out += rec.st.pages_written_back;
+	}
+	close(fd);
+}
+
 #ifdef HECA_HAVE_SWAPBASE
 struct swap_job {
 	struct popts *po;
 	char *const *argv;
+	const char *watch_exe; /* run_cmd()'s */
 	double timeout;
 	const char *what, *errfile;
+	const char *cg_dir; /* the cgroup this child was put in */
+	int noswap;	    /* heca's run: no kernel swap in the cgroup */
 	struct run_out *out; /* shared with the parent */
 };
 
@@ -753,13 +816,23 @@ struct swap_job {
 static int swap_child(void *arg)
 {
 	struct swap_job *j = arg;
-	int rc = run_cmd(j->po, j->argv, NULL, j->timeout, j->what, j->errfile, j->out);
+	struct bench_cg cg;
+	int rc = bench_cg_begin(&cg, j->cg_dir, j->noswap);
 
+	if (rc) {
+		fprintf(stderr, "heca bench programs: cannot turn kernel swap off in %s: %s\n",
+			j->cg_dir, strerror(-rc));
+		return rc;
+	}
+	rc = run_cmd(j->po, j->argv, j->watch_exe, j->timeout, j->what, j->errfile, j->out);
+	bench_cg_end(&cg, &j->out->cg);
+	j->out->have_cg = 1;
 	swapbase_phase("program", j->out->seconds);
 	if (rc)
 		return rc;
-	if (WIFSIGNALED(j->out->status) && WTERMSIG(j->out->status) == SIGKILL &&
-	    !j->out->timed_out)
+	if (j->out->cg.oom_kills ||
+	    (WIFSIGNALED(j->out->status) && WTERMSIG(j->out->status) == SIGKILL &&
+	     !j->out->timed_out))
 		return -ENOMEM; /* the OOM killer; the parent reads the cgroup's counter */
 	return 0;
 }
@@ -768,8 +841,16 @@ static int swap_child(void *arg)
 static void run_line(const char *name, const char *mode, const char *ratio, unsigned int run,
 		     const struct run_out *o, const char *verdict)
 {
-	printf("%s %s%s%s run %u: %.2f s, peak RSS %.0f MiB, %s\n", name, mode, *ratio ? " " : "",
+	printf("%s %s%s%s run %u: %.2f s, peak RSS %.0f MiB, %s", name, mode, *ratio ? " " : "",
 	       ratio, run, o->seconds, (double)o->peak_rss / MiB, verdict);
+	if (!strcmp(mode, "heca"))
+		printf("; heca pages in %llu, out %llu", (unsigned long long)o->pages_in,
+		       (unsigned long long)o->pages_out);
+	if (o->have_cg)
+		printf("; cgroup peak %.0f MiB, kernel swap in %llu, out %llu pages%s",
+		       (double)o->cg.peak / MiB, (unsigned long long)o->cg.swapin,
+		       (unsigned long long)o->cg.swapout, o->cg.vmstat ? " (/proc/vmstat)" : "");
+	printf("\n");
 }
 
 /* Unconstrained runs: the reference output, time and peak RSS. Returns 0 or -1. */
@@ -808,11 +889,58 @@ static int measure_unconstrained(struct popts *po, struct prog *p)
 	return 0;
 }
 
-/* heca run at ratio i. Returns 0, or -1 if heca failed or answered wrong. */
-static int measure_heca(struct popts *po, struct prog *p, int i)
+/* One heca run inside the memory cgroup at limit (--local cgroup). Returns 0, -ENOMEM for an
+ * OOM kill, or -1 with why in sberr. */
+static int heca_in_cgroup(struct popts *po, struct prog *p, char *const argv[], uint64_t limit,
+			  double timeout, const char *what, const char *err, struct swapbase *sb,
+			  struct run_out *o, char *sberr, size_t len)
 {
-	double s[MAX_RUNS], rss[MAX_RUNS];
-	char err[PATH_MAX + 16], why[160], what[64], args[8][32], extra[512];
+#ifdef HECA_HAVE_SWAPBASE
+	struct run_out *sh;
+	struct swap_job j;
+	int rc;
+
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED) {
+		snprintf(sberr, len, "mmap: %s", strerror(errno));
+		return -1;
+	}
+	memset(sh, 0, sizeof(*sh));
+	j = (struct swap_job){.po = po,
+			      .argv = argv,
+			      .watch_exe = p->exe,
+			      .timeout = timeout,
+			      .what = what,
+			      .errfile = err,
+			      .cg_dir = sb->cg_dir,
+			      .noswap = 1,
+			      .out = sh};
+	rc = swapbase_run(sb, limit, swap_child, &j, NULL, sberr, len);
+	bench_progress_end();
+	*o = *sh;
+	munmap(sh, sizeof(*sh));
+	if (rc == -ENOMEM || sb->last.oom_killed || o->cg.oom_kills)
+		return -ENOMEM;
+	if (rc == -EINTR)
+		return -EINTR;
+	/* The program's own failure is check_run()'s to tell; a baseline that broke is ours. */
+	if (rc && !o->have_cg)
+		return -1;
+	return 0;
+#else
+	(void)po, (void)p, (void)argv, (void)limit, (void)timeout, (void)what, (void)err, (void)sb;
+	memset(o, 0, sizeof(*o));
+	snprintf(sberr, len, "this build has no memory cgroup runs (bench/swapbase.c)");
+	return -1;
+#endif
+}
+
+/* heca run at ratio i; in the memory cgroup sb with --local cgroup. Returns 0, or -1 if heca
+ * failed or answered wrong. An OOM kill in the cgroup is a result: said, and no figure. */
+static int measure_heca(struct popts *po, struct prog *p, int i, struct swapbase *sb)
+{
+	double s[MAX_RUNS], rss[MAX_RUNS], cg[MAX_RUNS], pin[MAX_RUNS], pout[MAX_RUNS];
+	char err[PATH_MAX + 16], why[160], what[64], args[8][32], extra[512], sberr[256];
 	char *argv[2 * MAX_ARGS + 16], *save = NULL, *t;
 	uint64_t limit = (uint64_t)(p->unc_rss * po->rt[i].frac);
 	double timeout = po->timeout ? po->timeout : 60 * p->unc_s + 120;
@@ -827,12 +955,17 @@ static int measure_heca(struct popts *po, struct prog *p, int i)
 	snprintf(args[2], sizeof(args[2]), "%u", po->prefetch);
 	argv[a++] = po->heca;
 	argv[a++] = "run";
-	argv[a++] = "--spawn";
-	argv[a++] = "2";
+	if (po->local_cgroup) {
+		argv[a++] = "--sponsors";
+		argv[a++] = po->sp.list;
+	} else {
+		argv[a++] = "--spawn";
+		argv[a++] = "2";
+	}
 	argv[a++] = "--replicas";
 	argv[a++] = args[0];
 	argv[a++] = "--local";
-	argv[a++] = args[1];
+	argv[a++] = po->local_cgroup ? "cgroup" : args[1];
 	if (po->prefetch_set) {
 		argv[a++] = "--prefetch";
 		argv[a++] = args[2];
@@ -845,17 +978,50 @@ static int measure_heca(struct popts *po, struct prog *p, int i)
 	for (int k = 0; p->argv[k]; k++)
 		argv[a++] = p->argv[k];
 	argv[a] = NULL;
-	printf("%s heca %s (local %.0f MiB):\n  command: ", p->name, po->rt[i].label,
-	       (double)limit / MiB);
+	if (po->local_cgroup)
+		printf("%s heca %s (memory cgroup limit %.0f MiB, kernel swap off, local 75%% of "
+		       "it):\n  command: ",
+		       p->name, po->rt[i].label, (double)limit / MiB);
+	else
+		printf("%s heca %s (local %.0f MiB):\n  command: ", p->name, po->rt[i].label,
+		       (double)limit / MiB);
 	print_cmd(stdout, argv);
+	setenv("HECA_STATS_FILE", po->stats_file, 1);
 	for (unsigned int r = 0; r < po->runs; r++) {
+		int rc = 0;
+
 		snprintf(what, sizeof(what), "%s: heca %s %u/%u", p->name, po->rt[i].label, r + 1,
 			 po->runs);
-		if (run_cmd(po, argv, p->exe, timeout, what, err, &o)) {
+		stats_reset(po);
+		if (po->local_cgroup) {
+			rc = heca_in_cgroup(po, p, argv, limit, timeout, what, err, sb, &o, sberr,
+					    sizeof(sberr));
+		} else if (run_cmd(po, argv, p->exe, timeout, what, err, &o)) {
 			fprintf(stderr, "heca bench programs: cannot run %s\n", po->heca);
+			unsetenv("HECA_STATS_FILE");
 			return -1;
 		}
 		po->done++;
+		stats_read(po, &o);
+		if (rc == -ENOMEM) {
+			run_line(p->name, "heca", po->rt[i].label, r + 1, &o, "OOM KILLED");
+			snprintf(p->heca_note[i], sizeof(p->heca_note[i]),
+				 "heca %.16s: the OOM killer ended run %u in the %.0f MiB memory "
+				 "cgroup (no figure)",
+				 po->rt[i].label, r + 1, (double)limit / MiB);
+			po->done += po->runs - r - 1;
+			unsetenv("HECA_STATS_FILE");
+			return 0;
+		}
+		if (rc) {
+			fprintf(stderr, "heca bench programs: %s heca %s in the memory cgroup: %s\n",
+				p->name, po->rt[i].label, sberr);
+			snprintf(p->heca_note[i], sizeof(p->heca_note[i]), "heca run %u: %.120s",
+				 r + 1, sberr);
+			po->done += po->runs - r - 1;
+			unsetenv("HECA_STATS_FILE");
+			return -1;
+		}
 		if (check_run(p, &o, why, sizeof(why))) {
 			run_line(p->name, "heca", po->rt[i].label, r + 1, &o, why);
 			fprintf(stderr, "heca bench programs: %s under heca %s FAILED: %s\n",
@@ -866,14 +1032,28 @@ static int measure_heca(struct popts *po, struct prog *p, int i)
 			snprintf(p->heca_note[i], sizeof(p->heca_note[i]), "heca run %u: %.120s",
 				 r + 1, why);
 			po->done += po->runs - r - 1;
+			unsetenv("HECA_STATS_FILE");
 			return -1;
 		}
+		if (o.have_cg && (o.cg.swapin || o.cg.swapout) && !o.cg.vmstat)
+			snprintf(p->heca_note[i], sizeof(p->heca_note[i]),
+				 "heca %.16s run %u: the kernel swapped %llu pages in, %llu out in "
+				 "heca's cgroup",
+				 po->rt[i].label, r + 1, (unsigned long long)o.cg.swapin,
+				 (unsigned long long)o.cg.swapout);
 		s[n] = o.seconds;
+		cg[n] = o.have_cg && o.cg.peak ? (double)o.cg.peak : NAN;
+		pin[n] = (double)o.pages_in;
+		pout[n] = (double)o.pages_out;
 		rss[n++] = o.peak_rss ? (double)o.peak_rss : NAN; /* the program was not seen */
 		run_line(p->name, "heca", po->rt[i].label, r + 1, &o, "output ok");
 	}
+	unsetenv("HECA_STATS_FILE");
 	p->heca_s[i] = median(s, n);
 	p->heca_rss[i] = median(rss, n);
+	p->heca_cg_peak[i] = median(cg, n);
+	p->heca_in[i] = median(pin, n);
+	p->heca_out[i] = median(pout, n);
 	return 0;
 }
 
@@ -882,7 +1062,7 @@ static int measure_heca(struct popts *po, struct prog *p, int i)
  * wrong answer or a broken baseline. */
 static int measure_swap(struct popts *po, struct prog *p, int i, struct swapbase *sb)
 {
-	double s[MAX_RUNS], rss[MAX_RUNS], cg[MAX_RUNS];
+	double s[MAX_RUNS], rss[MAX_RUNS], cg[MAX_RUNS], sin[MAX_RUNS], sout[MAX_RUNS];
 	char err[PATH_MAX + 16], why[160], what[64], sberr[256];
 	uint64_t limit = (uint64_t)p->heca_limit[i];
 	struct run_out *o;
@@ -902,6 +1082,7 @@ static int measure_swap(struct popts *po, struct prog *p, int i, struct swapbase
 			      .timeout = po->timeout ? po->timeout : 60 * p->unc_s + 120,
 			      .what = what,
 			      .errfile = err,
+			      .cg_dir = sb->cg_dir,
 			      .out = o};
 	printf("%s %s %s (cgroup limit %.0f MiB):\n", p->name,
 	       po->swapfile ? "swap file" : "zram swap", po->rt[i].label, (double)limit / MiB);
@@ -943,12 +1124,19 @@ static int measure_swap(struct popts *po, struct prog *p, int i, struct swapbase
 		}
 		s[n] = o->seconds;
 		rss[n] = (double)o->peak_rss;
-		cg[n++] = (double)sb->last.peak_mem_bytes;
+		sin[n] = (double)o->cg.swapin;
+		sout[n] = (double)o->cg.swapout;
+		po->swap_vmstat |= o->cg.vmstat;
+		/* memory.peak read afresh is the cgroup's since it was made (6.12+): the run's own
+		 * is the one bench_cg_end() read through the file it reset. */
+		cg[n++] = (double)(o->cg.peak ? o->cg.peak : sb->last.peak_mem_bytes);
 		run_line(p->name, "swap", po->rt[i].label, r + 1, o, "output ok");
 	}
 	p->swap_s[i] = median(s, n);
 	p->swap_rss[i] = median(rss, n);
 	p->swap_cg_peak[i] = median(cg, n);
+	p->swap_in[i] = median(sin, n);
+	p->swap_out[i] = median(sout, n);
 out:
 	munmap(o, sizeof(*o));
 	return rc;
@@ -965,16 +1153,26 @@ static void fmt(char *buf, size_t len, double v, int prec, const char *unit)
 		snprintf(buf, len, "%.*f%s", prec, v, unit);
 }
 
+/* The time the pages moved cost at least: in + out at the raw pipelined rate. */
+static double floor_s(const struct popts *po, double in, double out)
+{
+	return (in + out) / po->raw_rate;
+}
+
 static void print_table(struct popts *po, struct prog *ps, int np, int have_swap)
 {
 	printf("\n| workload | limit : peak | limit | unconstrained | heca | %s | heca slowdown | "
-	       "swap slowdown | heca peak RSS | swap peak RSS |\n",
+	       "swap slowdown | heca peak RSS | swap peak RSS | heca cgroup peak | swap cgroup "
+	       "peak | heca pages in | heca pages out | swap pages in | swap pages out | heca "
+	       "floor | swap floor |\n",
 	       po->swapfile ? "swap file" : "zram swap");
-	printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+	printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	       "---:|\n");
 	for (int k = 0; k < np; k++) {
 		struct prog *p = &ps[k];
 		for (int i = 0; i < po->nr; i++) {
 			char lim[32], u[32], h[32], s[32], hx[32], sx[32], hr[32], sr[32];
+			char hc[32], sc[32], hi[32], ho[32], si[32], so[32], hf[32], sf[32];
 			fmt(lim, sizeof(lim), p->heca_limit[i] / MiB, 0, " MiB");
 			fmt(u, sizeof(u), p->unc_s, 2, " s");
 			fmt(h, sizeof(h), p->heca_s[i], 2, " s");
@@ -988,8 +1186,20 @@ static void print_table(struct popts *po, struct prog *ps, int np, int have_swap
 				snprintf(sx, sizeof(sx), "-");
 				snprintf(sr, sizeof(sr), "-");
 			}
-			printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p->name,
-			       po->rt[i].label, lim, u, h, s, hx, sx, hr, sr);
+			fmt(hc, sizeof(hc), p->heca_cg_peak[i] / MiB, 0, " MiB");
+			fmt(sc, sizeof(sc), p->swap_cg_peak[i] / MiB, 0, " MiB");
+			fmt(hi, sizeof(hi), p->heca_in[i], 0, "");
+			fmt(ho, sizeof(ho), p->heca_out[i], 0, "");
+			fmt(si, sizeof(si), p->swap_in[i], 0, "");
+			fmt(so, sizeof(so), p->swap_out[i], 0, "");
+			fmt(hf, sizeof(hf), floor_s(po, p->heca_in[i], p->heca_out[i]), 2, " s");
+			fmt(sf, sizeof(sf), floor_s(po, p->swap_in[i], p->swap_out[i]), 2, " s");
+			if (!have_swap)
+				snprintf(sc, sizeof(sc), "-");
+			printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s "
+			       "| %s | %s | %s | %s |\n",
+			       p->name, po->rt[i].label, lim, u, h, s, hx, sx, hr, sr, hc, sc, hi, ho,
+			       si, so, hf, sf);
 		}
 	}
 	printf("\nunconstrained peak RSS:");
@@ -998,7 +1208,11 @@ static void print_table(struct popts *po, struct prog *ps, int np, int have_swap
 	printf("; medians of %u runs; limit = ratio x unconstrained peak RSS.\n", po->runs);
 	printf("Note: %s; heca peak RSS (the program's VmHWM, sampled every %d ms) shows how much "
 	       "memory heca's run really used.\n",
-	       fairness, SAMPLE_MS);
+	       po->local_cgroup ? fairness_cg : fairness, SAMPLE_MS);
+	printf("Note: %s (%.0f pages/s, %.2f us a page); swap pages from %s.\n", moved,
+	       po->raw_rate, 1e6 / po->raw_rate,
+	       po->swap_vmstat ? "/proc/vmstat (the machine's: this cgroup does not count them)"
+			       : "the cgroup's memory.stat");
 	for (int k = 0; k < np; k++)
 		for (int i = 0; i < po->nr; i++) {
 			if (*ps[k].heca_note[i])
@@ -1018,6 +1232,8 @@ static void add_figures(struct popts *po, struct prog *ps, int np, struct bench_
 		bench_fig(r, p->name, "time, unconstrained", "s", NAN, p->unc_s, "unconstrained");
 		bench_fig(r, p->name, "peak RSS, unconstrained", "MiB", NAN, p->unc_rss / MiB,
 			  "unconstrained");
+		if (k == 0)
+			bench_fig(r, "raw", "pipelined page rate", "pages/s", NAN, po->raw_rate, "");
 		for (int i = 0; i < po->nr; i++) {
 			char f[48];
 			const char *l = po->rt[i].label;
@@ -1034,6 +1250,16 @@ static void add_figures(struct popts *po, struct prog *ps, int np, struct bench_
 				  sw);
 			snprintf(f, sizeof(f), "swap cgroup peak, %.23s", l);
 			bench_fig(r, p->name, f, "MiB", NAN, p->swap_cg_peak[i] / MiB, sw);
+			snprintf(f, sizeof(f), "cgroup peak, %.23s", l);
+			bench_fig(r, p->name, f, "MiB", p->heca_cg_peak[i] / MiB,
+				  p->swap_cg_peak[i] / MiB, sw);
+			snprintf(f, sizeof(f), "pages in, %.23s", l);
+			bench_fig(r, p->name, f, "pages", p->heca_in[i], p->swap_in[i], sw);
+			snprintf(f, sizeof(f), "pages out, %.23s", l);
+			bench_fig(r, p->name, f, "pages", p->heca_out[i], p->swap_out[i], sw);
+			snprintf(f, sizeof(f), "floor, %.23s", l);
+			bench_fig(r, p->name, f, "s", floor_s(po, p->heca_in[i], p->heca_out[i]),
+				  floor_s(po, p->swap_in[i], p->swap_out[i]), sw);
 		}
 	}
 }
@@ -1041,7 +1267,7 @@ static void add_figures(struct popts *po, struct prog *ps, int np, struct bench_
 static int write_json(struct popts *po, struct prog *ps, int np, struct bench_result *r,
 		      const char *swap_state)
 {
-	struct bench_json_setting set[24];
+	struct bench_json_setting set[32];
 	int ns = 0;
 #define SET(k, ...)                                                                                \
 	do {                                                                                       \
@@ -1054,14 +1280,27 @@ static int write_json(struct popts *po, struct prog *ps, int np, struct bench_re
 	SET("size", "%llu", (unsigned long long)po->size);
 	SET("ratios", "%s (memory limit : unconstrained peak RSS)", po->ratios);
 	SET("runs", "%u (medians reported)", po->runs);
-	SET("heca", "heca run --spawn 2 --replicas %u --local LIMIT%s%s%s -- PROGRAM",
-	    po->replicas, po->prefetch_set ? " --prefetch N" : "", po->heca_args ? " " : "",
+	SET("heca", "heca run %s --replicas %u --local %s%s%s%s -- PROGRAM",
+	    po->local_cgroup ? "--sponsors LIST" : "--spawn 2", po->replicas,
+	    po->local_cgroup ? "cgroup" : "LIMIT", po->prefetch_set ? " --prefetch N" : "", po->heca_args ? " " : "",
 	    po->heca_args ? po->heca_args : "");
 	SET("prefetch", "%s", po->prefetch_set ? "" : "heca run default");
 	if (po->prefetch_set)
 		snprintf(set[ns - 1].value, sizeof(set[ns - 1].value), "%u", po->prefetch);
 	SET("swap", "%s", swap_state);
-	SET("fairness", "%s", fairness);
+	SET("fairness", "%s", po->local_cgroup ? fairness_cg : fairness);
+	SET("local", "%s",
+	    po->local_cgroup ? "cgroup: heca run --sponsors (2 started by the bench) --local cgroup "
+			       "in a memory cgroup limited to LIMIT, kernel swap off"
+			     : "LIMIT");
+	SET("pages_moved", "%s", moved);
+	SET("raw_pipelined_rate", "%.0f pages/s (%u in flight, %d READs)", po->raw_rate, 64,
+	    RAW_PAGES);
+	SET("swap_pages", "%s",
+	    po->swap_vmstat ? "/proc/vmstat pswpin/pswpout deltas (the cgroup does not count them)"
+			    : "the cgroup's memory.stat pswpin/pswpout deltas");
+	SET("cgroup_peak", "%s",
+	    "memory.peak (v2, reset for the run) or memory.max_usage_in_bytes (v1)");
 	SET("peak_rss",
 	    "unconstrained and swap: wait4 ru_maxrss; heca: the program's VmHWM "
 	    "sampled every %d ms (heca run's sponsors hold the evicted pages)",
@@ -1111,12 +1350,19 @@ static int plot(struct popts *po, struct prog *ps, int np)
 	if (!f)
 		goto io_fail;
 	for (int k = 0; k < np; k++) {
-		fprintf(f, "# %s: limit/peak label heca_slowdown swap_slowdown\n", ps[k].name);
+		fprintf(f, "# %s: limit/peak label heca_slowdown swap_slowdown heca_floor "
+			   "swap_floor (the slowdowns the pages moved imply at the raw rate)\n",
+			ps[k].name);
 		for (int i = 0; i < po->nr; i++) {
-			double h = ps[k].heca_s[i] / ps[k].unc_s, s = ps[k].swap_s[i] / ps[k].unc_s;
+			const struct prog *p = &ps[k];
+			double h = p->heca_s[i] / p->unc_s, s = p->swap_s[i] / p->unc_s;
+			double hf = 1 + floor_s(po, p->heca_in[i], p->heca_out[i]) / p->unc_s;
+			double sf = 1 + floor_s(po, p->swap_in[i], p->swap_out[i]) / p->unc_s;
 			fprintf(f, "%.6f \"%s\" ", po->rt[i].frac, po->rt[i].label);
 			fprintf(f, isnan(h) ? "null " : "%.6g ", h);
-			fprintf(f, isnan(s) ? "null\n" : "%.6g\n", s);
+			fprintf(f, isnan(s) ? "null " : "%.6g ", s);
+			fprintf(f, isnan(hf) ? "null " : "%.6g ", hf);
+			fprintf(f, isnan(sf) ? "null\n" : "%.6g\n", sf);
 		}
 		fprintf(f, "\n\n");
 	}
@@ -1139,9 +1385,12 @@ static int plot(struct popts *po, struct prog *ps, int np)
 		"plot ",
 		po->plot);
 	for (int k = 0; k < np; k++) {
-		int have_swap = 0;
-		for (int i = 0; i < po->nr; i++)
+		int have_swap = 0, have_hf = 0, have_sf = 0;
+		for (int i = 0; i < po->nr; i++) {
 			have_swap |= !isnan(ps[k].swap_s[i]);
+			have_hf |= !isnan(floor_s(po, ps[k].heca_in[i], ps[k].heca_out[i]));
+			have_sf |= !isnan(floor_s(po, ps[k].swap_in[i], ps[k].swap_out[i]));
+		}
 		fprintf(f,
 			"%s'%s' index %d using 1:3:xtic(2) with linespoints lw 2 pt 7 lc %d dt 1 "
 			"title '%s heca'",
@@ -1153,6 +1402,16 @@ static int plot(struct popts *po, struct prog *ps, int np)
 				"title '%s %s'",
 				data, k, k + 1, ps[k].name,
 				po->swapfile ? "swap file" : "zram swap");
+		if (have_hf)
+			fprintf(f,
+				", '%s' index %d using 1:5 with linespoints lw 1 pt 6 lc %d dt 3 "
+				"title '%s heca floor'",
+				data, k, k + 1, ps[k].name);
+		if (have_sf)
+			fprintf(f,
+				", '%s' index %d using 1:6 with linespoints lw 1 pt 4 lc %d dt 4 "
+				"title '%s swap floor'",
+				data, k, k + 1, ps[k].name);
 	}
 	fprintf(f, "\n");
 	fclose(f);
@@ -1197,6 +1456,8 @@ static void remove_tmpdir(struct popts *po)
 	unlink(p);
 	snprintf(p, sizeof(p), "%s/stderr", po->tmpdir);
 	unlink(p);
+	snprintf(p, sizeof(p), "%s/stats", po->tmpdir);
+	unlink(p);
 	rmdir(po->tmpdir);
 }
 
@@ -1230,9 +1491,10 @@ int bench_programs(int argc, char **argv)
 					   {"quiet", no_argument, 0, 'q'},
 					   {"name", required_argument, 0, 'm'},
 					   {"heca-args", required_argument, 0, 'a'},
+					   {"local", required_argument, 0, 'l'},
 					   {"help", no_argument, 0, 'h'},
 					   {0, 0, 0, 0}};
-	struct popts po = {.size = 512 * MiB, .seed = 1, .runs = 3, .replicas = 1};
+	struct popts po = {.size = 512 * MiB, .seed = 1, .runs = 3, .replicas = 1, .raw_rate = NAN};
 	struct prog ps[3];
 	struct bench_result res = {0};
 	const char *tmp = getenv("TMPDIR");
@@ -1326,6 +1588,15 @@ int bench_programs(int argc, char **argv)
 		case 'a':
 			po.heca_args = optarg;
 			break;
+		case 'l':
+			if (strcmp(optarg, "cgroup")) {
+				fprintf(stderr,
+					"heca bench programs: --local knows only 'cgroup' (the "
+					"limits come from --ratios)\n");
+				return 2;
+			}
+			po.local_cgroup = 1;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -1389,6 +1660,10 @@ int bench_programs(int argc, char **argv)
 		fprintf(stderr, "heca bench programs: --swapfile and --no-swap contradict\n");
 		return 2;
 	}
+	if (po.local_cgroup && geteuid() != 0) {
+		fprintf(stderr, "heca bench programs: --local cgroup needs root (a memory cgroup)\n");
+		return 1;
+	}
 	bench_progress_quiet(po.quiet);
 	n = readlink("/proc/self/exe", po.heca, sizeof(po.heca) - 1);
 	if (n <= 0) {
@@ -1398,7 +1673,7 @@ int bench_programs(int argc, char **argv)
 	po.heca[n] = '\0';
 
 	/* The kernel swap baseline first: a machine that cannot do it should say so at once. */
-	if (po.no_swap) {
+	if (po.no_swap && !po.local_cgroup) {
 		snprintf(swap_state, sizeof(swap_state), "skipped (--no-swap)");
 	} else if (geteuid() != 0) {
 		snprintf(swap_state, sizeof(swap_state),
@@ -1416,6 +1691,8 @@ int bench_programs(int argc, char **argv)
 		} else if (rc) {
 			fprintf(stderr, "heca bench programs: kernel swap baseline: %s\n", err);
 			return 1;
+		} else if (po.no_swap) {
+			snprintf(swap_state, sizeof(swap_state), "skipped (--no-swap)");
 		} else {
 			have_swap = 1;
 			snprintf(swap_state, sizeof(swap_state),
@@ -1428,6 +1705,36 @@ int bench_programs(int argc, char **argv)
 		fprintf(stderr, "heca bench programs: %s\n", swap_state);
 #endif
 	}
+#ifdef HECA_HAVE_SWAPBASE
+	if (po.local_cgroup && !sb.active) {
+		fprintf(stderr, "heca bench programs: --local cgroup needs the memory cgroup of the "
+				"kernel swap baseline: %s\n",
+			swap_state);
+		return 1;
+	}
+#else
+	if (po.local_cgroup) {
+		fprintf(stderr, "heca bench programs: --local cgroup: this build has no memory "
+				"cgroup runs (bench/swapbase.c)\n");
+		return 1;
+	}
+#endif
+	/* Sponsors outside any cgroup of ours: the raw pipelined rate, and heca's with
+	 * --local cgroup. Room for the largest program, twice, as the swap. */
+	{
+		char cap[32];
+		snprintf(cap, sizeof(cap), "%llu", (unsigned long long)(2 * po.size + 256 * MiB));
+		if (cli_spawn_sponsors(&po.sp, 2, cap, 1)) {
+			rc = -1;
+			goto out;
+		}
+		if (bench_raw_pipelined(po.sp.list, RAW_PAGES, &po.raw_rate)) {
+			rc = -1;
+			goto out;
+		}
+		printf("raw pipelined page rate: %.0f pages/s (%.2f us a page) on 2 sponsors\n",
+		       po.raw_rate, 1e6 / po.raw_rate);
+	}
 
 	snprintf(po.tmpdir, sizeof(po.tmpdir), "%s/heca-bench-programs.XXXXXX",
 		 tmp && *tmp ? tmp : "/var/tmp");
@@ -1438,6 +1745,7 @@ int bench_programs(int argc, char **argv)
 		rc = -1;
 		goto out;
 	}
+	snprintf(po.stats_file, sizeof(po.stats_file), "%s/stats", po.tmpdir);
 	memset(ps, 0, sizeof(ps));
 	for (int k = 0; k < 2; k++) {
 		const char *name = k ? "sort" : "python3";
@@ -1453,7 +1761,9 @@ int bench_programs(int argc, char **argv)
 		ps[np].unc_s = ps[np].unc_rss = NAN;
 		for (int i = 0; i < MAX_RATIOS; i++)
 			ps[np].heca_s[i] = ps[np].heca_rss[i] = ps[np].heca_limit[i] =
-			    ps[np].swap_s[i] = ps[np].swap_rss[i] = ps[np].swap_cg_peak[i] = NAN;
+			    ps[np].swap_s[i] = ps[np].swap_rss[i] = ps[np].swap_cg_peak[i] =
+			    ps[np].heca_cg_peak[i] = ps[np].heca_in[i] = ps[np].heca_out[i] =
+				ps[np].swap_in[i] = ps[np].swap_out[i] = NAN;
 		if ((k ? setup_sort : setup_python)(&po, &ps[np]) == 0)
 			np++;
 		else
@@ -1464,7 +1774,9 @@ int bench_programs(int argc, char **argv)
 		ps[np].unc_s = ps[np].unc_rss = NAN;
 		for (int i = 0; i < MAX_RATIOS; i++)
 			ps[np].heca_s[i] = ps[np].heca_rss[i] = ps[np].heca_limit[i] =
-			    ps[np].swap_s[i] = ps[np].swap_rss[i] = ps[np].swap_cg_peak[i] = NAN;
+			    ps[np].swap_s[i] = ps[np].swap_rss[i] = ps[np].swap_cg_peak[i] =
+			    ps[np].heca_cg_peak[i] = ps[np].heca_in[i] = ps[np].heca_out[i] =
+				ps[np].swap_in[i] = ps[np].swap_out[i] = NAN;
 		if (setup_cmd(&po, &ps[np]) == 0)
 			np++;
 	}
@@ -1474,8 +1786,11 @@ int bench_programs(int argc, char **argv)
 		goto out;
 	}
 	po.total = (unsigned int)np * po.runs * (1 + (unsigned int)po.nr * (1 + have_swap));
-	printf("programs: ratios %s, %u runs each, heca run --spawn 2 --replicas %u%s; swap: %s\n",
-	       po.ratios, po.runs, po.replicas, po.prefetch_set ? " --prefetch N" : "", swap_state);
+	printf("programs: ratios %s, %u runs each, heca run %s --replicas %u%s%s; swap: %s\n",
+	       po.ratios, po.runs, po.local_cgroup ? "--sponsors LIST" : "--spawn 2", po.replicas,
+	       po.prefetch_set ? " --prefetch N" : "",
+	       po.local_cgroup ? " --local cgroup in the memory cgroup, kernel swap off" : "",
+	       swap_state);
 
 	for (int k = 0; k < np; k++) {
 		struct prog *p = &ps[k];
@@ -1483,9 +1798,17 @@ int bench_programs(int argc, char **argv)
 			rc = -1;
 			continue;
 		}
-		for (int i = 0; i < po.nr; i++)
-			if (measure_heca(&po, p, i))
+		for (int i = 0; i < po.nr; i++) {
+#ifdef HECA_HAVE_SWAPBASE
+			if (measure_heca(&po, p, i, &sb))
 				rc = -1;
+			if (po.local_cgroup && !sb.active) /* torn down by a signal */
+				goto out;
+#else
+			if (measure_heca(&po, p, i, NULL))
+				rc = -1;
+#endif
+		}
 #ifdef HECA_HAVE_SWAPBASE
 		for (int i = 0; have_swap && i < po.nr; i++) {
 			int r = measure_swap(&po, p, i, &sb);
@@ -1501,6 +1824,8 @@ out:
 #ifdef HECA_HAVE_SWAPBASE
 	swapbase_teardown(&sb);
 #endif
+	if (po.sp.n)
+		cli_stop_sponsors(&po.sp);
 	if (np) {
 		print_table(&po, ps, np, have_swap);
 		add_figures(&po, ps, np, &res);

@@ -76,6 +76,25 @@ static int sort_keys(struct sort_job *j)
 	return rc;
 }
 
+/* The machine's pages swapped in and out so far (pswpin, pswpout of /proc/vmstat): the kernel
+ * swap run's are the deltas, as no other swap is in use while it runs. */
+static void vmstat_swap(uint64_t *in, uint64_t *out)
+{
+	char line[128];
+	unsigned long long v;
+	FILE *f = fopen("/proc/vmstat", "re");
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "pswpin %llu", &v) == 1)
+			*in = v;
+		else if (sscanf(line, "pswpout %llu", &v) == 1)
+			*out = v;
+	}
+	fclose(f);
+}
+
 #ifdef HECA_HAVE_SWAPBASE
 /* Runs in the child that swapbase_run() put in the memory cgroup. */
 static int swap_child(void *arg)
@@ -106,7 +125,8 @@ int bench_qsort(const struct bench_opts *o, struct bench_result *r)
 	unsigned int prefetch = o->prefetch_set ? o->prefetch : 16;
 	struct sort_job j = {.threads = threads, .seed = o->seed};
 	const char *swap_name = o->swapfile ? "swap file" : "zram swap";
-	double local_s = NAN;
+	double local_s = NAN, raw_rate = NAN;
+	double heca_in[MAX_RATIOS], heca_out[MAX_RATIOS], swap_in[MAX_RATIOS], swap_out[MAX_RATIOS];
 	int nr, rc = 0;
 #ifdef HECA_HAVE_SWAPBASE
 	struct swapbase sb;
@@ -125,6 +145,7 @@ int bench_qsort(const struct bench_opts *o, struct bench_result *r)
 	}
 	for (int i = 0; i < nr; i++) {
 		heca_s[i] = swap_s[i] = heca_pct[i] = swap_pct[i] = NAN;
+		heca_in[i] = heca_out[i] = swap_in[i] = swap_out[i] = NAN;
 		fr[i] = rt[i].frac;
 		lab[i] = rt[i].label;
 	}
@@ -156,6 +177,13 @@ int bench_qsort(const struct bench_opts *o, struct bench_result *r)
 		return 1;
 	}
 #endif
+
+	/* The raw cost of a page moved, for the floor beside the pages each run moved. */
+	if (bench_raw_pipelined(o->sponsors, 50000, &raw_rate)) {
+		rc = -EIO;
+		goto out;
+	}
+	printf("qsort raw pipelined page rate: %.0f pages/s\n", raw_rate);
 
 	/* Local memory. */
 	j.keys = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -201,12 +229,15 @@ int bench_qsort(const struct bench_opts *o, struct bench_result *r)
 			goto out;
 		heca_s[i] = j.sort_s;
 		heca_pct[i] = (j.sort_s / local_s - 1) * 100;
+		heca_in[i] = (double)(st.pages_fetched + st.pages_prefetched);
+		heca_out[i] = (double)st.pages_written_back;
 		printf("qsort heca %s (local %.0f MiB): sort %.2f s, overhead %.2f%%, %llu pages "
-		       "fetched, %llu prefetched, %llu written back\n",
+		       "fetched, %llu prefetched, %llu written back, floor %.2f s\n",
 		       rt[i].label, (double)local / 1048576.0, j.sort_s, heca_pct[i],
 		       (unsigned long long)st.pages_fetched,
 		       (unsigned long long)st.pages_prefetched,
-		       (unsigned long long)st.pages_written_back);
+		       (unsigned long long)st.pages_written_back,
+		       (heca_in[i] + heca_out[i]) / raw_rate);
 		fflush(stdout);
 	}
 
@@ -217,8 +248,13 @@ int bench_qsort(const struct bench_opts *o, struct bench_result *r)
 		double secs = NAN;
 
 		snprintf(what, sizeof(what), "qsort: %s %.23s", swap_name, rt[i].label);
+		uint64_t in0 = 0, out0 = 0, in1 = 0, out1 = 0;
 		j.what = what;
+		vmstat_swap(&in0, &out0);
 		rc = swapbase_run(&sb, limit, swap_child, &j, &secs, err, sizeof(err));
+		vmstat_swap(&in1, &out1);
+		swap_in[i] = (double)(in1 - in0);
+		swap_out[i] = (double)(out1 - out0);
 		bench_progress_end();
 		if (rc) {
 			fprintf(stderr, "heca bench qsort: %s at %s: %s\n", swap_name, rt[i].label,
@@ -229,9 +265,11 @@ int bench_qsort(const struct bench_opts *o, struct bench_result *r)
 			if (!strcmp(sb.last.phase[k].name, "sort"))
 				swap_s[i] = sb.last.phase[k].seconds;
 		swap_pct[i] = (swap_s[i] / local_s - 1) * 100;
-		printf("qsort %s %s: sort %.2f s, overhead %.2f%% (peak swap %.0f MiB)\n",
+		printf("qsort %s %s: sort %.2f s, overhead %.2f%% (peak swap %.0f MiB), %.0f pages "
+		       "swapped in, %.0f out (/proc/vmstat), floor %.2f s\n",
 		       swap_name, rt[i].label, swap_s[i], swap_pct[i],
-		       (double)sb.last.peak_swap_bytes / 1048576.0);
+		       (double)sb.last.peak_swap_bytes / 1048576.0, swap_in[i], swap_out[i],
+		       (swap_in[i] + swap_out[i]) / raw_rate);
 		fflush(stdout);
 	}
 #endif
@@ -261,6 +299,20 @@ out:
 		snprintf(fig, sizeof(fig), "%s sort time, %.23s", swap_name, rt[i].label);
 		bench_fig(r, "qsort", fig, "s", NAN, swap_s[i], swap_name);
 	}
+	for (int i = 0; i < nr; i++) {
+		char fig[128];
+		if (isnan(heca_in[i]))
+			continue;
+		snprintf(fig, sizeof(fig), "pages in, %.23s", rt[i].label);
+		bench_fig(r, "qsort", fig, "pages", heca_in[i], swap_in[i], swap_name);
+		snprintf(fig, sizeof(fig), "pages out, %.23s", rt[i].label);
+		bench_fig(r, "qsort", fig, "pages", heca_out[i], swap_out[i], swap_name);
+		snprintf(fig, sizeof(fig), "floor, %.23s", rt[i].label);
+		bench_fig(r, "qsort", fig, "s", (heca_in[i] + heca_out[i]) / raw_rate,
+			  (swap_in[i] + swap_out[i]) / raw_rate, swap_name);
+	}
+	if (!isnan(raw_rate))
+		bench_fig(r, "raw", "pipelined page rate", "pages/s", NAN, raw_rate, "");
 	if (!rc && o->plot && bench_plot(o->plot, fr, lab, heca_pct, swap_pct, nr))
 		rc = 1;
 	return rc ? 1 : 0;

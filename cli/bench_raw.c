@@ -561,3 +561,46 @@ out:
 		conn_close(&c[i]);
 	return rc;
 }
+
+int bench_raw_pipelined(const char *sponsors, uint64_t pages, double *pages_per_s)
+{
+	struct raw_conn c[RAW_MAX_CONN];
+	char list[4096], *save = NULL, *a;
+	uint8_t demander[16];
+	int nc = 0, rc = 0;
+
+	*pages_per_s = NAN;
+	for (int i = 0; i < RAW_MAX_CONN; i++)
+		c[i] = (struct raw_conn){.fd = -1};
+	heca__random(demander, sizeof(demander));
+	snprintf(list, sizeof(list), "%s", sponsors);
+	for (a = strtok_r(list, ",", &save); a && nc < RAW_MAX_CONN;
+	     a = strtok_r(NULL, ",", &save)) {
+		rc = conn_open(&c[nc], a, demander, 5000);
+		nc++;
+		if (rc) {
+			fprintf(stderr, "heca bench: raw pipelined rate: sponsor %s: %s\n", a,
+				heca_strerror(rc));
+			goto out;
+		}
+	}
+	if (!nc) {
+		rc = -EINVAL;
+		goto out;
+	}
+	for (int i = 0; i < nc; i++) {
+		/* A small segment, read round and round: the rate, not the capacity. */
+		uint64_t avail = (c[i].cap_pages - c[i].used_pages) / 2;
+		rc = fill_segment(&c[i], HECA_MIN((uint64_t)(16 * 1024 * 1024) / PG, avail));
+		if (rc) {
+			fprintf(stderr, "heca bench: raw pipelined rate: writing to %s: %s\n",
+				c[i].addr, heca_strerror(rc));
+			goto out;
+		}
+	}
+	rc = pipeline(c, nc, pages, 64, pages_per_s);
+out:
+	for (int i = 0; i < nc; i++)
+		conn_close(&c[i]);
+	return rc;
+}

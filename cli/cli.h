@@ -120,6 +120,30 @@ struct bench_raw_opts {
 };
 /* Adds rows to r under workload "raw". Returns 0 or -errno (message printed). */
 int bench_raw(const struct bench_raw_opts *o, struct bench_result *r);
+/* The pipelined page rate of bench_raw() alone: `pages` single-page READs, 64 in flight, on
+ * the sponsors of list. 1 / rate is the raw cost per page that the benchmarks multiply by
+ * the pages a run moved, the floor of its time. Returns 0 or -errno (message printed). */
+int bench_raw_pipelined(const char *sponsors, uint64_t pages, double *pages_per_s);
+
+/* One run's counters in a memory cgroup (v1 or v2), read from inside it: bench_cg_begin()
+ * before the run, bench_cg_end() after. With noswap the cgroup may not swap during the run
+ * (v2 memory.swap.max 0; v1 memory.memsw.limit_in_bytes = memory.limit_in_bytes and
+ * swappiness 0), and bench_cg_end() puts swap back for the kernel-swap runs. */
+struct bench_cg {
+	char dir[256];
+	int v2, noswap, peak_fd, vmstat;
+	uint64_t in0, out0, oom0;
+};
+struct bench_cg_counts {
+	uint64_t peak;		   /* bytes: the cgroup's peak memory use in the run, 0 unknown */
+	uint64_t swapin, swapout;  /* pages (pswpin, pswpout deltas) */
+	uint64_t oom_kills;	   /* OOM kills in the cgroup during the run */
+	int vmstat;		   /* swapin/swapout are the machine's (/proc/vmstat), as the
+				    * cgroup does not count them */
+};
+/* Returns 0, or -errno if noswap could not be set. */
+int bench_cg_begin(struct bench_cg *c, const char *dir, int noswap);
+void bench_cg_end(struct bench_cg *c, struct bench_cg_counts *out);
 
 /* Options of `heca bench`, as parsed; *_set says the user gave the option. */
 struct bench_opts {

@@ -147,6 +147,24 @@ static const char *value(const char *p, int depth)
 	return number(p);
 }
 
+/* The number in column col (1-based) of the table row that starts with row, or -1. */
+static double column(const char *text, const char *row, int col)
+{
+	const char *p = strstr(text, row);
+
+	if (!p)
+		return -1;
+	for (int c = 0; c < col; c++) {
+		p = strchr(p, '|');
+		if (!p)
+			return -1;
+		p++;
+	}
+	while (*p == ' ')
+		p++;
+	return isdigit((unsigned char)*p) ? strtod(p, NULL) : -1;
+}
+
 static void check_json(const char *path, const char *must)
 {
 	static char buf[1 << 20];
@@ -226,13 +244,21 @@ int main(void)
 	snprintf(cmd, sizeof(cmd), "%s bench walk %s --prefetch 4 --seconds 5 ", cli, tiny);
 	ASSERT_EQ(run(cmd), 0);
 	ASSERT_TRUE(strstr(out, "| walk | pages/s resolved, prefetch 4 |") != NULL);
+	/* Pages moved and their floor: a walk over 8M at 1M local must fetch pages. */
+	ASSERT_TRUE(column(out, "| walk | pages in, prefetch 4 |", 3) > 0);
+	ASSERT_TRUE(strstr(out, "| walk | pages out, prefetch 4 |") != NULL);
+	ASSERT_TRUE(column(out, "| walk | time, prefetch 4 |", 4) > 0);
 
 	snprintf(cmd, sizeof(cmd), "%s bench qsort --size 4M --ratios 1:2,1:4 --quiet --json %s ",
 		 cli, json);
 	ASSERT_EQ(run(cmd), 0);
 	ASSERT_TRUE(strstr(out, "| qsort | sort time, local memory |") != NULL);
 	ASSERT_TRUE(strstr(out, "| qsort | overhead, local 1:4 |") != NULL);
+	ASSERT_TRUE(column(out, "| qsort | pages in, 1:4 |", 3) > 0);
+	ASSERT_TRUE(column(out, "| qsort | pages out, 1:4 |", 3) > 0);
+	ASSERT_TRUE(column(out, "| qsort | floor, 1:4 |", 3) > 0);
 	check_json(json, "\"overhead, local 1:2\"");
+	check_json(json, "\"floor, 1:2\"");
 
 	/* Real programs under heca run, tiny, without the swap baseline: both rows, valid JSON.
 	 * sort reads its input into sponsored memory, which takes a full userfaultfd (root). */
@@ -263,6 +289,33 @@ int main(void)
 		ASSERT_TRUE(strstr(out, "differs from the unconstrained run") != NULL);
 		snprintf(cmd, sizeof(cmd), "%s bench programs --no-swap python3 ", cli);
 		ASSERT_EQ(run(cmd), 2);
+
+		/* Pages moved side by side: at 1:4 heca must have moved pages, and said so in
+		 * the table (column 13: heca pages in) and the JSON; the raw rate was measured. */
+		snprintf(cmd, sizeof(cmd),
+			 "%s bench programs --size 16M --runs 1 --ratios 1:4 --no-swap --quiet "
+			 "--workloads python3 --json %s ",
+			 cli, json);
+		ASSERT_EQ(run(cmd), 0);
+		ASSERT_TRUE(strstr(out, "| heca pages in | heca pages out | swap pages in | swap "
+					"pages out | heca floor | swap floor |") != NULL);
+		ASSERT_TRUE(strstr(out, "raw pipelined page rate: ") != NULL);
+		ASSERT_TRUE(column(out, "| python3 | 1:4 |", 13) > 0);
+		check_json(json, "\"pages in, 1:4\"");
+
+		/* --local cgroup: heca in the swap run's memory cgroup, swap off there; a run
+		 * either ends with the right output and its pages, or is said to be OOM killed. */
+		snprintf(cmd, sizeof(cmd),
+			 "%s bench programs --size 32M --runs 1 --ratios 3:4 --local cgroup "
+			 "--quiet --workloads python3 --json %s ",
+			 cli, json);
+		ASSERT_EQ(run(cmd), 0);
+		ASSERT_TRUE(strstr(out, "kernel swap off") != NULL);
+		ASSERT_TRUE(strstr(out, "| heca cgroup peak | swap cgroup peak |") != NULL);
+		ASSERT_TRUE((strstr(out, "output ok; heca pages in") &&
+			     strstr(out, "; cgroup peak ")) ||
+			    strstr(out, "OOM KILLED"));
+		check_json(json, "\"cgroup peak, 3:4\"");
 	}
 
 	/* The plot, where gnuplot is installed. */
