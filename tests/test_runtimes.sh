@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: MIT
 # `heca run` with language runtimes and a server that manage their own memory, each holding
 # several times its local budget: a JVM (G1, whose heap grows by 1 MiB commits with
-# mmap(MAP_FIXED) inside a PROT_NONE reservation), node (V8 Buffers) and memcached (its slab
-# allocator). The output must match a run without heca and heca must have written pages back,
+# mmap(MAP_FIXED) inside a PROT_NONE reservation), node (V8 Buffers), memcached (its slab
+# allocator) and Go (a cgo program whose runtime gives memory back with raw madvise calls). The output must match a run without heca and heca must have written pages back,
 # so a run that left the runtime's memory local cannot pass. A runtime that is not installed is
 # a skipped case; if none can run the test skips.
 # Env: HECAD, HECA_CLI. Exit: 0 pass, 1 fail, 77 skip (no runtime at all).
@@ -204,6 +204,22 @@ EOF
 	fi
 else
 	skip_case "memcached: not installed (memcached)"
+fi
+
+# 4. Go (cgo, so that the runtime maps its heap through libc's mmap): 192 MiB of slices under
+# a 64 MiB budget, debug.FreeOSMemory() between allocations: the runtime gives memory back
+# with raw madvise system calls that only the kernel's zap events show heca.
+if command -v go >/dev/null && command -v gcc >/dev/null; then
+	mkdir -p "$tmp/go"
+	cp "$here/progs/gofree/main.go" "$tmp/go/main.go"
+	if (cd "$tmp/go" && GOCACHE="$tmp/go/cache" GOPATH="$tmp/go/path" GO111MODULE=off \
+		GOFLAGS= CGO_ENABLED=1 go build -o gofree main.go) >"$tmp/go/build.log" 2>&1; then
+		run_cmp "Go (cgo) with debug.FreeOSMemory, 192 MiB, budget 64 MiB" 64M "$tmp/go/gofree"
+	else
+		bad "Go: the test program does not build: $(tail -2 "$tmp/go/build.log")"
+	fi
+else
+	skip_case "Go: not installed (golang-go)"
 fi
 
 echo "$passed passed, $failures failure(s), $skipped skipped"
