@@ -15,6 +15,7 @@ cli=${HECA_CLI:-$here/../build/heca}
 prog_fork=${PROG_FORK:-$here/../build/prog_fork}
 prog_mremap=${PROG_MREMAP:-$here/../build/prog_mremap}
 prog_resv=${PROG_RESV:-$here/../build/prog_resv}
+prog_raw=${PROG_RAW:-$here/../build/prog_raw}
 
 failures=0
 ok() { echo "ok - $*"; }
@@ -116,6 +117,12 @@ run_cmp "mremap: grow a buffer to 256 MiB, shrink, discard, hole, PROT_NONE and 
 #    recommitted; nothing of it is big enough for --min-size alone.
 run_cmp "PROT_NONE reservations committed by mprotect and MAP_FIXED, decommitted, recommitted (budget 16 MiB)" 16M \
 	"$prog_resv" 128
+
+# 5b. Raw system calls behind the preload's back: madvise(DONTNEED), munmap with new memory
+#     mapped there, mremap moving and growing (followed by the kernel's userfaultfd events).
+run_cmp "raw syscall madvise, munmap and mremap on sponsored memory (budget 16 MiB)" 16M \
+	"$prog_raw" 64
+grep -q "raw: OK" "$tmp/heca.out" || bad "raw system calls: the program did not say OK"
 
 # 6. Errors: clear message, non-zero exit.
 "$cli" run -- /nonexistent/program >"$tmp/out" 2>&1

@@ -72,7 +72,7 @@ set_tests_properties(test_cluster_replica PROPERTIES LABELS integration TIMEOUT 
 
 # Ordinary programs that heca run starts: built plain (no sanitizer runtime may come before the
 # preloaded library), linked with nothing of heca.
-foreach(p prog_fork prog_mremap prog_alloc prog_reap prog_resv)
+foreach(p prog_fork prog_mremap prog_alloc prog_reap prog_resv prog_raw)
   add_executable(${p} tests/progs/${p}.c)
   target_compile_options(${p} PRIVATE -fno-sanitize=all)
   target_link_options(${p} PRIVATE -fno-sanitize=all)
@@ -99,7 +99,7 @@ set_tests_properties(test_alloc PROPERTIES LABELS integration TIMEOUT 900
 # heca run with python3, GNU sort, fork/exec, mremap, errors, status, leases (integration).
 add_test(NAME test_run COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_run.sh)
 set_tests_properties(test_run PROPERTIES LABELS integration TIMEOUT 300 SKIP_RETURN_CODE 77
-  ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>;PROG_FORK=$<TARGET_FILE:prog_fork>;PROG_MREMAP=$<TARGET_FILE:prog_mremap>;PROG_RESV=$<TARGET_FILE:prog_resv>")
+  ENVIRONMENT "HECAD=$<TARGET_FILE:hecad>;HECA_CLI=$<TARGET_FILE:heca_cli>;PROG_FORK=$<TARGET_FILE:prog_fork>;PROG_MREMAP=$<TARGET_FILE:prog_mremap>;PROG_RESV=$<TARGET_FILE:prog_resv>;PROG_RAW=$<TARGET_FILE:prog_raw>")
 # heca run frees at once the pages of a process that died without a word (a raw exit_group,
 # SIGKILL, an exec'd image), and only of a dead one (integration).
 add_test(NAME test_run_reap COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_run_reap.sh)
