@@ -219,9 +219,13 @@ static int pipeline(struct raw_conn *c, int nc, uint64_t total, unsigned int inf
 {
 	struct pollfd pfd[RAW_MAX_CONN];
 	uint64_t sent = 0, done = 0, next_pg[RAW_MAX_CONN] = {0};
-	unsigned int out[RAW_MAX_CONN] = {0}, per = inflight / (unsigned int)nc;
+	unsigned int out[RAW_MAX_CONN] = {0}, per;
 	uint8_t hdrs[64][HECA_WIRE_HDR];
 	double t0 = bench_now();
+
+	if (nc < 1 || nc > RAW_MAX_CONN)
+		return -EINVAL;
+	per = inflight / (unsigned int)nc;
 	int rc = 0;
 
 	if (per < 1)

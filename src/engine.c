@@ -222,6 +222,7 @@ static void defer_locked(struct heca *h, uintptr_t addr, uint64_t flags, uint32_
 __thread bool heca__engine_thread;
 
 static bool gone_take_locked(struct heca *h, uint32_t seg, uint64_t p);
+static bool gone_has_locked(struct heca *h, uint32_t seg, uint64_t p);
 static void fetch_gone_locked(struct heca *h, struct seg *s, uint64_t p);
 
 /*
@@ -258,7 +259,8 @@ static int install_locked(struct heca *h, struct seg *s, uint64_t page, const vo
 {
 	uintptr_t addr = s->base + page * PAGE_SZ;
 	bool wp = !write && (h->features & HECA_FEAT_WP);
-	int rc = heca__uffd_copy(h, addr, src, PAGE_SZ, wp, wake);
+	int rc = src == h->zero_page ? heca__uffd_copy(h, addr, src, PAGE_SZ, wp, wake)
+				     : heca__uffd_copy_data(h, addr, src, PAGE_SZ, wp, wake);
 
 	if (rc)
 		return rc;
@@ -511,6 +513,8 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 			struct wb_entry *e = heca__wb_find_locked(h, s->id, page);
 			if (e) {
 				rc = install_locked(h, s, page, e->data, write, true);
+				if (rc == -EAGAIN)
+					goto defer; /* events came: look at the page again */
 				if (rc)
 					goto fail;
 				pset(b, write ? PS_DIRTY : PS_CLEAN);
@@ -645,24 +649,33 @@ void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t segid, 
 			i++;
 			continue;
 		}
+		if (h->gone && gone_take_locked(h, segid, page + i)) {
+			fetch_gone_locked(h, s, page + i); /* zapped meanwhile: reads as zero */
+			i++;
+			continue;
+		}
 		write = *b & PF_WANTW;
 		for (j = i; j < count && pstate(s->st[page + j]) == PS_FETCHING &&
-			    !!(s->st[page + j] & PF_WANTW) == write;
+			    !!(s->st[page + j] & PF_WANTW) == write &&
+			    (j == i || !h->gone || !gone_has_locked(h, segid, page + j));
 		     j++)
 			wake |= !!(s->st[page + j] & (PF_WAITER | PF_DEMAND));
-		h->fetching -= j - i;
 		rc = status;
 		if (!rc) {
 			uint64_t t0 = heca__now_ns();
-			rc = heca__uffd_copy(h, s->base + (page + i) * PAGE_SZ,
-					     data + (size_t)i * PAGE_SZ, (uint64_t)(j - i) * PAGE_SZ,
-					     !write && (h->features & HECA_FEAT_WP), false);
+			rc = heca__uffd_copy_data(h, s->base + (page + i) * PAGE_SZ,
+						  data + (size_t)i * PAGE_SZ,
+						  (uint64_t)(j - i) * PAGE_SZ,
+						  !write && (h->features & HECA_FEAT_WP), false);
+			if (rc == -EAGAIN)
+				continue; /* events came: look at page i again */
 			if (cookie && wake) {
 				/* Per-stage time of demand fetches: mapping and waking. */
 				heca__count(&h->c.fetch_install_ns, heca__now_ns() - t0);
 				heca__count(&h->c.fetch_install_count, 1);
 			}
 		}
+		h->fetching -= j - i;
 		for (uint32_t k = i; k < j; k++) {
 			if (rc) {
 				read_failed_locked(h, s, page + k, rc, count == 1);
@@ -716,8 +729,13 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid,
 				wb_put_locked(h, e);
 				continue;
 			}
-			if (st == PS_REMOTE)
-				rc = install_locked(h, s, page + i, e->data, true, false);
+			while (st == PS_REMOTE &&
+			       (rc = install_locked(h, s, page + i, e->data, true, false)) == -EAGAIN)
+				st = pstate(*b); /* events came: zapped meanwhile? */
+			if (st == PS_EMPTY) {
+				wb_put_locked(h, e);
+				continue;
+			}
 			if (rc) {
 				heca__log(h, HECA_LOG_ERROR,
 					  "cannot keep segment %u page %llu locally: %s", segid,
@@ -750,6 +768,14 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid,
 }
 
 /* ---- zaps heca did not make ---- */
+
+static bool gone_has_locked(struct heca *h, uint32_t seg, uint64_t p)
+{
+	for (struct gone *g = h->gone; g; g = g->next)
+		if (g->seg == seg && p >= g->lo && p < g->hi)
+			return true;
+	return false;
+}
 
 /* Whether page p of segment seg is in a gone range; each such range counts it off. */
 static bool gone_take_locked(struct heca *h, uint32_t seg, uint64_t p)
@@ -882,13 +908,16 @@ static void moved_locked(struct heca *h, uintptr_t from, uintptr_t to, uint64_t 
 	heca__unmapped_note_locked(h, from, len);
 }
 
+/*
+ * A batch's events first, then its faults. The kernel gives faults before events, and a zap
+ * goes ahead as soon as its event is read, so a fault read with it may be served after the
+ * zap: served first, it would map old content where the kernel has just zapped.
+ */
 static void handle_msgs_locked(struct heca *h, const struct uffd_msg *msg, size_t n,
 			       uint64_t t0, bool defer)
 {
 	for (size_t i = 0; i < n; i++) {
 		const struct uffd_msg *m = &msg[i];
-		uint32_t tid = h->thread_id ? m->arg.pagefault.feat.ptid : 0;
-
 		if (m->event == UFFD_EVENT_REMOVE || m->event == UFFD_EVENT_UNMAP) {
 			/* An unmap has happened, a zap is about to: the pages read as zero (or
 			 * are gone); an unmapped range also leaves the segment table. */
@@ -898,11 +927,14 @@ static void handle_msgs_locked(struct heca *h, const struct uffd_msg *msg, size_
 				heca__unmapped_note_locked(h, a, e - a);
 			continue;
 		}
-		if (m->event == UFFD_EVENT_REMAP) {
+		if (m->event == UFFD_EVENT_REMAP)
 			moved_locked(h, (uintptr_t)m->arg.remap.from, (uintptr_t)m->arg.remap.to,
 				     m->arg.remap.len);
-			continue;
-		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct uffd_msg *m = &msg[i];
+		uint32_t tid = h->thread_id ? m->arg.pagefault.feat.ptid : 0;
+
 		if (m->event != UFFD_EVENT_PAGEFAULT)
 			continue;
 		if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)

@@ -421,6 +421,8 @@ bool heca__evict_zap_is_own_locked(struct heca *h, uintptr_t addr);
 /* The evictor waits until the engine has handled every message it has read. */
 void heca__msgs_wait_locked(struct heca *h, uint64_t seq);
 int heca__uffd_fill(struct heca *h, uintptr_t dst, const void *src, bool wp);
+int heca__uffd_copy_data(struct heca *h, uintptr_t dst, const void *src, uint64_t len, bool wp,
+			 bool wake);
 int heca__uffd_wp(struct heca *h, uintptr_t addr, uint64_t len, bool protect, bool wake);
 int heca__uffd_wake(struct heca *h, uintptr_t addr, uint64_t len);
 int heca__uffd_poison(struct heca *h, uintptr_t addr, uint64_t len);

@@ -207,10 +207,29 @@ static void eagain(struct heca *h)
 		sched_yield();
 }
 
+static int copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len, bool wp,
+		bool wake, bool bail);
+
 /* Returns 0 when the whole range is mapped (by this call or, for -EEXIST pages, by someone
  * else), or -errno. */
 int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len, bool wp,
 		    bool wake)
+{
+	return copy(h, dst, src, len, wp, wake, false);
+}
+
+/* The same for content that a zap may have made stale: on the engine, once events were taken
+ * (heca__engine_drain_locked), -EAGAIN, so that the caller looks at the page states again
+ * before mapping the rest: a page zapped meanwhile must not get its old content back. Pages
+ * mapped before the events were taken are zapped by the kernel after them. */
+int heca__uffd_copy_data(struct heca *h, uintptr_t dst, const void *src, uint64_t len, bool wp,
+			 bool wake)
+{
+	return copy(h, dst, src, len, wp, wake, true);
+}
+
+static int copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len, bool wp,
+		bool wake, bool bail)
 {
 	uint64_t done = 0;
 
@@ -230,6 +249,8 @@ int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len
 		}
 		if (errno == EAGAIN) {
 			eagain(h);
+			if (bail && heca__engine_thread)
+				return -EAGAIN;
 			continue;
 		}
 		if (errno == EINTR)

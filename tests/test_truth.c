@@ -242,7 +242,8 @@ static void case_a(void)
 struct part {
 	pthread_t t;
 	uint8_t *b;
-	uint64_t from, to, rounds;
+	uint64_t from, to;
+	atomic_uint_least64_t rounds;
 };
 
 /* Write every page of its part (page number, generation), verify all, again and again. */
@@ -255,7 +256,7 @@ static void *faulter(void *arg)
 		gen++;
 		fill(x->b, x->from, x->to, gen);
 		check(x->b, x->from, x->to, gen, "a faulting thread's own pages");
-		x->rounds++;
+		atomic_fetch_add(&x->rounds, 1);
 	}
 	return NULL;
 }
@@ -264,12 +265,15 @@ static void start_faulters(struct part *p, int n, uint8_t *b, uint64_t from, uin
 {
 	uint64_t each = (to - from) / (uint64_t)n;
 	for (int i = 0; i < n; i++) {
-		p[i] = (struct part){.b = b, .from = from + i * each, .to = from + (i + 1) * each};
+		p[i].b = b;
+		p[i].from = from + i * each;
+		p[i].to = from + (i + 1) * each;
+		atomic_store(&p[i].rounds, 0);
 		pthread_create(&p[i].t, NULL, faulter, &p[i]);
 	}
 	/* Each has written its part once before anything happens behind heca's back. */
 	for (int i = 0; i < n; i++)
-		while (!p[i].rounds && !atomic_load(&bad))
+		while (!atomic_load(&p[i].rounds) && !atomic_load(&bad))
 			usleep(1000);
 }
 
@@ -443,7 +447,8 @@ static void case_e(void)
 struct zapper {
 	pthread_t t;
 	uint8_t *b;
-	uint64_t from, to, rounds;
+	uint64_t from, to;
+	atomic_uint_least64_t rounds;
 };
 
 static void *zap_loop(void *arg)
