@@ -327,6 +327,16 @@ static void zap_victims(struct heca *h, struct victim *v, unsigned int n)
 		}
 		while (j + 1 < n && v[j + 1].addr == v[j].addr + PAGE_SZ && goes_out(v[j + 1].was))
 			j++;
+		/* Still ours? A range the program unmapped behind heca's back may hold new
+		 * memory by now, which must never be zapped: write-protect asks the kernel
+		 * whether the run is still registered with heca (ENOENT if not), just before
+		 * the zap. Its pages are kept; the unmap's event says what became of them. */
+		if (heca__uffd_wp(h, v[i].addr, (uint64_t)(j - i + 1) * PAGE_SZ, true, false)) {
+			for (unsigned int k = i; k <= j; k++)
+				v[k].keep = true;
+			i = j + 1;
+			continue;
+		}
 		for (unsigned int k = i; k <= j; k++)
 			__atomic_store_n(&v[k].zapping, true, __ATOMIC_RELEASE);
 		if (madvise((void *)v[i].addr, (size_t)(j - i + 1) * PAGE_SZ, MADV_DONTNEED)) {
