@@ -189,18 +189,27 @@ static bool room_locked(struct heca *h, struct seg *s, uint64_t n)
 	       h->resident + h->fetching + h->pinned + n <= h->limit;
 }
 
-static void defer_locked(struct heca *h, uintptr_t addr, uint64_t flags, uint32_t tid,
-			 uint64_t t0)
+/* Queue a fault to be handled again later; false when there is no memory for it. */
+static bool deferred_push_locked(struct heca *h, uintptr_t addr, uint64_t flags, uint32_t tid,
+				 uint64_t t0)
 {
 	if (h->ndeferred == h->capdeferred) {
 		unsigned int ncap = h->capdeferred ? h->capdeferred * 2 : 64;
 		struct deferred *n = realloc(h->deferred, ncap * sizeof(*n));
 		if (!n)
-			return; /* the thread stays blocked; it is retried on its next fault */
+			return false;
 		h->deferred = n;
 		h->capdeferred = ncap;
 	}
 	h->deferred[h->ndeferred++] = (struct deferred){addr, flags, tid, t0};
+	return true;
+}
+
+static void defer_locked(struct heca *h, uintptr_t addr, uint64_t flags, uint32_t tid,
+			 uint64_t t0)
+{
+	if (!deferred_push_locked(h, addr, flags, tid, t0))
+		return; /* the thread stays blocked; it is retried on its next fault */
 	heca__count(&h->c.faults_deferred, 1);
 	heca__evict_kick_locked(h);
 	if (h->pinned && h->resident + h->fetching + h->pinned >= h->limit - h->limit / 64) {
@@ -635,10 +644,6 @@ void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t segid, 
 	}
 	if (page + count > seg_end(s))
 		count = (uint32_t)(seg_end(s) - page);
-	/* Pages zapped while they were fetched read as zero, whatever the read brought. */
-	for (uint32_t i = 0; h->gone && i < count; i++)
-		if (pstate(s->st[page + i]) == PS_FETCHING && gone_take_locked(h, segid, page + i))
-			fetch_gone_locked(h, s, page + i);
 	for (uint32_t i = 0; i < count;) {
 		uint8_t *b = &s->st[page + i];
 		uint32_t j;
@@ -679,10 +684,6 @@ void heca__on_read_done(void *arg, uint64_t cookie, int status, uint32_t segid, 
 		for (uint32_t k = i; k < j; k++) {
 			if (rc) {
 				read_failed_locked(h, s, page + k, rc, count == 1);
-			} else if (h->gone && gone_take_locked(h, segid, page + k)) {
-				/* Zapped while being mapped (an event taken during the copy): the
-				 * kernel takes it away next; it reads as zero. */
-				s->st[page + k] = (uint8_t)(s->st[page + k] & PF_WB) | PS_EMPTY;
 			} else {
 				fetched_locked(h, s, page + k, s->st[page + k], write, cookie, now);
 			}
@@ -945,16 +946,8 @@ static void handle_msgs_locked(struct heca *h, const struct uffd_msg *msg, size_
 			heca__count(&h->c.faults_read, 1);
 		if (defer) {
 			/* Taken in the middle of another step: handled after it. */
-			if (h->ndeferred == h->capdeferred) {
-				unsigned int ncap = h->capdeferred ? h->capdeferred * 2 : 64;
-				struct deferred *d = realloc(h->deferred, ncap * sizeof(*d));
-				if (!d)
-					continue; /* it stays blocked: its thread faults again if woken */
-				h->deferred = d;
-				h->capdeferred = ncap;
-			}
-			h->deferred[h->ndeferred++] = (struct deferred){
-				(uintptr_t)m->arg.pagefault.address, m->arg.pagefault.flags, tid, t0};
+			deferred_push_locked(h, (uintptr_t)m->arg.pagefault.address,
+					     m->arg.pagefault.flags, tid, t0);
 			continue;
 		}
 		handle_fault_locked(h, (uintptr_t)m->arg.pagefault.address, m->arg.pagefault.flags,
