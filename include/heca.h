@@ -233,6 +233,9 @@ struct heca_stats {
 	 * let go (mlocked, say), kept locally like pinned_pages; pages a madvise or munmap heca
 	 * did not make discarded, learnt from the kernel's userfaultfd events. */
 	uint64_t pages_repaired, pages_unzappable, pages_zapped_outside;
+	/* Times a read request found a sponsor's socket full and waited in heca's queue for it
+	 * (a sponsor that stopped reading), rather than stalling the engine. */
+	uint64_t reads_queued;
 };
 
 #define HECA_FEAT_WP (1u << 0)	   /* write-protect on anonymous memory */

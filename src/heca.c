@@ -795,6 +795,7 @@ int heca_get_stats(struct heca *h, struct heca_stats *o)
 	o->pages_repaired = LD(pages_repaired);
 	o->pages_unzappable = LD(pages_unzappable);
 	o->pages_zapped_outside = LD(pages_zapped_outside);
+	o->reads_queued = LD(reads_queued);
 #undef LD
 	pthread_mutex_lock(&h->lock);
 	o->resident_pages = h->resident;

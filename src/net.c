@@ -188,6 +188,85 @@ int heca__send_all(int fd, struct iovec *iov, int iovcnt)
 	return 0;
 }
 
+static int outq_append(struct heca_outq *q, const void *p, size_t n)
+{
+	if (q->len + n > q->cap) {
+		size_t ncap = q->cap ? q->cap : 4096;
+		unsigned char *nb;
+		while (ncap < q->len + n)
+			ncap *= 2;
+		nb = realloc(q->buf, ncap);
+		if (!nb)
+			return -ENOMEM;
+		q->buf = nb;
+		q->cap = ncap;
+	}
+	memcpy(q->buf + q->len, p, n);
+	q->len += n;
+	return 0;
+}
+
+int heca__outq_flush(struct heca_outq *q, int fd)
+{
+	size_t off = 0;
+	int rc = 0;
+
+	while (off < q->len) {
+		ssize_t n = send(fd, q->buf + off, q->len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = errno == EAGAIN ? 0 : -errno;
+			break;
+		}
+		off += (size_t)n;
+	}
+	memmove(q->buf, q->buf + off, q->len - off);
+	q->len -= off;
+	return rc ? rc : q->len > 0;
+}
+
+int heca__outq_send(struct heca_outq *q, int fd, const struct iovec *iov, int iovcnt)
+{
+	size_t total = 0, sent = 0;
+	int rc;
+
+	for (int i = 0; i < iovcnt; i++)
+		total += iov[i].iov_len;
+	if (q->len + total > q->max)
+		return -ENOBUFS;
+	if (q->len) {
+		rc = heca__outq_flush(q, fd);
+		if (rc < 0)
+			return rc;
+	}
+	if (!q->len) {
+		struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+		ssize_t n;
+		do
+			n = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+		while (n < 0 && errno == EINTR);
+		if (n < 0 && errno != EAGAIN)
+			return -errno;
+		sent = n > 0 ? (size_t)n : 0;
+	}
+	if (sent == total)
+		return 0;
+	/* Keep the part the kernel did not take: the stream must stay whole. */
+	for (int i = 0; i < iovcnt; i++) {
+		size_t l = iov[i].iov_len;
+		if (sent >= l) {
+			sent -= l;
+			continue;
+		}
+		rc = outq_append(q, (const unsigned char *)iov[i].iov_base + sent, l - sent);
+		if (rc)
+			return rc;
+		sent = 0;
+	}
+	return 1;
+}
+
 int heca__recv_all(int fd, void *buf, size_t len)
 {
 	char *p = buf;

@@ -20,6 +20,23 @@ int heca__tcp_listen(const char *hostport, char *bound, size_t boundlen);
  * -ETIMEDOUT if the socket's SO_SNDTIMEO expired before everything was sent. */
 int heca__send_all(int fd, struct iovec *iov, int iovcnt);
 
+/* Bytes a non-blocking sender could not hand to the kernel yet, kept in order. Zero it, set max
+ * (the most it may hold), and free(q->buf) when done. */
+struct heca_outq {
+	unsigned char *buf;
+	size_t len, cap, max;
+};
+
+/* Send iov on fd without blocking, after whatever q already holds: what the socket does not
+ * take now is appended to q, for heca__outq_flush() once fd is writable. Returns 0 (all sent),
+ * 1 (some of it waits in q), -ENOBUFS (q would pass q->max: nothing was sent or queued),
+ * -ENOMEM, or -errno of the send; after an error other than -ENOBUFS the stream may be cut
+ * short: give the connection up. */
+int heca__outq_send(struct heca_outq *q, int fd, const struct iovec *iov, int iovcnt);
+
+/* Send what q holds without blocking. Returns 0 (q is empty), 1 (some still waits), -errno. */
+int heca__outq_flush(struct heca_outq *q, int fd);
+
 /* Receive exactly len bytes (blocking). Returns 0, -ECONNRESET on EOF, or -errno. */
 int heca__recv_all(int fd, void *buf, size_t len);
 

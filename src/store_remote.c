@@ -30,6 +30,9 @@
 #include "wire.h"
 
 #define RBUF_SZ (4u << 20)
+/* Read requests waiting for a sponsor that stopped reading its socket (48 bytes each): past
+ * this the connection is given up, as its requests' deadlines soon would be. */
+#define OUT_MAX (1u << 20)
 #define MAX_R 4
 #define STRIPE_BUCKETS 65536
 #define NO_MEMBER 0xff
@@ -77,6 +80,10 @@ struct conn {
 	size_t rlen;
 	bool broken;
 	bool watched; /* in the engine's epoll set */
+	/* Reads the socket did not take yet (smu; reads are issued on the engine thread only),
+	 * and whether the engine is asked to say when the socket is writable. */
+	struct heca_outq out;
+	bool out_armed;
 };
 
 struct member {
@@ -340,6 +347,8 @@ static int conn_init(struct conn *c, struct member *m, enum heca_channel ch)
 		return 0;
 	c->qcap = 1024;
 	c->q = calloc(c->qcap, sizeof(*c->q));
+	if (ch != HECA_CHAN_BULK)
+		c->out.max = OUT_MAX;
 	c->rbuf = malloc(RBUF_SZ);
 	return c->q && c->rbuf ? 0 : -ENOMEM;
 }
@@ -361,8 +370,62 @@ static void conn_exit(struct remote *r, struct conn *c)
 	c->fd = -1;
 	free(c->q);
 	free(c->rbuf);
+	free(c->out.buf);
 	c->q = NULL;
 	c->rbuf = NULL;
+	c->out = (struct heca_outq){0};
+}
+
+static void conn_arm(struct remote *r, struct conn *c, bool out)
+{
+	struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
+	if (c->watched)
+		epoll_ctl(r->base.h->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+	c->out_armed = out;
+}
+
+/*
+ * Send a read on c (smu held). Reads are sent by the engine with h->lock held, so a sponsor
+ * that stops reading its socket must not block the send, or every other fault of the process
+ * would wait for it: what the socket does not take now waits in c->out, in order, and goes
+ * when the socket is writable (conn_flush). The request's deadline runs meanwhile.
+ */
+static int send_queued(struct remote *r, struct conn *c, struct heca_frame *f)
+{
+	uint8_t hdr[HECA_WIRE_HDR];
+	struct iovec iov[2] = {{hdr, HECA_WIRE_HDR}, {(void *)f->payload, f->payload_len}};
+	int rc;
+
+	heca_wire_encode(hdr, f);
+	rc = heca__outq_send(&c->out, c->fd, iov, f->payload_len ? 2 : 1);
+	if (rc < 0)
+		return rc;
+	heca__count(&r->base.h->c.bytes_sent, HECA_WIRE_HDR + f->payload_len);
+	if (rc == 1 && !c->out_armed) {
+		heca__count(&r->base.h->c.reads_queued, 1);
+		conn_arm(r, c, true);
+	}
+	return 0;
+}
+
+/* Engine thread, c writable: send what waits in c->out. */
+static void conn_flush(struct remote *r, struct conn *c)
+{
+	int rc;
+
+	pthread_mutex_lock(&c->smu);
+	rc = c->fd >= 0 ? heca__outq_flush(&c->out, c->fd) : -ENOTCONN;
+	if (rc < 0)
+		c->out.len = 0; /* the stream is cut: the reads fail with the connection */
+	if (rc <= 0)
+		conn_arm(r, c, false);
+	pthread_mutex_unlock(&c->smu);
+	if (rc < 0 && c->fd >= 0) {
+		pthread_mutex_lock(&c->mu);
+		c->broken = true;
+		pthread_mutex_unlock(&c->mu);
+		shutdown(c->fd, SHUT_RDWR);
+	}
 }
 
 /* Queue a request on c and send it. Returns 0 (the completion will come, possibly as a
@@ -408,7 +471,7 @@ static int conn_request(struct remote *r, struct conn *c, struct heca_frame *f, 
 	p->deadline = p->sent_ns + h->opt.timeout_ms * 1000000ull;
 	pthread_mutex_unlock(&c->mu);
 	/* Sent outside the queue lock: the engine may fail or complete the queue meanwhile. */
-	rc = send_frame(r, c->fd, f);
+	rc = c->out.max ? send_queued(r, c, f) : send_frame(r, c->fd, f);
 	if (rc) {
 		pthread_mutex_lock(&c->mu);
 		c->broken = true;
@@ -865,6 +928,8 @@ static void remote_dispatch(struct heca_store *s, void *ctx)
 
 	if (!c->rbuf || c->fd < 0)
 		return;
+	if (c->out_armed)
+		conn_flush(r, c);
 	n = recv(c->fd, c->rbuf + c->rlen, RBUF_SZ - c->rlen, MSG_DONTWAIT);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 		/* Keep the fd open but idle until the engine swaps in a new one: closing it
@@ -952,6 +1017,8 @@ static void remote_tick(struct heca_store *s, uint64_t now)
 				c->fd = m->fresh[k];
 				m->fresh[k] = -1;
 				c->rlen = 0;
+				c->out.len = 0;
+				c->out_armed = false;
 				pthread_mutex_lock(&c->mu);
 				c->broken = false;
 				pthread_mutex_unlock(&c->mu);

@@ -28,6 +28,8 @@ endfunction()
 
 # Wire format (unit).
 heca_test(test_wire LABELS unit TIMEOUT 60 SOURCES tests/test_wire.c $<TARGET_OBJECTS:heca_common>)
+# The send queue that keeps a sponsor which stops reading from blocking the engine (unit).
+heca_test(test_outq LABELS unit TIMEOUT 120 SOURCES tests/test_outq.c $<TARGET_OBJECTS:heca_common>)
 # The sponsor daemon spoken to over real sockets (integration).
 heca_test(test_sponsor LABELS integration TIMEOUT 120
   SOURCES tests/test_sponsor.c tests/sponsor_client.c $<TARGET_OBJECTS:heca_common>)
