@@ -547,7 +547,7 @@ static int bench_walks(const struct bench_opts *o, struct bench_result *r, int k
 			bench_fig(r, name, fig, "pages", (double)pout, NAN, "");
 			/* The floor: pages moved at the raw pipelined rate. */
 			snprintf(fig, sizeof(fig), "time, prefetch %u", pfs[i]);
-			bench_fig(r, name, fig, "s", t, (double)(pin + pout) / raw_rate,
+			bench_fig(r, name, fig, "ms", t * 1e3, (double)(pin + pout) / raw_rate * 1e3,
 				  "raw floor");
 			printf("%s, prefetch %u: %llu touches in %.2f s: %.0f pages/s resolved, "
 			       "%.2f us per access (local memory %.3f us); %llu pages in, %llu out, "
