@@ -608,6 +608,12 @@ int heca__seg_unregister(struct heca *h, struct seg *s, unsigned int flags)
 	pthread_mutex_lock(&h->lock);
 	heca__store_call_begin_locked(h);
 	detach_locked(h, s);
+	/* Out of the registration in the same hold of the lock as out of the table: a thread
+	 * that finds the range in no segment (a split, a shrink) then unmaps it with no event,
+	 * whereas an event sent for it now could be handled after new memory is sponsored there
+	 * and end that. With HECA_UNREG_GONE the kernel has unmapped the range already and
+	 * whatever is there now is someone else's: nothing to unregister, zap or unmap. */
+	rc = flags & HECA_UNREG_GONE ? 0 : heca__uffd_unregister(h, start, len);
 	shared = heca__seg_id_shared_locked(h, s);
 	/* Another piece of a split segment keeps the rest of the store segment: until the
 	 * sponsors have forgotten this part, none of it is written back (a piece may grow over
@@ -615,9 +621,6 @@ int heca__seg_unregister(struct heca *h, struct seg *s, unsigned int flags)
 	if (shared)
 		heca__discard_begin_locked(h, &d, s->id, s->first, seg_end(s));
 	pthread_mutex_unlock(&h->lock);
-	/* With HECA_UNREG_GONE the kernel has unmapped the range already and whatever is there
-	 * now is someone else's: nothing to unregister, zap or unmap. */
-	rc = flags & HECA_UNREG_GONE ? 0 : heca__uffd_unregister(h, start, len);
 	if (!(flags & HECA_UNREG_GONE))
 		madvise((void *)start, len, MADV_DOFORK); /* ordinary memory again */
 	if ((flags & HECA_UNREG_DISCARD) && !(flags & HECA_UNREG_GONE))
