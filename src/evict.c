@@ -429,8 +429,11 @@ static void protect_dirty(struct heca *h, struct victim *v, unsigned int n)
 			j++;
 		rc = do_wp(h, v[i].addr, (uint64_t)(j - i + 1) * PAGE_SZ);
 		if (rc) {
-			heca__log(h, HECA_LOG_ERROR, "write-protect %#lx: %s; pages kept",
-				  (unsigned long)v[i].addr, heca_strerror(rc));
+			/* ENOENT: no longer registered there, unmapped or moved by a system call
+			 * heca did not make; its event says what became of the pages. */
+			if (rc != -ENOENT)
+				heca__log(h, HECA_LOG_ERROR, "write-protect %#lx: %s; pages kept",
+					  (unsigned long)v[i].addr, heca_strerror(rc));
 			for (unsigned int k = i; k <= j; k++)
 				v[k].was = VICTIM_KEEP;
 		}
