@@ -881,6 +881,28 @@ static void zapped_locked(struct heca *h, uintptr_t start, uintptr_t end)
 		heca__count(&h->c.pages_zapped_outside, n);
 }
 
+struct adopt {
+	struct heca *h;
+	struct seg *s;
+};
+
+static void adopt_run(void *arg, uint64_t first, uint64_t n)
+{
+	struct adopt *a = arg;
+	struct seg *s = a->s;
+
+	for (uint64_t p = s->first + first; p < s->first + first + n; p++) {
+		uint8_t *b = &s->st[p];
+		if (pstate(*b) != PS_REMOTE && pstate(*b) != PS_EMPTY)
+			continue;
+		/* The write-back in flight, if any, keeps its entry until acknowledged. */
+		*b = (uint8_t)(*b & PF_WB) | PS_DIRTY;
+		a->h->resident++;
+		s->resident++;
+		heca__fifo_push_locked(a->h, s->id, p);
+	}
+}
+
 /*
  * The program moved [from, from + len) to `to` with an mremap heca did not make; the pages,
  * their write protection and the registration moved with it (UFFD_FEATURE_EVENT_REMAP). A
@@ -894,9 +916,15 @@ static void moved_locked(struct heca *h, uintptr_t from, uintptr_t to, uint64_t 
 	struct seg *s = heca__seg_by_addr_locked(h, from);
 
 	if (s && seg_start(s) == from && s->npages * PAGE_SZ == len) {
+		struct adopt a = {h, s};
 		s->base = to - s->first * PAGE_SZ;
 		h->seg_gen++;
 		heca__seg_resort_locked(h);
+		/* The kernel is the truth: a page it moved mapped is here, whatever heca thought.
+		 * The evictor may have taken it for dropped, its zap refused as the move took it
+		 * away, before this event said where to (evict.c, classify_failed_locked). Its
+		 * content is what the program sees: kept as dirty, written back when it leaves. */
+		heca__pages_present(to, s->npages, adopt_run, &a);
 		return;
 	}
 	if (!heca__overlaps_locked(h, from, len))

@@ -35,6 +35,7 @@ struct victim {
 	bool seen;    /* the engine has read that zap */
 	bool gone;    /* someone else zapped it meanwhile: it reads as zero */
 	bool zap_failed; /* the kernel refused its zap */
+	bool zap_enomem; /* refused as not mapped there: moved or unmapped meanwhile */
 	bool keep;    /* not dropped after all (unmapped or moved meanwhile): back to DIRTY */
 	uint8_t *copy;
 };
@@ -341,8 +342,10 @@ static void zap_victims(struct heca *h, struct victim *v, unsigned int n)
 			__atomic_store_n(&v[k].zapping, true, __ATOMIC_RELEASE);
 		if (madvise((void *)v[i].addr, (size_t)(j - i + 1) * PAGE_SZ, MADV_DONTNEED)) {
 			int err = errno;
-			for (unsigned int k = i; k <= j; k++)
+			for (unsigned int k = i; k <= j; k++) {
 				v[k].zap_failed = true;
+				v[k].zap_enomem = err == ENOMEM;
+			}
 			if (err == EINVAL && !h->unzappable_logged) {
 				h->unzappable_logged = true;
 				heca__log(h, HECA_LOG_WARN,
@@ -361,7 +364,9 @@ static void zap_victims(struct heca *h, struct victim *v, unsigned int n)
  * dropped if its zap's event came and the page is not there; kept as it is (VICTIM_KEEP, as
  * dirty) if the page is there at its current address after a move, or was never reached
  * (unmapped meanwhile: the unmap's event makes it EMPTY); stuck (pinned) if it is still
- * there in place, the kernel having refused to drop it (mlocked).
+ * there in place, the kernel having refused to drop it (mlocked). A move whose event is not
+ * handled yet leaves the segment at its old address: a page it took along is not there and
+ * is taken for dropped; the move's event adopts it where it is (engine.c, moved_locked).
  */
 static void classify_failed_locked(struct victim *v)
 {
@@ -370,13 +375,26 @@ static void classify_failed_locked(struct victim *v)
 	if (v->gone)
 		return;
 	if (present(cur)) {
-		if (cur == v->addr)
+		/* Not mapped there when zapped, yet there now: moved away and back. */
+		if (cur == v->addr && !v->zap_enomem)
 			v->stuck = true;
 		else
 			v->keep = true;
 	} else if (!v->seen) {
 		v->keep = true;
 	}
+}
+
+/* Wake the threads waiting for victim v: at the address it was picked at, and at its address
+ * now if a move heca did not make took it elsewhere meanwhile (a thread that faulted after
+ * the move waits there). Caller holds h->lock. */
+static void wake_victim_locked(struct heca *h, const struct victim *v)
+{
+	uintptr_t cur = v->s->base + v->page * PAGE_SZ;
+
+	heca__uffd_wake(h, v->addr, PAGE_SZ);
+	if (cur != v->addr)
+		heca__uffd_wake(h, cur, PAGE_SZ);
 }
 
 /* A victim the kernel would not drop: it stays mapped with its content, counted as pinned
@@ -411,8 +429,11 @@ static void protect_dirty(struct heca *h, struct victim *v, unsigned int n)
 			j++;
 		rc = do_wp(h, v[i].addr, (uint64_t)(j - i + 1) * PAGE_SZ);
 		if (rc) {
-			heca__log(h, HECA_LOG_ERROR, "write-protect %#lx: %s; pages kept",
-				  (unsigned long)v[i].addr, heca_strerror(rc));
+			/* ENOENT: no longer registered there, unmapped or moved by a system call
+			 * heca did not make; its event says what became of the pages. */
+			if (rc != -ENOENT)
+				heca__log(h, HECA_LOG_ERROR, "write-protect %#lx: %s; pages kept",
+					  (unsigned long)v[i].addr, heca_strerror(rc));
 			for (unsigned int k = i; k <= j; k++)
 				v[k].was = VICTIM_KEEP;
 		}
@@ -533,7 +554,7 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		if (v[i].gone) {
 			/* Zapped by someone else while it was going: it reads as zero. */
 			if (*b & PF_WAITER)
-				heca__uffd_wake(h, v[i].addr, PAGE_SZ);
+				wake_victim_locked(h, &v[i]);
 			*b = (uint8_t)(*b & PF_WB) | PS_EMPTY;
 			h->resident--;
 			v[i].s->resident--;
@@ -548,11 +569,13 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 			pset(b, PS_DIRTY);
 			heca__fifo_push_locked(h, v[i].seg, v[i].page);
 			if (*b & PF_WAITER)
-				heca__uffd_wake(h, v[i].addr, PAGE_SZ);
+				wake_victim_locked(h, &v[i]);
 			*b &= (uint8_t)~(PF_WAITER | PF_WANTW);
 			continue;
 		}
-		if (*b & PF_WAITER)
+		if ((*b & PF_WAITER) && v[i].s->base + v[i].page * PAGE_SZ != v[i].addr)
+			wake_victim_locked(h, &v[i]); /* moved: the runs below are at the old place */
+		else if (*b & PF_WAITER)
 			wake_any = true;
 		*b &= (uint8_t)~(PF_WAITER | PF_WANTW);
 		h->resident--;

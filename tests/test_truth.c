@@ -414,6 +414,76 @@ static void case_g(void)
 	}
 }
 
+/* ---- (h) raw mremap again and again while the evictor takes pages out ---- */
+
+/*
+ * The evictor zaps pages at the addresses it picked them at, and a zap waits for its event to
+ * be read with the mmap lock dropped: an mremap then moves the pages first, the zap fails, and
+ * the pages are present at the new address, maybe before heca has read where they went. Each
+ * round reads back twice the budget of evicted pages (so that the evictor is busy dropping
+ * clean ones), moves the region a few times, then writes every page the kernel holds mapped
+ * there: one that heca took for dropped would take that write fault again and again, and a
+ * thread waiting for a page heca was evicting must be woken where the page is now. A page
+ * whose zap the move made fail is not one the kernel will not drop (pinned, retried 5 s
+ * later).
+ */
+#define H_ROUNDS 60
+#define H_MOVES 4
+
+static void case_h(void)
+{
+	static uint16_t gen[NPAGES]; /* the content of each page: (page, gen[page]) */
+	unsigned char v[NPAGES];
+	struct heca_stats st;
+	uint64_t moved = 0;
+	uint8_t *b;
+
+	open_heca();
+	b = fill_region(NPAGES);
+	for (uint64_t i = 0; i < NPAGES; i++)
+		gen[i] = 1;
+	for (uint64_t r = 0; r < H_ROUNDS && !atomic_load(&bad); r++) {
+		uint64_t lo = (r * 2 * BUDGET + r * 17) % (NPAGES - 2 * BUDGET);
+
+		for (uint64_t i = lo; i < lo + 2 * BUDGET; i++)
+			ok_page(b + i * PG, i, gen[i], "read back before a move");
+		for (int m = 0; m < H_MOVES; m++) {
+			uint8_t *to = mmap(NULL, (size_t)NPAGES * PG, PROT_NONE,
+					   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), *n;
+			if (to == MAP_FAILED)
+				T_FAILF("mmap: %s", strerror(errno));
+			n = (uint8_t *)syscall(SYS_mremap, b, (size_t)NPAGES * PG,
+					       (size_t)NPAGES * PG, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+			if (n == MAP_FAILED || n != to)
+				T_FAILF("mremap round %llu: %s", (unsigned long long)r,
+					n == MAP_FAILED ? strerror(errno) : "another address");
+			b = n;
+			moved++;
+		}
+		/* What the kernel holds mapped here is written at once. */
+		if (mincore(b, (size_t)NPAGES * PG, v))
+			T_FAILF("mincore: %s", strerror(errno));
+		for (uint64_t i = 0; i < NPAGES; i++) {
+			if (!(v[i] & 1))
+				continue;
+			if (!ok_page(b + i * PG, i, gen[i], "a mapped page after a move"))
+				break;
+			gen[i] = (uint16_t)(r + 2);
+			put(b + i * PG, i, gen[i]);
+		}
+	}
+	t_log("  %llu moves", (unsigned long long)moved);
+	for (uint64_t i = 0; i < NPAGES; i++)
+		ok_page(b + i * PG, i, gen[i], "after the moves");
+	/* A zap refused as the move took the pages away is no page the kernel will not drop. */
+	if (heca_get_stats(h, &st))
+		T_FAILF("heca_get_stats");
+	if (st.pages_unzappable)
+		T_FAILF("%llu pages of a region never locked taken for unzappable",
+			(unsigned long long)st.pages_unzappable);
+	syscall(SYS_munmap, b, (size_t)NPAGES * PG);
+}
+
 /* ---- (e) raw mlock of a sponsored range ---- */
 
 static void case_e(void)
@@ -510,6 +580,7 @@ static const struct tcase cases[] = {
 	{"(e) raw mlock of a partly evicted sponsored range: no hang, no loss", case_e},
 	{"(f) raw DONTNEED in a loop on a sub-range while 3 threads write and verify", case_f},
 	{"(g) raw mremap growing a mostly evicted region in place", case_g},
+	{"(h) raw mremap moving a region 240 times while the evictor takes pages out", case_h},
 };
 
 /* What each thread of pid is waiting in, for a case that hung ("3 x handle_userfault"). */
