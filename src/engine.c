@@ -527,7 +527,21 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 				if (rc)
 					goto fail;
 				pset(b, write ? PS_DIRTY : PS_CLEAN);
+				heca__stash_drop_locked(h, s->id, page);
 				heca__count(&h->c.faults_wb_hit, 1);
+				heca__hist_add(&h->lat, heca__now_ns() - t0);
+				return;
+			}
+			const uint8_t *copy = heca__stash_find_locked(h, s->id, page);
+			if (copy) {
+				/* On the inactive list: in use, it comes back from its copy. */
+				rc = install_locked(h, s, page, copy, write, true);
+				if (rc == -EAGAIN)
+					goto defer;
+				if (rc)
+					goto fail;
+				heca__stash_take_locked(h, s->id, page, b);
+				pset(b, write ? PS_DIRTY : PS_CLEAN);
 				heca__hist_add(&h->lat, heca__now_ns() - t0);
 				return;
 			}
@@ -725,18 +739,13 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid,
 			int st = pstate(*b), rc = 0;
 
 			heca__count(&h->c.writeback_errors, 1);
-			if (st == PS_EMPTY) {
-				/* Discarded meanwhile (a zap heca learnt of): nothing to keep. */
-				wb_put_locked(h, e);
-				continue;
-			}
+			if (st == PS_EMPTY) /* discarded meanwhile (a zap heca learnt of) */
+				goto next;
 			while (st == PS_REMOTE &&
 			       (rc = install_locked(h, s, page + i, e->data, true, false)) == -EAGAIN)
 				st = pstate(*b); /* events came: zapped meanwhile? */
-			if (st == PS_EMPTY) {
-				wb_put_locked(h, e);
-				continue;
-			}
+			if (st == PS_EMPTY)
+				goto next;
 			if (rc) {
 				heca__log(h, HECA_LOG_ERROR,
 					  "cannot keep segment %u page %llu locally: %s", segid,
@@ -762,7 +771,11 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid,
 		} else {
 			heca__count(&h->c.pages_written_back, 1);
 		}
+next:
 		wb_put_locked(h, e);
+		/* A copy on the inactive list stays while the page is out and now stored; it
+		 * holds what the failed write-back held, so with the write-back it goes. */
+		heca__stash_wb_done_locked(h, s, page + i, !status);
 	}
 	pthread_cond_broadcast(&h->evict_cond);
 	pthread_mutex_unlock(&h->lock);
@@ -860,7 +873,9 @@ static void zapped_locked(struct heca *h, uintptr_t start, uintptr_t end)
 					n++;
 				continue;
 			}
-			/* The write-back in flight, if any, keeps its entry until acknowledged. */
+			/* The write-back in flight, if any, keeps its entry until acknowledged;
+			 * a copy on the inactive list is forgotten. */
+			heca__stash_forget_locked(h, s->id, p, b);
 			*b = (uint8_t)(*b & PF_WB) | PS_EMPTY;
 			n++;
 		}
