@@ -197,7 +197,13 @@ static void revive_lost_locked(struct heca *h)
 
 static bool need_evict_locked(struct heca *h)
 {
-	if (h->resident + h->fetching >= h->high || (h->ndeferred && h->resident > 0))
+	/* Faults wait for room only when there is none: a fault put off for another reason
+	 * (an event came while it was being served, evict.c's own zaps included) must not make
+	 * the evictor take out page after page while it waits to be served again. */
+	bool no_room = h->resident + h->fetching + 1 > h->budget ||
+		       h->resident + h->fetching + h->pinned + 1 > h->limit;
+
+	if (h->resident + h->fetching >= h->high || (h->ndeferred && no_room && h->resident > 0))
 		h->evict_active = true;
 	else if (h->resident <= h->low)
 		h->evict_active = false;
