@@ -1009,21 +1009,22 @@ static void msgs_done(struct heca *h, uint64_t seq)
 		;
 }
 
-void heca__engine_drain_locked(struct heca *h)
+bool heca__engine_drain_locked(struct heca *h)
 {
 	struct uffd_msg msg[16];
+	bool any = false;
 
 	for (;;) {
 		uint64_t seq = __atomic_add_fetch(&h->msgs_read, 1, __ATOMIC_ACQ_REL);
 		ssize_t n = read(h->uffd, msg, sizeof(msg));
 		if (n > 0) {
-			h->drained = true;
+			h->drained = any = true;
 			handle_msgs_locked(h, msg, (size_t)n / sizeof(msg[0]), heca__now_ns(), true);
 		}
 		msgs_done(h, seq);
 		pthread_cond_broadcast(&h->evict_cond);
 		if (n <= 0 || (size_t)n < sizeof(msg))
-			return;
+			return any;
 	}
 }
 

@@ -439,7 +439,7 @@ int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len
 extern __thread bool heca__engine_thread;
 /* The engine, on a userfaultfd ioctl that got EAGAIN (an event is unread): take the pending
  * messages now. Caller holds h->lock and is the engine thread. */
-void heca__engine_drain_locked(struct heca *h);
+bool heca__engine_drain_locked(struct heca *h);
 /* A zap of addr that the engine read: the evictor's own (true) or not. Caller holds h->lock. */
 bool heca__evict_zap_is_own_locked(struct heca *h, uintptr_t addr);
 /* The evictor waits until the engine has handled every message it has read. */
