@@ -910,7 +910,9 @@ static void adopt_run(void *arg, uint64_t first, uint64_t n)
 		uint8_t *b = &s->st[p];
 		if (pstate(*b) != PS_REMOTE && pstate(*b) != PS_EMPTY)
 			continue;
-		/* The write-back in flight, if any, keeps its entry until acknowledged. */
+		/* The write-back in flight, if any, keeps its entry until acknowledged; a copy
+		 * on the inactive list is forgotten. */
+		heca__stash_forget_locked(a->h, s->id, p, b);
 		*b = (uint8_t)(*b & PF_WB) | PS_DIRTY;
 		a->h->resident++;
 		s->resident++;
