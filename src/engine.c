@@ -181,6 +181,11 @@ static void fail_access(struct heca *h, uintptr_t addr, uint32_t tid)
  * of a sponsor with room, under the hard limit. */
 static bool room_locked(struct heca *h, struct seg *s, uint64_t n)
 {
+	uint64_t used = h->resident + h->fetching + h->pinned + n;
+
+	/* Copies on the inactive list cost nothing to drop: at the limit they go first. */
+	if (h->stash_n && used + h->stash_n > h->limit)
+		heca__stash_shrink_locked(h, used + h->stash_n - h->limit);
 	if (s->leaving)
 		return true; /* unregistering: the caller asked for the pages back */
 	if (h->cloning) /* dirty pages cannot leave meanwhile (fork.c): up to the limit */

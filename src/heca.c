@@ -174,12 +174,12 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 		rc = -EINVAL;
 		goto fail;
 	}
-	/* The inactive list is part of the budget and of the limit: what is mapped is less. */
+	/* The inactive list is part of the budget: what is mapped is less. Under the limit it
+	 * gives its room back first (engine.c, room_locked). */
 	rc = heca__stash_init(h, h->budget >= 64 ? h->budget * h->opt.inactive_pct / 100 : 0);
 	if (rc)
 		goto fail;
 	h->budget -= h->stash_cap;
-	h->limit -= h->stash_cap;
 	set_watermarks(h);
 	h->fifo_cap = 1024;
 	while (h->fifo_cap < h->budget * 2)

@@ -363,6 +363,8 @@ void heca__stash_exit(struct heca *h);
  * write-back in flight sends. False if there is no list. */
 bool heca__stash_put_locked(struct heca *h, struct seg *s, uint64_t page, const uint8_t *data);
 const uint8_t *heca__stash_find_locked(const struct heca *h, uint32_t seg, uint64_t page);
+/* Let the n oldest copies go (room under the local limit). */
+void heca__stash_shrink_locked(struct heca *h, uint64_t n);
 /* The page was brought back from its copy: drop it, clear PF_WB in *b, count the hit. */
 void heca__stash_take_locked(struct heca *h, uint32_t seg, uint64_t page, uint8_t *b);
 /* The page changes by other means: drop its copy, if any (PF_WB of a write-back stays). */

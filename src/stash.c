@@ -200,6 +200,12 @@ static void age_out(struct heca *h)
 	heca__count(&h->c.pages_aged, 1);
 }
 
+void heca__stash_shrink_locked(struct heca *h, uint64_t n)
+{
+	while (n-- && h->stash_n)
+		age_out(h);
+}
+
 bool heca__stash_put_locked(struct heca *h, struct seg *s, uint64_t page, const uint8_t *data)
 {
 	uint8_t *b = &s->st[page];
