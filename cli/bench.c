@@ -74,7 +74,7 @@ static void usage(FILE *f)
 	    "                    core; latency is always 1)\n"
 	    "  --prefetch N      pages fetched around a fault (walk/uniform 16, latency 0)\n"
 	    "  --replicas R      copies of each stripe (default 1, as kernel swap keeps one)\n"
-	    "  --inactive PCT    share of the budget kept as the inactive list (default 25)\n"
+	    "  --inactive PCT    share of the budget kept as the inactive list (default 0)\n"
 	    "  --low-latency     hold /dev/cpu_dma_latency at 0 while running (root): wake-ups\n"
 	    "                    take microseconds instead of ~50 us, as on tuned servers\n"
 	    "  --spin US         engine spins this long before sleeping (heca_options.spin_us);\n"

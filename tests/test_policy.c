@@ -43,8 +43,7 @@ int main(int argc, char **argv)
 	o.local_budget = BUDGET * PG;
 	o.prefetch_pages = 0;
 	o.replicas = 1;
-	if (fifo)
-		o.inactive_pct = 0;
+	o.inactive_pct = fifo ? 0 : 25;
 	rc = heca_open(&o, &h);
 	if (rc)
 		T_FAILF("heca_open: %s %s", heca_strerror(rc), heca_last_error());
