@@ -74,6 +74,7 @@ static void usage(FILE *f)
 	    "                    core; latency is always 1)\n"
 	    "  --prefetch N      pages fetched around a fault (walk/uniform 16, latency 0)\n"
 	    "  --replicas R      copies of each stripe (default 1, as kernel swap keeps one)\n"
+	    "  --inactive PCT    share of the budget kept as the inactive list (default 0)\n"
 	    "  --low-latency     hold /dev/cpu_dma_latency at 0 while running (root): wake-ups\n"
 	    "                    take microseconds instead of ~50 us, as on tuned servers\n"
 	    "  --spin US         engine spins this long before sleeping (heca_options.spin_us);\n"
@@ -104,6 +105,8 @@ int bench_open(const struct bench_opts *o, uint64_t local, unsigned int prefetch
 	ho.prefetch_pages = prefetch;
 	ho.spin_us = o->spin;
 	ho.replicas = o->replicas ? o->replicas : 1;
+	if (o->inactive_set)
+		ho.inactive_pct = o->inactive;
 	ho.log = cli_log;
 	ho.log_level = HECA_LOG_WARN;
 	rc = heca_open(&ho, out);
@@ -602,6 +605,7 @@ int cmd_bench(int argc, char **argv)
 					   {"prefetch", required_argument, 0, 'p'},
 					   {"spin", required_argument, 0, 'w'},
 					   {"replicas", required_argument, 0, 'C'},
+					   {"inactive", required_argument, 0, 'i'},
 					   {"touches", required_argument, 0, 'n'},
 					   {"seconds", required_argument, 0, 'T'},
 					   {"samples", required_argument, 0, 'm'},
@@ -673,6 +677,15 @@ int cmd_bench(int argc, char **argv)
 			break;
 		case 'C':
 			o.replicas = (unsigned int)strtoul(optarg, NULL, 10);
+			break;
+		case 'i':
+			if (parse_uint(optarg, 50, &v)) {
+				fprintf(stderr, "heca bench: bad --inactive '%s' (0 to 50)\n", optarg);
+				usage(stderr);
+				return 2;
+			}
+			o.inactive = (unsigned int)v;
+			o.inactive_set = 1;
 			break;
 		case 'w':
 			if (parse_uint(optarg, 10000000, &v)) {
@@ -861,6 +874,7 @@ int cmd_bench(int argc, char **argv)
 		if (!o.prefetch_set)
 			snprintf(set[ns - 1].value, sizeof(set[ns - 1].value), "workload default");
 		SET("spin_us", "%u", o.spin);
+		SET("inactive_pct", "%u", o.inactive_set ? o.inactive : HECA_INACTIVE_DEFAULT);
 		SET("low_latency", "%s", dma_fd >= 0 ? "cpu_dma_latency 0" : "off");
 		SET("replicas", "%u", o.replicas ? o.replicas : 1);
 		SET("touches", "%llu", (unsigned long long)o.touches);

@@ -152,6 +152,8 @@ struct bench_opts {
 	int size_set, local_set, threads_set, prefetch_set;
 	unsigned int threads, prefetch, spin;
 	unsigned int replicas; /* copies of each stripe; default 1, like kernel swap */
+	int inactive_set;
+	unsigned int inactive; /* heca_options.inactive_pct */
 	uint64_t touches; /* per thread (walk, uniform) or in all (latency); 0: default */
 	double seconds;	  /* walk/uniform: stop each run after this long; 0: no limit */
 	uint64_t seed;

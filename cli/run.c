@@ -49,6 +49,9 @@ static void usage(FILE *f)
 		"                                                                   HECA_REPLICAS\n"
 		"  --prefetch PAGES     pages fetched around a fault (default 16, 0: off)\n"
 		"                                                                   HECA_PREFETCH\n"
+		"  --inactive PCT       share of the budget kept as the inactive list: local copies\n"
+		"                       of pages just evicted, so that pages in use stay (0 to 50;\n"
+		"                       default 0: plain first-in first-out)        HECA_INACTIVE\n"
 		"  --min-size SIZE      sponsor every block of at least SIZE, nothing smaller (default:\n"
 		"                       4M always, 256K inside a reservation or once a quarter of the\n"
 		"                       budget is held outside heca) HECA_MIN_SIZE\n"
@@ -288,6 +291,7 @@ int cmd_run(int argc, char **argv)
 		{"local", required_argument, NULL, 'l'},
 		{"replicas", required_argument, NULL, 'r'},
 		{"prefetch", required_argument, NULL, 'p'},
+		{"inactive", required_argument, NULL, 'i'},
 		{"min-size", required_argument, NULL, 'm'},
 		{"local-limit", required_argument, NULL, 'L'},
 		{"grace", required_argument, NULL, 'g'},
@@ -344,6 +348,12 @@ int cmd_run(int argc, char **argv)
 			if (*end || !*optarg || n > 255)
 				return bad("--prefetch %s: give 0 to 255 pages", optarg);
 			setenv("HECA_PREFETCH", optarg, 1);
+			break;
+		case 'i':
+			n = strtoul(optarg, &end, 10);
+			if (*end || !*optarg || n > 50)
+				return bad("--inactive %s: give 0 to 50 (percent of the budget)", optarg);
+			setenv("HECA_INACTIVE", optarg, 1);
 			break;
 		case 'm':
 			if (heca_parse_size(optarg, &x) || x < 4096)

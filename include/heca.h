@@ -53,6 +53,13 @@ struct heca_options {
 	unsigned int budget_cgroup_pct;
 	/* Pages fetched around a faulting page, 0 turns prefetch off. Default 16. */
 	unsigned int prefetch_pages;
+	/* Share of the budget, in percent, kept as the inactive list: local copies of pages
+	 * lately taken out of the page tables, so that a page still in use comes back with a
+	 * local fault and stays, and one used once leaves (src/stash.c). 0 evicts in plain
+	 * first-in first-out order; at most 50. heca_options_init() sets
+	 * HECA_INACTIVE_DEFAULT (0 until it is measured to win on the benchmarks; 25 is a
+	 * starting point). */
+	unsigned int inactive_pct;
 	/* Pages placed together on one sponsor (stripe). Default 256 (1 MiB). */
 	unsigned int stripe_pages;
 	/* A request not answered within this many milliseconds fails. Default 5000. */
@@ -86,6 +93,8 @@ struct heca_options {
 	 * 0: twice the budget. */
 	uint64_t local_limit;
 };
+
+#define HECA_INACTIVE_DEFAULT 0
 
 /* Fill *opts with defaults. Never fails. */
 void heca_options_init(struct heca_options *opts);
@@ -236,6 +245,9 @@ struct heca_stats {
 	/* Times a read request found a sponsor's socket full and waited in heca's queue for it
 	 * (a sponsor that stopped reading), rather than stalling the engine. */
 	uint64_t reads_queued;
+	/* The inactive list: faults served from a local copy of a page taken out of the page
+	 * tables (the page is in use: it stays), copies let go untouched, and copies held now. */
+	uint64_t faults_stash_hit, pages_aged, stash_pages;
 };
 
 #define HECA_FEAT_WP (1u << 0)	   /* write-protect on anonymous memory */

@@ -217,6 +217,8 @@ static int read_env(struct heca_options *o, char *why, size_t whylen)
 		o->replicas = (unsigned int)strtoul(v, NULL, 10);
 	if ((v = getenv("HECA_PREFETCH")) && *v)
 		o->prefetch_pages = (unsigned int)strtoul(v, NULL, 10);
+	if ((v = getenv("HECA_INACTIVE")) && *v)
+		o->inactive_pct = (unsigned int)strtoul(v, NULL, 10);
 	if ((v = getenv("HECA_MIN_SIZE")) && *v) {
 		if (heca_parse_size(v, &x) || x < PAGE_SZ) {
 			snprintf(why, whylen, "HECA_MIN_SIZE=%s: not a size of at least 4k", v);

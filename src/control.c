@@ -75,6 +75,9 @@ static void status(struct heca *h, struct out *o)
 	    (unsigned long long)st.pages_repaired, (unsigned long long)st.pages_unzappable,
 	    (unsigned long long)st.pages_zapped_outside);
 	put(o, "reads_queued=%llu\n", (unsigned long long)st.reads_queued);
+	put(o, "faults_stash_hit=%llu\npages_aged=%llu\nstash_pages=%llu\n",
+	    (unsigned long long)st.faults_stash_hit, (unsigned long long)st.pages_aged,
+	    (unsigned long long)st.stash_pages);
 	put(o, "lat_p50_ns=%llu\nlat_p90_ns=%llu\nlat_p99_ns=%llu\nlat_count=%llu\n",
 	    (unsigned long long)st.lat_p50_ns, (unsigned long long)st.lat_p90_ns,
 	    (unsigned long long)st.lat_p99_ns, (unsigned long long)st.lat_count);

@@ -181,6 +181,11 @@ static void fail_access(struct heca *h, uintptr_t addr, uint32_t tid)
  * of a sponsor with room, under the hard limit. */
 static bool room_locked(struct heca *h, struct seg *s, uint64_t n)
 {
+	uint64_t used = h->resident + h->fetching + h->pinned + n;
+
+	/* Copies on the inactive list cost nothing to drop: at the limit they go first. */
+	if (h->stash_n && used + h->stash_n > h->limit)
+		heca__stash_shrink_locked(h, used + h->stash_n - h->limit);
 	if (s->leaving)
 		return true; /* unregistering: the caller asked for the pages back */
 	if (h->cloning) /* dirty pages cannot leave meanwhile (fork.c): up to the limit */
@@ -527,7 +532,21 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 				if (rc)
 					goto fail;
 				pset(b, write ? PS_DIRTY : PS_CLEAN);
+				heca__stash_drop_locked(h, s->id, page);
 				heca__count(&h->c.faults_wb_hit, 1);
+				heca__hist_add(&h->lat, heca__now_ns() - t0);
+				return;
+			}
+			const uint8_t *copy = heca__stash_find_locked(h, s->id, page);
+			if (copy) {
+				/* On the inactive list: in use, it comes back from its copy. */
+				rc = install_locked(h, s, page, copy, write, true);
+				if (rc == -EAGAIN)
+					goto defer;
+				if (rc)
+					goto fail;
+				heca__stash_take_locked(h, s->id, page, b);
+				pset(b, write ? PS_DIRTY : PS_CLEAN);
 				heca__hist_add(&h->lat, heca__now_ns() - t0);
 				return;
 			}
@@ -725,18 +744,13 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid,
 			int st = pstate(*b), rc = 0;
 
 			heca__count(&h->c.writeback_errors, 1);
-			if (st == PS_EMPTY) {
-				/* Discarded meanwhile (a zap heca learnt of): nothing to keep. */
-				wb_put_locked(h, e);
-				continue;
-			}
+			if (st == PS_EMPTY) /* discarded meanwhile (a zap heca learnt of) */
+				goto next;
 			while (st == PS_REMOTE &&
 			       (rc = install_locked(h, s, page + i, e->data, true, false)) == -EAGAIN)
 				st = pstate(*b); /* events came: zapped meanwhile? */
-			if (st == PS_EMPTY) {
-				wb_put_locked(h, e);
-				continue;
-			}
+			if (st == PS_EMPTY)
+				goto next;
 			if (rc) {
 				heca__log(h, HECA_LOG_ERROR,
 					  "cannot keep segment %u page %llu locally: %s", segid,
@@ -762,7 +776,11 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid,
 		} else {
 			heca__count(&h->c.pages_written_back, 1);
 		}
+next:
 		wb_put_locked(h, e);
+		/* A copy on the inactive list stays while the page is out and now stored; it
+		 * holds what the failed write-back held, so with the write-back it goes. */
+		heca__stash_wb_done_locked(h, s, page + i, !status);
 	}
 	pthread_cond_broadcast(&h->evict_cond);
 	pthread_mutex_unlock(&h->lock);
@@ -860,7 +878,9 @@ static void zapped_locked(struct heca *h, uintptr_t start, uintptr_t end)
 					n++;
 				continue;
 			}
-			/* The write-back in flight, if any, keeps its entry until acknowledged. */
+			/* The write-back in flight, if any, keeps its entry until acknowledged;
+			 * a copy on the inactive list is forgotten. */
+			heca__stash_forget_locked(h, s->id, p, b);
 			*b = (uint8_t)(*b & PF_WB) | PS_EMPTY;
 			n++;
 		}
@@ -895,7 +915,9 @@ static void adopt_run(void *arg, uint64_t first, uint64_t n)
 		uint8_t *b = &s->st[p];
 		if (pstate(*b) != PS_REMOTE && pstate(*b) != PS_EMPTY)
 			continue;
-		/* The write-back in flight, if any, keeps its entry until acknowledged. */
+		/* The write-back in flight, if any, keeps its entry until acknowledged; a copy
+		 * on the inactive list is forgotten. */
+		heca__stash_forget_locked(a->h, s->id, p, b);
 		*b = (uint8_t)(*b & PF_WB) | PS_DIRTY;
 		a->h->resident++;
 		s->resident++;
@@ -994,21 +1016,22 @@ static void msgs_done(struct heca *h, uint64_t seq)
 		;
 }
 
-void heca__engine_drain_locked(struct heca *h)
+bool heca__engine_drain_locked(struct heca *h)
 {
 	struct uffd_msg msg[16];
+	bool any = false;
 
 	for (;;) {
 		uint64_t seq = __atomic_add_fetch(&h->msgs_read, 1, __ATOMIC_ACQ_REL);
 		ssize_t n = read(h->uffd, msg, sizeof(msg));
 		if (n > 0) {
-			h->drained = true;
+			h->drained = any = true;
 			handle_msgs_locked(h, msg, (size_t)n / sizeof(msg[0]), heca__now_ns(), true);
 		}
 		msgs_done(h, seq);
 		pthread_cond_broadcast(&h->evict_cond);
 		if (n <= 0 || (size_t)n < sizeof(msg))
-			return;
+			return any;
 	}
 }
 

@@ -197,7 +197,13 @@ static void revive_lost_locked(struct heca *h)
 
 static bool need_evict_locked(struct heca *h)
 {
-	if (h->resident + h->fetching >= h->high || (h->ndeferred && h->resident > 0))
+	/* Faults wait for room only when there is none: a fault put off for another reason
+	 * (an event came while it was being served, evict.c's own zaps included) must not make
+	 * the evictor take out page after page while it waits to be served again. */
+	bool no_room = h->resident + h->fetching + 1 > h->budget ||
+		       h->resident + h->fetching + h->pinned + 1 > h->limit;
+
+	if (h->resident + h->fetching >= h->high || (h->ndeferred && no_room && h->resident > 0))
 		h->evict_active = true;
 	else if (h->resident <= h->low)
 		h->evict_active = false;
@@ -441,8 +447,14 @@ static void protect_dirty(struct heca *h, struct victim *v, unsigned int n)
 	}
 }
 
+static bool copied(const struct heca *h, int was)
+{
+	return was == PS_DIRTY || (was == PS_CLEAN && h->stash_cap);
+}
+
 /*
- * Copy the dirty victims into buf, a page slot each, with one process_vm_readv() where it can:
+ * Copy the dirty victims into buf, a page slot each, and the clean ones too when they go on the
+ * inactive list, with one process_vm_readv() where it can:
  * a page the program unmapped or moved meanwhile (a system call heca did not make) fails that
  * page's copy with EFAULT instead of faulting the evictor. Such a page is kept (VICTIM_KEEP):
  * the event of the unmap or move tells the engine what became of it.
@@ -453,7 +465,7 @@ static void copy_dirty(struct heca *h, struct victim *v, unsigned int n, uint8_t
 	unsigned int idx[EVICT_BATCH], nd = 0, from = 0;
 
 	for (unsigned int i = 0; i < n; i++) {
-		if (v[i].was != PS_DIRTY)
+		if (!copied(h, v[i].was))
 			continue;
 		v[i].copy = buf + (size_t)nd * PAGE_SZ;
 		remote[nd] = (struct iovec){(void *)v[i].addr, PAGE_SZ};
@@ -475,22 +487,23 @@ static void copy_dirty(struct heca *h, struct victim *v, unsigned int n, uint8_t
 		if (r == want)
 			return;
 		from += r > 0 ? (unsigned int)(r / PAGE_SZ) : 0;
+		v[idx[from]].copy = NULL;
 		v[idx[from++]].was = VICTIM_KEEP; /* gone from under us: kept */
 	}
 }
 
 static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 {
-	unsigned int ndirty = 0, k;
+	unsigned int ncopy = 0, k;
 	uint64_t seq;
 	struct wb_batch *wb = NULL;
-	bool wake_any = false, waiting;
+	bool wake_any = false, waiting, hold = false;
 
 	protect_dirty(h, v, n);
 	for (unsigned int i = 0; i < n; i++)
-		ndirty += v[i].was == PS_DIRTY;
-	if (ndirty) {
-		wb = calloc(1, sizeof(*wb) + ndirty * sizeof(wb->ent[0]));
+		ncopy += copied(h, v[i].was);
+	if (ncopy) {
+		wb = calloc(1, sizeof(*wb) + ncopy * sizeof(wb->ent[0]));
 		if (wb)
 			wb->buf = heca__wb_buf_get(h);
 		if (!wb || !wb->buf) {
@@ -499,13 +512,13 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 			for (unsigned int i = 0; i < n; i++)
 				if (v[i].was == PS_DIRTY)
 					v[i].was = VICTIM_KEEP; /* no room for the copy */
-			ndirty = 0;
 		}
 	}
 	if (wb)
 		copy_dirty(h, v, n, wb->buf);
 	k = 0;
 	for (unsigned int i = 0; i < n && wb; i++) {
+		hold |= v[i].was == PS_CLEAN && v[i].copy;
 		if (v[i].was != PS_DIRTY)
 			continue;
 		if (is_zero(v[i].copy)) {
@@ -520,7 +533,8 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 	if (wb) {
 		wb->n = k;
 		wb->refs = k;
-		if (k == 0) {
+		/* No copy is sent; clean ones for the inactive list keep the buffer a while. */
+		if (k == 0 && !hold) {
 			pthread_mutex_lock(&h->lock);
 			heca__wb_buf_put_locked(h, wb->buf);
 			pthread_mutex_unlock(&h->lock);
@@ -543,7 +557,7 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		if (v[i].zap_failed)
 			classify_failed_locked(&v[i]);
 		if ((v[i].stuck || v[i].gone || v[i].keep) && v[i].was == PS_DIRTY) {
-			if (--wb->refs == 0) {
+			if (--wb->refs == 0 && !hold) {
 				/* No copy of this batch is sent: the buffer goes back now. */
 				heca__wb_buf_put_locked(h, wb->buf);
 				free(wb);
@@ -586,13 +600,22 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 			*b |= PF_WB;
 			heca__wb_insert_locked(h, &wb->ent[k++]);
 			h->wb_pages++;
+			heca__stash_put_locked(h, v[i].s, v[i].page, v[i].copy);
 		} else if (v[i].was == VICTIM_ZERO) {
 			pset(b, PS_EMPTY);
 			heca__count(&h->c.pages_dropped_zero, 1);
 		} else {
 			pset(b, v[i].was == PS_ZERO ? PS_EMPTY : PS_REMOTE);
 			heca__count(&h->c.pages_dropped_clean, 1);
+			if (v[i].was == PS_CLEAN && v[i].copy)
+				heca__stash_put_locked(h, v[i].s, v[i].page, v[i].copy);
 		}
+	}
+	if (wb && wb->refs == 0) {
+		/* Only clean copies were in it, now on the inactive list. */
+		heca__wb_buf_put_locked(h, wb->buf);
+		free(wb);
+		wb = NULL;
 	}
 	waiting = h->ndeferred > 0;
 	h->ev_v = NULL;

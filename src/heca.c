@@ -50,6 +50,7 @@ void heca_options_init(struct heca_options *o)
 	o->local_budget = 64ull << 20;
 	o->budget_cgroup_pct = 75;
 	o->prefetch_pages = 16;
+	o->inactive_pct = HECA_INACTIVE_DEFAULT;
 	o->stripe_pages = 256;
 	o->timeout_ms = 5000;
 	o->detect_ms = 2000;
@@ -159,7 +160,6 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 		rc = -EINVAL;
 		goto fail;
 	}
-	set_watermarks(h);
 	h->limit = h->opt.local_limit ? h->opt.local_limit / PAGE_SZ : 2 * h->budget;
 	if (h->limit < h->budget) {
 		heca__set_error("local limit %llu bytes is below the local budget (%llu bytes)",
@@ -168,6 +168,19 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 		rc = -EINVAL;
 		goto fail;
 	}
+	if (h->opt.inactive_pct > 50) {
+		heca__set_error("inactive list of %u%% of the budget: at most 50%%",
+				h->opt.inactive_pct);
+		rc = -EINVAL;
+		goto fail;
+	}
+	/* The inactive list is part of the budget: what is mapped is less. Under the limit it
+	 * gives its room back first (engine.c, room_locked). */
+	rc = heca__stash_init(h, h->budget >= 64 ? h->budget * h->opt.inactive_pct / 100 : 0);
+	if (rc)
+		goto fail;
+	h->budget -= h->stash_cap;
+	set_watermarks(h);
 	h->fifo_cap = 1024;
 	while (h->fifo_cap < h->budget * 2)
 		h->fifo_cap *= 2;
@@ -559,6 +572,7 @@ static void detach_locked(struct heca *h, struct seg *s)
 {
 	s->leaving = true;
 	heca__evict_quiesce_locked(h);
+	heca__stash_forget_range_locked(h, s, s->first, seg_end(s));
 	heca__seg_remove_locked(h, s);
 	h->resident -= s->resident;
 	h->pinned -= s->pinned_pages;
@@ -763,6 +777,7 @@ void heca_close(struct heca *h)
 		h->unmapped = u->next;
 		free(u);
 	}
+	heca__stash_exit(h);
 	free(h->segs);
 	free(h->fifo);
 	free(h->deferred);
@@ -799,13 +814,16 @@ int heca_get_stats(struct heca *h, struct heca_stats *o)
 	o->pages_unzappable = LD(pages_unzappable);
 	o->pages_zapped_outside = LD(pages_zapped_outside);
 	o->reads_queued = LD(reads_queued);
+	o->faults_stash_hit = LD(faults_stash_hit);
+	o->pages_aged = LD(pages_aged);
 #undef LD
 	pthread_mutex_lock(&h->lock);
 	o->resident_pages = h->resident;
 	o->pinned_pages = h->pinned;
+	o->stash_pages = h->stash_n;
 	o->segments = h->nsegs;
 	pthread_mutex_unlock(&h->lock);
-	o->budget_pages = h->budget;
+	o->budget_pages = h->budget + h->stash_cap;
 	o->lat_count = atomic_load_explicit(&h->lat.count, memory_order_relaxed);
 	o->lat_max_ns = atomic_load_explicit(&h->lat.max, memory_order_relaxed);
 	o->lat_mean_ns = o->lat_count

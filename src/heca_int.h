@@ -276,7 +276,13 @@ struct heca {
 	unsigned int evict_hold; /* threads waiting for the evictor to let go: it starts no batch */
 	uint32_t next_seg_id;
 
-	uint64_t budget;   /* pages */
+	uint64_t budget;   /* pages mapped at most: the local budget less the inactive list */
+	/* The inactive list (stash.c): stash_cap slots of stash_mem, entry i owning slot i;
+	 * index + 1 everywhere, 0 for none. */
+	struct stash_ent *stash_ent;
+	uint8_t *stash_mem;
+	uint32_t *stash_hash;
+	uint32_t stash_cap, stash_n, stash_hmask, stash_free, stash_oldest, stash_newest;
 	uint64_t high, low; /* watermarks in pages */
 	uint64_t resident; /* mapped pages of all segments */
 	uint64_t fetching; /* pages being fetched */
@@ -349,6 +355,26 @@ struct heca {
 void *heca__engine_main(void *arg);
 void heca__engine_wake(struct heca *h);
 struct seg *heca__seg_by_page_locked(struct heca *h, uint32_t id, uint64_t page);
+
+/* The inactive list (stash.c); caller holds h->lock. */
+int heca__stash_init(struct heca *h, uint64_t cap);
+void heca__stash_exit(struct heca *h);
+/* Keep a copy of REMOTE page `page` of s as it leaves (sets PF_WB): clean, or the one its
+ * write-back in flight sends. False if there is no list. */
+bool heca__stash_put_locked(struct heca *h, struct seg *s, uint64_t page, const uint8_t *data);
+const uint8_t *heca__stash_find_locked(const struct heca *h, uint32_t seg, uint64_t page);
+/* Let the n oldest copies go (room under the local limit). */
+void heca__stash_shrink_locked(struct heca *h, uint64_t n);
+/* The page was brought back from its copy: drop it, clear PF_WB in *b, count the hit. */
+void heca__stash_take_locked(struct heca *h, uint32_t seg, uint64_t page, uint8_t *b);
+/* The page changes by other means: drop its copy, if any (PF_WB of a write-back stays). */
+void heca__stash_forget_locked(struct heca *h, uint32_t seg, uint64_t page, uint8_t *b);
+void heca__stash_forget_range_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t hi);
+/* The page is back from its write-back's copy: its copy here goes too (PF_WB stays). */
+void heca__stash_drop_locked(struct heca *h, uint32_t seg, uint64_t page);
+/* The write-back of the page ended (its entry already gone): keep the copy if it is still out
+ * and stored, else drop it. */
+void heca__stash_wb_done_locked(struct heca *h, struct seg *s, uint64_t page, bool ok);
 bool heca__seg_id_shared_locked(struct heca *h, const struct seg *s);
 struct seg *heca__seg_by_addr_locked(struct heca *h, uintptr_t addr);
 void heca__fifo_push_locked(struct heca *h, uint32_t seg, uint64_t page);
@@ -415,7 +441,7 @@ int heca__uffd_copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len
 extern __thread bool heca__engine_thread;
 /* The engine, on a userfaultfd ioctl that got EAGAIN (an event is unread): take the pending
  * messages now. Caller holds h->lock and is the engine thread. */
-void heca__engine_drain_locked(struct heca *h);
+bool heca__engine_drain_locked(struct heca *h);
 /* A zap of addr that the engine read: the evictor's own (true) or not. Caller holds h->lock. */
 bool heca__evict_zap_is_own_locked(struct heca *h, uintptr_t addr);
 /* The evictor waits until the engine has handled every message it has read. */

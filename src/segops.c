@@ -40,6 +40,9 @@ static bool settle_locked(struct heca *h, struct seg *s, uint64_t lo, uint64_t h
 		heca__evict_quiesce_locked(h);
 		if (h->seg_gen != gen)
 			return false;
+		/* Copies on the inactive list are clean: forget them (write-backs are waited
+		 * for). */
+		heca__stash_forget_range_locked(h, s, lo, hi);
 		for (uint64_t p = lo; p < hi && !busy; p++) {
 			int st = pstate(s->st[p]);
 			busy = st == PS_FETCHING || st == PS_EVICTING || (s->st[p] & PF_WB);

@@ -14,7 +14,7 @@ struct heca_counters {
 		faults_deferred, pages_fetched, pages_prefetched, pages_written_back,
 		pages_dropped_clean, pages_dropped_zero, pages_evicted, pages_lost, writeback_errors, bytes_sent,
 		bytes_received, fetch_net_ns, fetch_net_count, fetch_install_ns, fetch_install_count,
-		pages_repaired, pages_unzappable, pages_zapped_outside, reads_queued;
+		pages_repaired, pages_unzappable, pages_zapped_outside, reads_queued, faults_stash_hit, pages_aged;
 };
 
 #define HIST_SUB 16 /* sub-buckets per power of two */

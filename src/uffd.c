@@ -201,10 +201,23 @@ int heca__uffd_unregister(struct heca *h, uintptr_t addr, uint64_t len)
  */
 static void eagain(struct heca *h)
 {
-	if (heca__engine_thread)
-		heca__engine_drain_locked(h);
-	else
+	static __thread unsigned int idle;
+
+	if (heca__engine_thread && heca__engine_drain_locked(h)) {
+		idle = 0;
+		return;
+	}
+	/*
+	 * Nothing (more) to read: the event was read, and the kernel lets page tables change
+	 * again only once the thread that caused it runs on. Give it the processor rather than
+	 * asking again at once, which on two cores kept it off for hundreds of milliseconds.
+	 */
+	if (++idle < 8) {
 		sched_yield();
+	} else {
+		struct timespec ts = {0, 50000};
+		nanosleep(&ts, NULL);
+	}
 }
 
 static int copy(struct heca *h, uintptr_t dst, const void *src, uint64_t len, bool wp,

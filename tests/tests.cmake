@@ -166,3 +166,5 @@ set_tests_properties(test_runtimes PROPERTIES LABELS integration TIMEOUT 300 SKI
 # behind heca's back, with most pages at a sponsor, leave it as Linux memory; each case in a
 # child under a watchdog, so that a hang is a failure with the threads' wait channels (stress).
 heca_test(test_truth LABELS stress TIMEOUT 330 LIBS heca_static)
+# The replacement policy keeps a hot set resident while a scan passes (counted faults).
+heca_test(test_policy LABELS stress TIMEOUT 120 LIBS heca_static)
