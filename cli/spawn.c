@@ -133,9 +133,9 @@ void cli_print_stats(FILE *f, const struct heca_stats *st)
 	       (unsigned long long)st->pages_dropped_clean,
 	       (unsigned long long)st->pages_dropped_zero, (unsigned long long)st->pages_evicted);
 	fprintf(f, "  inactive list faults served from it %llu (pages in use kept), copies aged out "
-		"%llu, held now %llu\n",
+		"%llu, held now %llu of %llu\n",
 		(unsigned long long)st->faults_stash_hit, (unsigned long long)st->pages_aged,
-		(unsigned long long)st->stash_pages);
+		(unsigned long long)st->stash_pages, (unsigned long long)st->stash_limit_pages);
 	fprintf(f, "  bytes         sent %.1f MiB, received %.1f MiB\n",
 	       (double)st->bytes_sent / 1048576.0, (double)st->bytes_received / 1048576.0);
 	us(a, sizeof(a), st->lat_p50_ns);

@@ -246,8 +246,9 @@ struct heca_stats {
 	 * (a sponsor that stopped reading), rather than stalling the engine. */
 	uint64_t reads_queued;
 	/* The inactive list: faults served from a local copy of a page taken out of the page
-	 * tables (the page is in use: it stays), copies let go untouched, and copies held now. */
-	uint64_t faults_stash_hit, pages_aged, stash_pages;
+	 * tables (the page is in use: it stays), copies let go untouched, copies held now, and
+	 * the list's size now (it shrinks while copies go unused, the budget taking the room). */
+	uint64_t faults_stash_hit, pages_aged, stash_pages, stash_limit_pages;
 };
 
 #define HECA_FEAT_WP (1u << 0)	   /* write-protect on anonymous memory */

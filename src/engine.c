@@ -59,37 +59,6 @@ bool heca__seg_id_shared_locked(struct heca *h, const struct seg *s)
 	return false;
 }
 
-/* ---- FIFO of resident pages (caller holds h->lock) ---- */
-
-void heca__fifo_push_locked(struct heca *h, uint32_t seg, uint64_t page)
-{
-	if (h->fifo_tail - h->fifo_head == h->fifo_cap) {
-		uint64_t ncap = h->fifo_cap * 2;
-		struct fifo_ent *n = malloc(ncap * sizeof(*n));
-		if (!n)
-			return; /* the page stays resident untracked: budget overshoot, no loss */
-		for (uint64_t i = h->fifo_head; i < h->fifo_tail; i++)
-			n[i - h->fifo_head] = h->fifo[i & (h->fifo_cap - 1)];
-		free(h->fifo);
-		h->fifo = n;
-		h->fifo_tail -= h->fifo_head;
-		h->fifo_head = 0;
-		h->fifo_cap = ncap;
-	}
-	h->fifo[h->fifo_tail++ & (h->fifo_cap - 1)] = (struct fifo_ent){.page = page, .seg = seg};
-}
-
-/* Put a page at the head of the FIFO: the next to be evicted (a page to be written back
- * again at once). */
-void heca__fifo_push_front_locked(struct heca *h, uint32_t seg, uint64_t page)
-{
-	if (h->fifo_tail - h->fifo_head == h->fifo_cap) {
-		heca__fifo_push_locked(h, seg, page); /* grows it; then at the tail */
-		return;
-	}
-	h->fifo[--h->fifo_head & (h->fifo_cap - 1)] = (struct fifo_ent){.page = page, .seg = seg};
-}
-
 /* ---- write-back table (caller holds h->lock) ---- */
 
 static unsigned int wb_slot(uint32_t seg, uint64_t page)
@@ -267,9 +236,10 @@ static void repair_missing_locked(struct heca *h, struct seg *s, uint64_t page, 
 	}
 }
 
-/* Install content at a page that has no mapping and account it resident. */
+/* Install content at a page that has no mapping and account it resident; reused: it came back
+ * from a local copy of a page that left, so it is in use (policy.c). */
 static int install_locked(struct heca *h, struct seg *s, uint64_t page, const void *src,
-			  bool write, bool wake)
+			  bool write, bool wake, bool reused)
 {
 	uintptr_t addr = s->base + page * PAGE_SZ;
 	bool wp = !write && (h->features & HECA_FEAT_WP);
@@ -280,7 +250,7 @@ static int install_locked(struct heca *h, struct seg *s, uint64_t page, const vo
 		return rc;
 	h->resident++;
 	s->resident++;
-	heca__fifo_push_locked(h, s->id, page);
+	heca__policy_admit_locked(h, s->id, page, reused);
 	return 0;
 }
 
@@ -413,7 +383,7 @@ static void zero_ahead_locked(struct heca *h, struct seg *s, uint64_t page, bool
 				pset(&s->st[r], write ? PS_DIRTY : PS_ZERO);
 				h->resident++;
 				s->resident++;
-				heca__fifo_push_locked(h, s->id, r);
+				heca__policy_admit_locked(h, s->id, r, false);
 			}
 		}
 		p = q;
@@ -512,7 +482,7 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 			goto defer;
 		/* Never written: no network. A read maps a write-protected zero page so that a
 		 * later write is seen (the kernel's shared zero page would hide it). */
-		rc = install_locked(h, s, page, h->zero_page, write, true);
+		rc = install_locked(h, s, page, h->zero_page, write, true, false);
 		if (rc)
 			goto fail;
 		pset(b, write ? PS_DIRTY : PS_ZERO);
@@ -526,7 +496,8 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 		if (*b & PF_WB) {
 			struct wb_entry *e = heca__wb_find_locked(h, s->id, page);
 			if (e) {
-				rc = install_locked(h, s, page, e->data, write, true);
+				rc = install_locked(h, s, page, e->data, write, true,
+						    h->stash_cap > 0);
 				if (rc == -EAGAIN)
 					goto defer; /* events came: look at the page again */
 				if (rc)
@@ -540,7 +511,7 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 			const uint8_t *copy = heca__stash_find_locked(h, s->id, page);
 			if (copy) {
 				/* On the inactive list: in use, it comes back from its copy. */
-				rc = install_locked(h, s, page, copy, write, true);
+				rc = install_locked(h, s, page, copy, write, true, true);
 				if (rc == -EAGAIN)
 					goto defer;
 				if (rc)
@@ -603,7 +574,7 @@ static void fetched_locked(struct heca *h, struct seg *s, uint64_t p, uint8_t wa
 	pset(b, write ? PS_DIRTY : PS_CLEAN);
 	h->resident++;
 	s->resident++;
-	heca__fifo_push_locked(h, s->id, p);
+	heca__policy_admit_locked(h, s->id, p, false);
 	if (was & PF_DEMAND) {
 		heca__count(&h->c.pages_fetched, 1);
 		if (cookie) {
@@ -747,7 +718,7 @@ void heca__on_write_done(void *arg, uint64_t cookie, int status, uint32_t segid,
 			if (st == PS_EMPTY) /* discarded meanwhile (a zap heca learnt of) */
 				goto next;
 			while (st == PS_REMOTE &&
-			       (rc = install_locked(h, s, page + i, e->data, true, false)) == -EAGAIN)
+			       (rc = install_locked(h, s, page + i, e->data, true, false, false)) == -EAGAIN)
 				st = pstate(*b); /* events came: zapped meanwhile? */
 			if (st == PS_EMPTY)
 				goto next;
@@ -921,7 +892,7 @@ static void adopt_run(void *arg, uint64_t first, uint64_t n)
 		*b = (uint8_t)(*b & PF_WB) | PS_DIRTY;
 		a->h->resident++;
 		s->resident++;
-		heca__fifo_push_locked(a->h, s->id, p);
+		heca__policy_admit_locked(a->h, s->id, p, false);
 	}
 }
 

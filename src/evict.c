@@ -37,6 +37,7 @@ struct victim {
 	bool zap_failed; /* the kernel refused its zap */
 	bool zap_enomem; /* refused as not mapped there: moved or unmapped meanwhile */
 	bool keep;    /* not dropped after all (unmapped or moved meanwhile): back to DIRTY */
+	bool stash;   /* its copy goes on the inactive list (one of the pages it samples) */
 	uint8_t *copy;
 };
 
@@ -121,7 +122,7 @@ static void unpin_locked(struct heca *h)
 			h->pinned--;
 			s->resident++;
 			h->resident++;
-			heca__fifo_push_front_locked(h, s->id, p);
+			heca__policy_first_locked(h, s->id, p);
 		}
 	}
 }
@@ -216,10 +217,10 @@ static unsigned int pick_locked(struct heca *h, struct victim *v, unsigned int m
 				bool clean_only)
 {
 	unsigned int n = 0;
-	uint64_t scanned = 0, len = h->fifo_tail - h->fifo_head;
+	uint64_t scanned = 0, len = heca__policy_len_locked(h);
+	struct policy_ent e;
 
-	while (n < max && scanned < len && h->fifo_head != h->fifo_tail) {
-		struct fifo_ent e = h->fifo[h->fifo_head++ & (h->fifo_cap - 1)];
+	while (n < max && scanned < len && heca__policy_next_locked(h, &e)) {
 		uint32_t segid = e.seg;
 		uint64_t page = e.page;
 		struct seg *s = heca__seg_by_page_locked(h, segid, page);
@@ -239,7 +240,7 @@ static unsigned int pick_locked(struct heca *h, struct victim *v, unsigned int m
 		    (st == PS_DIRTY && h->discarding && heca__discarding_locked(h, segid, page))) {
 			/* At most one write-back per page in flight (invariant 3), and none of a
 			 * page before the sponsors have forgotten it (segops.c): try later. */
-			heca__fifo_push_locked(h, segid, page);
+			heca__policy_retry_locked(h, segid, page);
 			continue;
 		}
 		pset(b, PS_EVICTING);
@@ -447,9 +448,9 @@ static void protect_dirty(struct heca *h, struct victim *v, unsigned int n)
 	}
 }
 
-static bool copied(const struct heca *h, int was)
+static bool copied(const struct victim *v)
 {
-	return was == PS_DIRTY || (was == PS_CLEAN && h->stash_cap);
+	return v->was == PS_DIRTY || (v->was == PS_CLEAN && v->stash);
 }
 
 /*
@@ -465,7 +466,7 @@ static void copy_dirty(struct heca *h, struct victim *v, unsigned int n, uint8_t
 	unsigned int idx[EVICT_BATCH], nd = 0, from = 0;
 
 	for (unsigned int i = 0; i < n; i++) {
-		if (!copied(h, v[i].was))
+		if (!copied(&v[i]))
 			continue;
 		v[i].copy = buf + (size_t)nd * PAGE_SZ;
 		remote[nd] = (struct iovec){(void *)v[i].addr, PAGE_SZ};
@@ -500,8 +501,10 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 	bool wake_any = false, waiting, hold = false;
 
 	protect_dirty(h, v, n);
-	for (unsigned int i = 0; i < n; i++)
-		ncopy += copied(h, v[i].was);
+	for (unsigned int i = 0; i < n; i++) {
+		v[i].stash = (v[i].was == PS_CLEAN || v[i].was == PS_DIRTY) && heca__stash_sample(h);
+		ncopy += copied(&v[i]);
+	}
 	if (ncopy) {
 		wb = calloc(1, sizeof(*wb) + ncopy * sizeof(wb->ent[0]));
 		if (wb)
@@ -581,7 +584,7 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 		if (v[i].was == VICTIM_KEEP || v[i].keep) {
 			/* Still mapped and writable (or protected: a write faults and is seen). */
 			pset(b, PS_DIRTY);
-			heca__fifo_push_locked(h, v[i].seg, v[i].page);
+			heca__policy_retry_locked(h, v[i].seg, v[i].page);
 			if (*b & PF_WAITER)
 				wake_victim_locked(h, &v[i]);
 			*b &= (uint8_t)~(PF_WAITER | PF_WANTW);
@@ -600,14 +603,15 @@ static void evict_batch(struct heca *h, struct victim *v, unsigned int n)
 			*b |= PF_WB;
 			heca__wb_insert_locked(h, &wb->ent[k++]);
 			h->wb_pages++;
-			heca__stash_put_locked(h, v[i].s, v[i].page, v[i].copy);
+			if (v[i].stash)
+				heca__stash_put_locked(h, v[i].s, v[i].page, v[i].copy);
 		} else if (v[i].was == VICTIM_ZERO) {
 			pset(b, PS_EMPTY);
 			heca__count(&h->c.pages_dropped_zero, 1);
 		} else {
 			pset(b, v[i].was == PS_ZERO ? PS_EMPTY : PS_REMOTE);
 			heca__count(&h->c.pages_dropped_clean, 1);
-			if (v[i].was == PS_CLEAN && v[i].copy)
+			if (v[i].was == PS_CLEAN && v[i].stash && v[i].copy)
 				heca__stash_put_locked(h, v[i].s, v[i].page, v[i].copy);
 		}
 	}

@@ -58,7 +58,7 @@ void heca_options_init(struct heca_options *o)
 	o->log_level = HECA_LOG_INFO;
 }
 
-static void set_watermarks(struct heca *h)
+void heca__set_watermarks_locked(struct heca *h)
 {
 	uint64_t b = h->budget, slack = b / 16, band = b / 16;
 
@@ -179,18 +179,18 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 	rc = heca__stash_init(h, h->budget >= 64 ? h->budget * h->opt.inactive_pct / 100 : 0);
 	if (rc)
 		goto fail;
-	h->budget -= h->stash_cap;
-	set_watermarks(h);
-	h->fifo_cap = 1024;
-	while (h->fifo_cap < h->budget * 2)
-		h->fifo_cap *= 2;
-	h->fifo = malloc(h->fifo_cap * sizeof(*h->fifo));
+	h->budget_all = h->budget;
+	h->budget -= h->stash_lim;
+	heca__set_watermarks_locked(h);
+	rc = heca__policy_init(h, h->budget);
+	if (rc)
+		goto fail;
 	h->zero_page = aligned_alloc(PAGE_SZ, PAGE_SZ);
 	/* Reads of never-touched anonymous memory cost nothing: the kernel's zero page. */
 	h->zero_run = mmap(NULL, 256 * PAGE_SZ, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (h->zero_run == MAP_FAILED)
 		h->zero_run = NULL;
-	if (!h->fifo || !h->zero_page || !h->zero_run) {
+	if (!h->zero_page || !h->zero_run) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -377,7 +377,7 @@ static void adopt_run(void *arg, uint64_t first, uint64_t n)
 		s->st[p] = PS_DIRTY;
 		h->resident++;
 		s->resident++;
-		heca__fifo_push_locked(h, s->id, p);
+		heca__policy_admit_locked(h, s->id, p, false);
 	}
 	if (h->resident >= h->high)
 		heca__evict_kick_locked(h);
@@ -779,7 +779,7 @@ void heca_close(struct heca *h)
 	}
 	heca__stash_exit(h);
 	free(h->segs);
-	free(h->fifo);
+	heca__policy_exit(h);
 	free(h->deferred);
 	free(h->zero_page);
 	free(h->sponsor_list);
@@ -821,9 +821,10 @@ int heca_get_stats(struct heca *h, struct heca_stats *o)
 	o->resident_pages = h->resident;
 	o->pinned_pages = h->pinned;
 	o->stash_pages = h->stash_n;
+	o->stash_limit_pages = h->stash_lim;
 	o->segments = h->nsegs;
 	pthread_mutex_unlock(&h->lock);
-	o->budget_pages = h->budget + h->stash_cap;
+	o->budget_pages = h->budget_all;
 	o->lat_count = atomic_load_explicit(&h->lat.count, memory_order_relaxed);
 	o->lat_max_ns = atomic_load_explicit(&h->lat.max, memory_order_relaxed);
 	o->lat_mean_ns = o->lat_count

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "heca.h"
+#include "policy.h"
 #include "prefetch.h"
 #include "stats.h"
 
@@ -100,13 +101,6 @@ static inline uintptr_t seg_limit(const struct seg *s)
 }
 
 #define SEG_HASH 1024
-
-/* A resident page in eviction order. The page number is a store page: a segment may hold
- * more than 2^32 pages (16 TiB), and a trimmed or moved one numbers its pages from `first`. */
-struct fifo_ent {
-	uint64_t page;
-	uint32_t seg;
-};
 
 /* A write-back in flight: one page's content until the sponsor acknowledges it. */
 struct wb_entry {
@@ -277,12 +271,17 @@ struct heca {
 	uint32_t next_seg_id;
 
 	uint64_t budget;   /* pages mapped at most: the local budget less the inactive list */
+	uint64_t budget_all; /* the local budget: budget + stash_lim */
 	/* The inactive list (stash.c): stash_cap slots of stash_mem, entry i owning slot i;
 	 * index + 1 everywhere, 0 for none. */
 	struct stash_ent *stash_ent;
 	uint8_t *stash_mem;
 	uint32_t *stash_hash;
 	uint32_t stash_cap, stash_n, stash_hmask, stash_free, stash_oldest, stash_newest;
+	/* Its size now (stash_lim of stash_cap) and the share of leaving pages it takes a copy
+	 * of (one in 2^stash_shift), set by how often copies are used (stash.c, adapt). */
+	uint32_t stash_lim, stash_shift, stash_seq;
+	uint64_t stash_win_puts, stash_win_hits;
 	uint64_t high, low; /* watermarks in pages */
 	uint64_t resident; /* mapped pages of all segments */
 	uint64_t fetching; /* pages being fetched */
@@ -316,9 +315,10 @@ struct heca {
 	struct unmapped *unmapped; /* ranges the kernel unmapped behind heca's back (segops.c) */
 	bool evict_active;     /* between crossing the high and reaching the low watermark */
 
-	/* FIFO of resident pages: eviction order. */
-	struct fifo_ent *fifo;
-	uint64_t fifo_head, fifo_tail, fifo_cap; /* cap is a power of two */
+	/* Resident pages in eviction order (policy.c). Page numbers are store pages: a segment
+	 * may hold more than 2^32 pages (16 TiB), and a trimmed or moved one numbers its pages
+	 * from `first`. */
+	struct policy_ring probation, protected;
 
 	struct wb_entry *wb_hash[WB_HASH];
 	uint8_t *wb_pool[WB_POOL]; /* idle write-back copies */
@@ -352,6 +352,7 @@ struct heca {
 };
 
 /* engine.c */
+void heca__set_watermarks_locked(struct heca *h);
 void *heca__engine_main(void *arg);
 void heca__engine_wake(struct heca *h);
 struct seg *heca__seg_by_page_locked(struct heca *h, uint32_t id, uint64_t page);
@@ -363,6 +364,9 @@ void heca__stash_exit(struct heca *h);
  * write-back in flight sends. False if there is no list. */
 bool heca__stash_put_locked(struct heca *h, struct seg *s, uint64_t page, const uint8_t *data);
 const uint8_t *heca__stash_find_locked(const struct heca *h, uint32_t seg, uint64_t page);
+/* Whether the page leaving now gets a copy on the list (a share of them, the list's own
+ * sampling); any thread, no lock needed. */
+bool heca__stash_sample(struct heca *h);
 /* Let the n oldest copies go (room under the local limit). */
 void heca__stash_shrink_locked(struct heca *h, uint64_t n);
 /* The page was brought back from its copy: drop it, clear PF_WB in *b, count the hit. */
@@ -377,8 +381,6 @@ void heca__stash_drop_locked(struct heca *h, uint32_t seg, uint64_t page);
 void heca__stash_wb_done_locked(struct heca *h, struct seg *s, uint64_t page, bool ok);
 bool heca__seg_id_shared_locked(struct heca *h, const struct seg *s);
 struct seg *heca__seg_by_addr_locked(struct heca *h, uintptr_t addr);
-void heca__fifo_push_locked(struct heca *h, uint32_t seg, uint64_t page);
-void heca__fifo_push_front_locked(struct heca *h, uint32_t seg, uint64_t page);
 struct wb_entry *heca__wb_find_locked(struct heca *h, uint32_t seg, uint64_t page);
 void heca__wb_insert_locked(struct heca *h, struct wb_entry *e);
 void heca__wb_remove_locked(struct heca *h, struct wb_entry *e);

@@ -28,6 +28,7 @@
 #include <sys/mman.h>
 
 #include "heca_int.h"
+#include "util.h"
 
 struct stash_ent {
 	uint64_t page;
@@ -72,6 +73,7 @@ int heca__stash_init(struct heca *h, uint64_t cap)
 	for (uint32_t i = 0; i < cap; i++)
 		h->stash_ent[i].newer = i + 2 <= cap ? i + 2 : 0;
 	h->stash_free = 1;
+	h->stash_lim = h->stash_cap;
 	return 0;
 }
 
@@ -155,8 +157,10 @@ void heca__stash_forget_locked(struct heca *h, uint32_t seg, uint64_t page, uint
 void heca__stash_drop_locked(struct heca *h, uint32_t seg, uint64_t page)
 {
 	uint32_t i = find(h, seg, page);
-	if (i)
+	if (i) {
 		release(h, i);
+		h->stash_win_hits++; /* used again, if from the write-back's copy */
+	}
 }
 
 void heca__stash_wb_done_locked(struct heca *h, struct seg *s, uint64_t page, bool ok)
@@ -206,6 +210,76 @@ void heca__stash_shrink_locked(struct heca *h, uint64_t n)
 		age_out(h);
 }
 
+bool heca__stash_sample(struct heca *h)
+{
+	uint32_t shift = __atomic_load_n(&h->stash_shift, __ATOMIC_RELAXED);
+
+	if (!h->stash_cap)
+		return false;
+	return (__atomic_fetch_add(&h->stash_seq, 1, __ATOMIC_RELAXED) & ((1u << shift) - 1)) == 0;
+}
+
+/* Give the memory of free slots back to the system, a run of adjacent ones per call: the
+ * list is smaller now and the budget maps what it gave up. */
+static void give_back(struct heca *h)
+{
+	uint8_t *isfree = calloc(h->stash_cap, 1);
+
+	if (!isfree)
+		return; /* kept: it is reused as the list fills again */
+	for (uint32_t i = h->stash_free; i; i = h->stash_ent[i - 1].newer)
+		isfree[i - 1] = 1;
+	for (uint32_t i = 0; i < h->stash_cap;) {
+		uint32_t j = i;
+		if (!isfree[i]) {
+			i++;
+			continue;
+		}
+		while (j < h->stash_cap && isfree[j])
+			j++;
+		madvise(h->stash_mem + (size_t)i * PAGE_SZ, (size_t)(j - i) * PAGE_SZ,
+			MADV_DONTNEED);
+		i = j;
+	}
+	free(isfree);
+}
+
+/*
+ * Size the list by its use, a window of copies at a time. Copies nobody uses (a scan, a
+ * random walk over more than the budget) cost a page copy each and take room the budget could
+ * map: while fewer than one copy in 32 is used, the list halves, down to a sixteenth, and only
+ * one leaving page in two, four... gets a copy, so that a copy lives as long, counted in pages
+ * leaving, as in the full list, and the use still measured is that at the same distance. Once
+ * one copy in 8 is used again it doubles back. What it gives up goes to the budget, and what it
+ * takes back the evictor makes room for.
+ */
+static void adapt(struct heca *h)
+{
+	uint64_t puts = h->stash_win_puts, hits = h->stash_win_hits;
+	uint32_t shift = h->stash_shift, lim;
+
+	if (puts < HECA_MAX(64ull, (uint64_t)h->stash_lim))
+		return;
+	h->stash_win_puts = h->stash_win_hits = 0;
+	if (hits * 32 < puts && shift < 4)
+		shift++;
+	else if (hits * 8 >= puts && shift > 0)
+		shift--;
+	if (shift == h->stash_shift)
+		return;
+	lim = HECA_MIN(h->stash_cap, HECA_MAX(16u, h->stash_cap >> shift));
+	__atomic_store_n(&h->stash_shift, shift, __ATOMIC_RELAXED);
+	if (h->stash_n > lim)
+		heca__stash_shrink_locked(h, h->stash_n - lim);
+	if (lim < h->stash_lim)
+		give_back(h);
+	h->budget = h->budget_all - lim;
+	heca__set_watermarks_locked(h);
+	if (lim > h->stash_lim)
+		heca__evict_kick_locked(h); /* less to map: make room */
+	h->stash_lim = lim;
+}
+
 bool heca__stash_put_locked(struct heca *h, struct seg *s, uint64_t page, const uint8_t *data)
 {
 	uint8_t *b = &s->st[page];
@@ -215,7 +289,7 @@ bool heca__stash_put_locked(struct heca *h, struct seg *s, uint64_t page, const 
 	if (!h->stash_cap || s->leaving)
 		return false;
 	heca__stash_forget_locked(h, s->id, page, b);
-	if (h->stash_n == h->stash_cap)
+	while (h->stash_n >= h->stash_lim)
 		age_out(h);
 	i = h->stash_free;
 	e = &h->stash_ent[i - 1];
@@ -232,6 +306,8 @@ bool heca__stash_put_locked(struct heca *h, struct seg *s, uint64_t page, const 
 	h->stash_n++;
 	memcpy(data_of(h, i), data, PAGE_SZ);
 	*b |= PF_WB;
+	h->stash_win_puts++;
+	adapt(h);
 	return true;
 }
 
@@ -241,6 +317,7 @@ void heca__stash_take_locked(struct heca *h, uint32_t seg, uint64_t page, uint8_
 
 	if (i) {
 		release(h, i);
+		h->stash_win_hits++;
 		heca__count(&h->c.faults_stash_hit, 1);
 	}
 	*b &= (uint8_t)~PF_WB;
