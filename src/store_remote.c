@@ -188,17 +188,38 @@ static void set_mstate(struct member *m, int st)
 
 /* ---- connections ---- */
 
-static int send_frame(struct remote *r, int fd, struct heca_frame *f)
+static void conn_arm(struct remote *r, struct conn *c, bool out)
+{
+	struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
+	if (c->watched)
+		epoll_ctl(r->base.h->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+	c->out_armed = out;
+}
+
+/*
+ * Send f on fd. Without q, blocking (up to the socket's SO_SNDTIMEO). With q, the connection
+ * fd belongs to (smu held), without blocking: reads are sent by the engine with h->lock held,
+ * so a sponsor that stops reading its socket must not block the send, or every other fault of
+ * the process would wait for it: what the socket does not take now waits in q->out, in order,
+ * and goes when the socket is writable (conn_flush). The request's deadline runs meanwhile.
+ */
+static int send_frame(struct remote *r, int fd, struct conn *q, struct heca_frame *f)
 {
 	uint8_t hdr[HECA_WIRE_HDR];
 	struct iovec iov[2] = {{hdr, HECA_WIRE_HDR}, {(void *)f->payload, f->payload_len}};
 	int rc;
 
 	heca_wire_encode(hdr, f);
-	rc = heca__send_all(fd, iov, f->payload_len ? 2 : 1);
-	if (!rc)
-		heca__count(&r->base.h->c.bytes_sent, HECA_WIRE_HDR + f->payload_len);
-	return rc;
+	rc = q ? heca__outq_send(&q->out, fd, iov, f->payload_len ? 2 : 1)
+	       : heca__send_all(fd, iov, f->payload_len ? 2 : 1);
+	if (rc < 0)
+		return rc;
+	heca__count(&r->base.h->c.bytes_sent, HECA_WIRE_HDR + f->payload_len);
+	if (rc == 1 && !q->out_armed) {
+		heca__count(&r->base.h->c.reads_queued, 1);
+		conn_arm(r, q, true);
+	}
+	return 0;
 }
 
 /* Synchronous request on a connection nobody else reads: send, then wait up to timeout_ms
@@ -211,7 +232,7 @@ static int call_fd(struct remote *r, int fd, struct heca_frame *req, struct heca
 	int rc, len;
 
 	req->req_id = next_req(r);
-	rc = send_frame(r, fd, req);
+	rc = send_frame(r, fd, NULL, req);
 	if (rc)
 		return rc;
 	for (;;) {
@@ -376,38 +397,6 @@ static void conn_exit(struct remote *r, struct conn *c)
 	c->out = (struct heca_outq){0};
 }
 
-static void conn_arm(struct remote *r, struct conn *c, bool out)
-{
-	struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
-	if (c->watched)
-		epoll_ctl(r->base.h->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-	c->out_armed = out;
-}
-
-/*
- * Send a read on c (smu held). Reads are sent by the engine with h->lock held, so a sponsor
- * that stops reading its socket must not block the send, or every other fault of the process
- * would wait for it: what the socket does not take now waits in c->out, in order, and goes
- * when the socket is writable (conn_flush). The request's deadline runs meanwhile.
- */
-static int send_queued(struct remote *r, struct conn *c, struct heca_frame *f)
-{
-	uint8_t hdr[HECA_WIRE_HDR];
-	struct iovec iov[2] = {{hdr, HECA_WIRE_HDR}, {(void *)f->payload, f->payload_len}};
-	int rc;
-
-	heca_wire_encode(hdr, f);
-	rc = heca__outq_send(&c->out, c->fd, iov, f->payload_len ? 2 : 1);
-	if (rc < 0)
-		return rc;
-	heca__count(&r->base.h->c.bytes_sent, HECA_WIRE_HDR + f->payload_len);
-	if (rc == 1 && !c->out_armed) {
-		heca__count(&r->base.h->c.reads_queued, 1);
-		conn_arm(r, c, true);
-	}
-	return 0;
-}
-
 /* Engine thread, c writable: send what waits in c->out. */
 static void conn_flush(struct remote *r, struct conn *c)
 {
@@ -471,7 +460,7 @@ static int conn_request(struct remote *r, struct conn *c, struct heca_frame *f, 
 	p->deadline = p->sent_ns + h->opt.timeout_ms * 1000000ull;
 	pthread_mutex_unlock(&c->mu);
 	/* Sent outside the queue lock: the engine may fail or complete the queue meanwhile. */
-	rc = c->out.max ? send_queued(r, c, f) : send_frame(r, c->fd, f);
+	rc = send_frame(r, c->fd, c->out.max ? c : NULL, f);
 	if (rc) {
 		pthread_mutex_lock(&c->mu);
 		c->broken = true;
@@ -1473,7 +1462,7 @@ static int remote_fork_prepare(struct heca_store *s, const uint8_t child_id[16])
 		pthread_mutex_lock(&m->ctl.mu);
 		broken = m->ctl.broken;
 		pthread_mutex_unlock(&m->ctl.mu);
-		c[n].rc = m->ctl.fd >= 0 && !broken ? send_frame(r, m->ctl.fd, &c[n].req)
+		c[n].rc = m->ctl.fd >= 0 && !broken ? send_frame(r, m->ctl.fd, NULL, &c[n].req)
 						    : -ENOTCONN;
 		c[n].sent = true;
 		c[n].done = c[n].rc != 0;
