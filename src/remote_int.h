@@ -172,4 +172,43 @@ static inline void set_mstate(struct member *m, int st)
 	__atomic_store_n(&m->state, st, __ATOMIC_RELEASE);
 }
 
+static inline size_t stripe_words(const struct remote *r)
+{
+	return (r->stripe_pages + 63) / 64;
+}
+
+static inline int slot_of(const struct stripe *s, unsigned int mi)
+{
+	for (unsigned int i = 0; i < s->n; i++)
+		if (s->holder[i] == mi)
+			return (int)i;
+	return -1;
+}
+
+/* Holder slot i's row of stale pages, or NULL when none of the stripe's copies is stale. */
+static inline uint64_t *stale_row(const struct remote *r, const struct stripe *s, unsigned int i)
+{
+	return s->stale ? s->stale + i * stripe_words(r) : NULL;
+}
+
+static inline bool eligible(struct member *m)
+{
+	return mstate(m) == M_UP && !m->draining && !m->full;
+}
+
+/* remote_stripe.c: stripes and their copies (r->mu held) */
+struct stripe *heca__stripe_find_locked(struct remote *r, uint32_t seg, uint64_t idx);
+void heca__stripe_set_stale_locked(struct remote *r, struct stripe *s, unsigned int mi,
+				   uint64_t off, uint64_t count, bool stale);
+bool heca__stripe_range_current(const struct remote *r, const struct stripe *s, unsigned int i,
+				uint64_t off, uint64_t count);
+uint64_t heca__stripe_current_elsewhere(const struct remote *r, const struct stripe *s, size_t w,
+					unsigned int skip, bool up_only);
+bool heca__stripe_good_locked(const struct remote *r, const struct stripe *s, unsigned int i);
+bool heca__stripe_mendable_locked(const struct remote *r, const struct stripe *s, unsigned int i);
+unsigned int heca__stripe_good_count_locked(const struct remote *r, const struct stripe *s);
+void heca__stripe_drop_holder_locked(struct remote *r, struct stripe *s, unsigned int mi);
+void heca__stripe_rank_locked(struct remote *r, uint32_t seg, uint64_t idx, unsigned int *order);
+struct stripe *heca__stripe_get_locked(struct remote *r, uint32_t seg, uint64_t idx);
+
 #endif

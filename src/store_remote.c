@@ -318,167 +318,6 @@ static int conn_request(struct remote *r, struct conn *c, struct heca_frame *f, 
 	return 0;
 }
 
-/* ---- stripes (r->mu held) ---- */
-
-static unsigned int stripe_slot(uint32_t seg, uint64_t idx)
-{
-	return (unsigned int)((((uint64_t)seg << 40) ^ idx) * 0x9e3779b97f4a7c15ull >> 48);
-}
-
-static struct stripe *stripe_find_locked(struct remote *r, uint32_t seg, uint64_t idx)
-{
-	for (struct stripe *s = r->st[stripe_slot(seg, idx)]; s; s = s->next)
-		if (s->seg == seg && s->idx == idx)
-			return s;
-	return NULL;
-}
-
-static size_t stripe_words(const struct remote *r)
-{
-	return (r->stripe_pages + 63) / 64;
-}
-
-static int slot_of(const struct stripe *s, unsigned int mi)
-{
-	for (unsigned int i = 0; i < s->n; i++)
-		if (s->holder[i] == mi)
-			return (int)i;
-	return -1;
-}
-
-/* Holder slot i's row of stale pages, or NULL when none of the stripe's copies is stale. */
-static uint64_t *stale_row(const struct remote *r, const struct stripe *s, unsigned int i)
-{
-	return s->stale ? s->stale + i * stripe_words(r) : NULL;
-}
-
-static bool row_any(const struct remote *r, const uint64_t *row)
-{
-	for (size_t w = 0; row && w < stripe_words(r); w++)
-		if (row[w])
-			return true;
-	return false;
-}
-
-/* Mark or clear pages [off, off + count) of the stripe (offsets within it) as not current at
- * member mi, if it holds the stripe. Marking may fail for memory: then the holder is dropped
- * instead, which is safe (its other copies are lost to reads, never wrong). */
-static void drop_holder_locked(struct remote *r, struct stripe *s, unsigned int mi);
-
-static void set_stale_locked(struct remote *r, struct stripe *s, unsigned int mi, uint64_t off,
-			     uint64_t count, bool stale)
-{
-	int i = slot_of(s, mi);
-	uint64_t *row;
-
-	if (i < 0)
-		return;
-	if (!s->stale) {
-		if (!stale)
-			return;
-		s->stale = calloc(MAX_R * stripe_words(r), 8);
-		if (!s->stale) {
-			drop_holder_locked(r, s, mi);
-			return;
-		}
-	}
-	row = stale_row(r, s, (unsigned int)i);
-	for (uint64_t b = off; b < off + count && b < r->stripe_pages; b++) {
-		if (stale)
-			row[b / 64] |= 1ull << (b % 64);
-		else
-			row[b / 64] &= ~(1ull << (b % 64));
-	}
-}
-
-/* Whether holder slot i has a current copy of every page in [off, off + count). */
-static bool range_current(const struct remote *r, const struct stripe *s, unsigned int i,
-			  uint64_t off, uint64_t count)
-{
-	const uint64_t *row = stale_row(r, s, i);
-
-	for (uint64_t b = off; row && b < off + count && b < r->stripe_pages; b++)
-		if (row[b / 64] & (1ull << (b % 64)))
-			return false;
-	return true;
-}
-
-/* Pages of word w current at some holder other than slot skip (or at any if skip >= n), up
- * or not. */
-static uint64_t current_elsewhere(const struct remote *r, const struct stripe *s, size_t w,
-				  unsigned int skip, bool up_only)
-{
-	uint64_t cur = 0;
-
-	for (unsigned int j = 0; j < s->n; j++) {
-		const uint64_t *row = stale_row(r, s, j);
-		if (j == skip || (up_only && mstate(r->m[s->holder[j]]) != M_UP))
-			continue;
-		cur |= s->bits[w] & ~(row ? row[w] : 0);
-	}
-	return cur;
-}
-
-/*
- * A good copy: its holder is up, not draining, and lacks no page that another holder has
- * current. Pages current nowhere are held locally by the demander (their write-back is
- * retried), so they make no copy worse; but a full holder that lacks any page is not good:
- * the stripe should move to a sponsor with room for them.
- */
-static bool good_locked(const struct remote *r, const struct stripe *s, unsigned int i)
-{
-	struct member *m = r->m[s->holder[i]];
-	const uint64_t *row = stale_row(r, s, i);
-
-	if (mstate(m) != M_UP || m->draining)
-		return false;
-	if (!row)
-		return true;
-	if (m->full && row_any(r, row))
-		return false;
-	for (size_t w = 0; w < stripe_words(r); w++)
-		if (row[w] & current_elsewhere(r, s, w, i, false))
-			return false;
-	return true;
-}
-
-/* Whether holder slot i lacks a page that an up holder has current: a copy can be mended. */
-static bool mendable_locked(const struct remote *r, const struct stripe *s, unsigned int i)
-{
-	const uint64_t *row = stale_row(r, s, i);
-
-	for (size_t w = 0; row && w < stripe_words(r); w++)
-		if (row[w] & current_elsewhere(r, s, w, i, true))
-			return true;
-	return false;
-}
-
-static unsigned int good_count_locked(const struct remote *r, const struct stripe *s)
-{
-	unsigned int g = 0;
-
-	for (unsigned int i = 0; i < s->n; i++)
-		g += good_locked(r, s, i);
-	return g;
-}
-
-static void drop_holder_locked(struct remote *r, struct stripe *s, unsigned int mi)
-{
-	int i = slot_of(s, mi);
-	size_t words = stripe_words(r);
-
-	if (i < 0)
-		return;
-	s->n--;
-	s->holder[i] = s->holder[s->n];
-	if (s->stale) {
-		memmove(stale_row(r, s, (unsigned int)i), stale_row(r, s, s->n), words * 8);
-		memset(stale_row(r, s, s->n), 0, words * 8);
-	}
-	r->m[mi]->stripes--;
-	pthread_cond_broadcast(&r->repair_cond);
-}
-
 /* Remember a FREE or DISCARD for a member that is down, to send when it is back. A member that
  * comes back gone (empty) does not need it; one we cannot remember it for keeps some stale
  * pages of ours until the segment is freed, which costs it room, never our data. */
@@ -496,62 +335,6 @@ static void miss_locked(struct member *m, uint8_t op, uint32_t seg, uint64_t pag
 		m->capmissed = ncap;
 	}
 	m->missed[m->nmissed++] = (struct missed){op, seg, page, count};
-}
-
-static bool eligible(struct member *m)
-{
-	return mstate(m) == M_UP && !m->draining && !m->full;
-}
-
-/* Rank the members for a stripe, best first. */
-static void rank_locked(struct remote *r, uint32_t seg, uint64_t idx, unsigned int *order)
-{
-	uint64_t keys[HECA_PLACE_MAX];
-	double w[HECA_PLACE_MAX];
-
-	for (unsigned int i = 0; i < r->nm; i++) {
-		struct member *m = r->m[i];
-		keys[i] = m->key;
-		/* Weighted by capacity (a stable weight: free space changes all the time and
-		 * would move stripes back and forth); members that cannot take a stripe now
-		 * (down, draining, full) rank last. */
-		w[i] = eligible(m) ? (double)(m->capacity_pages ? m->capacity_pages : 1) : 0;
-	}
-	heca__place_rank(r->base.h->opt.cluster_id, seg, idx, keys, w, r->nm, order);
-}
-
-/* The stripe, placed on up to R eligible members if it is new. NULL if no member can take it. */
-static struct stripe *stripe_get_locked(struct remote *r, uint32_t seg, uint64_t idx)
-{
-	struct stripe *s = stripe_find_locked(r, seg, idx);
-	unsigned int order[HECA_PLACE_MAX];
-	size_t words = (r->stripe_pages + 63) / 64;
-
-	if (s && s->n > 0)
-		return s;
-	if (!s) {
-		s = calloc(1, sizeof(*s) + words * 8);
-		if (!s)
-			return NULL;
-		s->seg = seg;
-		s->idx = idx;
-		s->target = NO_MEMBER;
-		s->next = r->st[stripe_slot(seg, idx)];
-		r->st[stripe_slot(seg, idx)] = s;
-		r->nstripes++;
-	}
-	/* New, or every copy was lost: place it afresh (lost pages stay lost). */
-	memset(s->bits, 0, words * 8);
-	free(s->stale);
-	s->stale = NULL;
-	rank_locked(r, seg, idx, order);
-	for (unsigned int i = 0; i < r->nm && s->n < r->replicas; i++) {
-		if (!eligible(r->m[order[i]]))
-			break;
-		s->holder[s->n++] = (uint8_t)order[i];
-		r->m[order[i]]->stripes++;
-	}
-	return s->n ? s : NULL;
 }
 
 /* ---- completions ---- */
@@ -612,7 +395,7 @@ static void op_done_write(struct remote *r, struct op *o, struct member *m, int 
 	bool done;
 
 	pthread_mutex_lock(&r->mu);
-	st = stripe_find_locked(r, o->seg, o->page / r->stripe_pages);
+	st = heca__stripe_find_locked(r, o->seg, o->page / r->stripe_pages);
 	if (!m) {
 		/* The sender's own reference: the data may be freed only after every send. */
 	} else if (!status) {
@@ -622,7 +405,8 @@ static void op_done_write(struct remote *r, struct op *o, struct member *m, int 
 				uint64_t b = (o->page + i) % r->stripe_pages;
 				st->bits[b / 64] |= 1ull << (b % 64);
 			}
-			set_stale_locked(r, st, m->idx, o->page % r->stripe_pages, o->count, false);
+			heca__stripe_set_stale_locked(r, st, m->idx, o->page % r->stripe_pages,
+						      o->count, false);
 		}
 	} else {
 		if (!o->err)
@@ -632,7 +416,8 @@ static void op_done_write(struct remote *r, struct op *o, struct member *m, int 
 		/* Its copy of these pages is not current now (a refused write changes nothing
 		 * there, a failed one may or may not have landed); what else it holds still is. */
 		if (st)
-			set_stale_locked(r, st, m->idx, o->page % r->stripe_pages, o->count, true);
+			heca__stripe_set_stale_locked(r, st, m->idx, o->page % r->stripe_pages,
+						      o->count, true);
 		if (st && st->target == m->idx)
 			st->target = NO_MEMBER;
 	}
@@ -674,7 +459,7 @@ static void member_gone_locked(struct remote *r, struct member *m, const char *w
 			if (slot_of(s, m->idx) < 0)
 				continue;
 			held++;
-			drop_holder_locked(r, s, m->idx);
+			heca__stripe_drop_holder_locked(r, s, m->idx);
 			lost += s->n == 0;
 		}
 	m->gone = true;
@@ -927,13 +712,14 @@ static int read_issue(struct remote *r, struct op *o, bool first)
 		bool wait = false;
 
 		pthread_mutex_lock(&r->mu);
-		st = stripe_find_locked(r, o->seg, o->page / r->stripe_pages);
+		st = heca__stripe_find_locked(r, o->seg, o->page / r->stripe_pages);
 		uint64_t best_cost = 0, now = heca__now_ns();
 		for (unsigned int i = 0; st && i < st->n; i++) {
 			struct member *m = r->m[st->holder[i]];
 			uint64_t cost;
 			if ((o->tried & (1ull << m->idx)) ||
-			    !range_current(r, st, i, o->page % r->stripe_pages, o->count))
+			    !heca__stripe_range_current(r, st, i, o->page % r->stripe_pages,
+							o->count))
 				continue;
 			if (mstate(m) != M_UP) {
 				wait |= !m->given_up;
@@ -1003,7 +789,7 @@ static int remote_write(struct heca_store *s, uint32_t seg, uint64_t page, uint3
 	*o = (struct op){.seg = seg, .page = page, .count = count, .cookie = cookie};
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
-		st = stripe_get_locked(r, seg, page / r->stripe_pages);
+		st = heca__stripe_get_locked(r, seg, page / r->stripe_pages);
 		if (!st || !st->copying)
 			break;
 		pthread_cond_wait(&r->cond, &r->mu); /* a copy of this stripe is under way */
@@ -1164,7 +950,7 @@ static int remote_discard(struct heca_store *s, uint32_t seg, uint64_t page, uin
 	pthread_mutex_lock(&r->mu);
 	for (uint64_t p = page; p < page + count;) {
 		uint64_t idx = p / r->stripe_pages, end = (idx + 1) * r->stripe_pages;
-		struct stripe *st = stripe_find_locked(r, seg, idx);
+		struct stripe *st = heca__stripe_find_locked(r, seg, idx);
 		for (; p < end && p < page + count; p++)
 			if (st) {
 				uint64_t off = p % r->stripe_pages;
@@ -1637,7 +1423,7 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 		return -ENOMEM;
 	done = want + words;
 	pthread_mutex_lock(&r->mu);
-	st = stripe_find_locked(r, seg, idx);
+	st = heca__stripe_find_locked(r, seg, idx);
 	ts = st ? slot_of(st, to) : -1;
 	if (!st || st->copying || st->n == 0 || (ts < 0 && st->n >= MAX_R) ||
 	    (ts >= 0 && !stale_row(r, st, (unsigned int)ts))) {
@@ -1653,7 +1439,8 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 		pthread_cond_wait(&r->cond, &r->mu);
 	ts = slot_of(st, to);
 	for (size_t w = 0; w < words; w++) {
-		want[w] = current_elsewhere(r, st, w, ts >= 0 ? (unsigned int)ts : MAX_R, true);
+		want[w] = heca__stripe_current_elsewhere(r, st, w,
+							 ts >= 0 ? (unsigned int)ts : MAX_R, true);
 		if (ts >= 0)
 			want[w] &= stale_row(r, st, (unsigned int)ts)[w];
 	}
@@ -1664,7 +1451,7 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 			continue;
 		for (unsigned int j = 0; j < st->n && src[p] == NO_MEMBER; j++)
 			if ((int)j != ts && mstate(r->m[st->holder[j]]) == M_UP &&
-			    range_current(r, st, j, p, 1))
+			    heca__stripe_range_current(r, st, j, p, 1))
 				src[p] = st->holder[j];
 	}
 	pthread_mutex_unlock(&r->mu);
@@ -1717,7 +1504,7 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 	}
 
 	pthread_mutex_lock(&r->mu);
-	st = stripe_find_locked(r, seg, idx);
+	st = heca__stripe_find_locked(r, seg, idx);
 	if (!rc && !npages && st) {
 		/* Nothing copied: mending a copy made no progress (what it lacks is current only
 		 * where the holder is down), and a new copy of written pages would hold none of
@@ -1751,7 +1538,7 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 					/* No memory to say what it lacks: it cannot count. */
 					for (size_t w = 0; w < words; w++)
 						if (st->bits[w] & ~done[w]) {
-							drop_holder_locked(r, st, to);
+							heca__stripe_drop_holder_locked(r, st, to);
 							rc = -ENOMEM;
 							break;
 						}
@@ -1785,14 +1572,14 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 static unsigned int pick_drop_locked(struct remote *r, struct stripe *st,
 				     const unsigned int *order)
 {
-	unsigned int good = good_count_locked(r, st), bad = NO_MEMBER;
+	unsigned int good = heca__stripe_good_count_locked(r, st), bad = NO_MEMBER;
 
 	/* With too few good copies a bad one still goes when the stripe has no slot left for a
 	 * new copy. */
 	if (good < r->replicas && !(good >= 1 && st->n >= MAX_R))
 		return NO_MEMBER;
 	for (unsigned int i = 0; i < st->n; i++)
-		if (!good_locked(r, st, i) &&
+		if (!heca__stripe_good_locked(r, st, i) &&
 		    (bad == NO_MEMBER || mstate(r->m[st->holder[i]]) != M_UP))
 			bad = st->holder[i];
 	if (bad != NO_MEMBER)
@@ -1811,7 +1598,7 @@ static bool drop_copy_locked(struct remote *r, struct stripe *st, unsigned int m
 {
 	struct member *m = r->m[mi];
 
-	drop_holder_locked(r, st, mi);
+	heca__stripe_drop_holder_locked(r, st, mi);
 	if (mstate(m) == M_UP)
 		return true;
 	if (!m->gone)
@@ -1840,15 +1627,16 @@ static unsigned int repair_pass(struct remote *r, uint8_t *buf, size_t buflen)
 			for (st = r->st[b]; st && !found; st = st->next) {
 				if (st->n == 0 || st->copying || st->inflight)
 					continue;
-				rank_locked(r, st->seg, st->idx, order);
+				heca__stripe_rank_locked(r, st->seg, st->idx, order);
 				to = NO_MEMBER;
 				drop = NO_MEMBER;
-				if (good_count_locked(r, st) < r->replicas) {
+				if (heca__stripe_good_count_locked(r, st) < r->replicas) {
 					/* Too few good copies: mend one that misses pages, where
 					 * its sponsor has room, else the best member without one. */
 					for (unsigned int i = 0; i < st->n && to == NO_MEMBER; i++)
 						if (eligible(r->m[st->holder[i]]) &&
-						    !good_locked(r, st, i) && mendable_locked(r, st, i))
+						    !heca__stripe_good_locked(r, st, i) &&
+						    heca__stripe_mendable_locked(r, st, i))
 							to = st->holder[i];
 					for (unsigned int i = 0;
 					     i < r->nm && to == NO_MEMBER && st->n < MAX_R; i++)
@@ -1891,11 +1679,11 @@ static unsigned int repair_pass(struct remote *r, uint8_t *buf, size_t buflen)
 			room_made(r);
 			/* A copy was added or mended: one that is no longer needed goes. */
 			pthread_mutex_lock(&r->mu);
-			st = stripe_find_locked(r, seg, idx);
+			st = heca__stripe_find_locked(r, seg, idx);
 			drop = NO_MEMBER;
 			discard = false;
 			if (st && !st->copying && !st->inflight) {
-				rank_locked(r, seg, idx, order);
+				heca__stripe_rank_locked(r, seg, idx, order);
 				drop = pick_drop_locked(r, st, order);
 				if (drop != NO_MEMBER)
 					discard = drop_copy_locked(r, st, drop);
@@ -2146,7 +1934,7 @@ static void remote_cluster_stats(struct heca_store *s, struct heca_cluster_stats
 			o->stripes++;
 			if (st->n == 0)
 				o->lost++;
-			else if (good_count_locked(r, st) < r->replicas)
+			else if (heca__stripe_good_count_locked(r, st) < r->replicas)
 				o->under_replicated++;
 		}
 	o->moving = r->moving;
