@@ -211,4 +211,19 @@ void heca__stripe_drop_holder_locked(struct remote *r, struct stripe *s, unsigne
 void heca__stripe_rank_locked(struct remote *r, uint32_t seg, uint64_t idx, unsigned int *order);
 struct stripe *heca__stripe_get_locked(struct remote *r, uint32_t seg, uint64_t idx);
 
+/* remote_conn.c: connections and control-channel calls */
+int heca__send_frame(struct remote *r, int fd, struct conn *q, struct heca_frame *f);
+int heca__dial(struct remote *r, struct member *m, enum heca_channel ch);
+int heca__conn_init(struct conn *c, struct member *m, enum heca_channel ch);
+void heca__conn_watch(struct remote *r, struct conn *c);
+void heca__conn_exit(struct remote *r, struct conn *c);
+void heca__conn_flush(struct remote *r, struct conn *c);
+int heca__conn_request(struct remote *r, struct conn *c, struct heca_frame *f, struct op *o);
+int heca__ctl_call(struct remote *r, struct member *m, struct heca_frame *req,
+		   struct heca_frame *rep, uint8_t *buf, size_t len, int timeout_ms);
+int heca__ctl_simple(struct remote *r, struct member *m, uint8_t op, uint32_t seg, uint64_t arg);
+int heca__ctl_all_one(struct remote *r, struct member *m, uint8_t op, uint32_t seg,
+		      uint64_t page, uint32_t count);
+int heca__ctl_all(struct remote *r, uint8_t op, uint32_t seg, uint64_t page, uint32_t count);
+
 #endif

@@ -26,297 +26,9 @@
 #include "util.h"
 #include "wire.h"
 
-/* Read requests waiting for a sponsor that stopped reading its socket (48 bytes each): past
- * this the connection is given up, as its requests' deadlines soon would be. */
-#define OUT_MAX (1u << 20)
 #define HB_MS 250 /* heartbeat period when idle */
 #define STAT_MS 1000 /* a heartbeat at least this often under load, for fresh capacity figures */
 #define MISSED_MAX 4096 /* FREEs and DISCARDs remembered for a sponsor that is down */
-
-/* ---- connections ---- */
-
-static void conn_arm(struct remote *r, struct conn *c, bool out)
-{
-	struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
-	if (c->watched)
-		epoll_ctl(r->base.h->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-	c->out_armed = out;
-}
-
-/*
- * Send f on fd. Without q, blocking (up to the socket's SO_SNDTIMEO). With q, the connection
- * fd belongs to (smu held), without blocking: reads are sent by the engine with h->lock held,
- * so a sponsor that stops reading its socket must not block the send, or every other fault of
- * the process would wait for it: what the socket does not take now waits in q->out, in order,
- * and goes when the socket is writable (conn_flush). The request's deadline runs meanwhile.
- */
-static int send_frame(struct remote *r, int fd, struct conn *q, struct heca_frame *f)
-{
-	uint8_t hdr[HECA_WIRE_HDR];
-	struct iovec iov[2] = {{hdr, HECA_WIRE_HDR}, {(void *)f->payload, f->payload_len}};
-	int rc;
-
-	heca_wire_encode(hdr, f);
-	rc = q ? heca__outq_send(&q->out, fd, iov, f->payload_len ? 2 : 1)
-	       : heca__send_all(fd, iov, f->payload_len ? 2 : 1);
-	if (rc < 0)
-		return rc;
-	heca__count(&r->base.h->c.bytes_sent, HECA_WIRE_HDR + f->payload_len);
-	if (rc == 1 && !q->out_armed) {
-		heca__count(&r->base.h->c.reads_queued, 1);
-		conn_arm(r, q, true);
-	}
-	return 0;
-}
-
-/* Synchronous request on a connection nobody else reads: send, then wait up to timeout_ms
- * for the reply, decoded from buf (which must hold it). */
-static int call_fd(struct remote *r, int fd, struct heca_frame *req, struct heca_frame *rep,
-		   uint8_t *buf, size_t buflen, int timeout_ms)
-{
-	uint64_t until = heca__now_ns() + (uint64_t)timeout_ms * 1000000ull;
-	size_t have = 0;
-	int rc, len;
-
-	req->req_id = next_req(r);
-	rc = send_frame(r, fd, NULL, req);
-	if (rc)
-		return rc;
-	for (;;) {
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		uint64_t now;
-		ssize_t n;
-
-		len = heca_wire_decode(buf, have, rep);
-		if (len > 0)
-			break;
-		if (len != -EAGAIN)
-			return len;
-		if (have == buflen)
-			return -EMSGSIZE;
-		now = heca__now_ns();
-		if (now >= until)
-			return -ETIMEDOUT;
-		rc = poll(&p, 1, (int)((until - now) / 1000000ull) + 1);
-		if (rc == 0)
-			return -ETIMEDOUT;
-		if (rc < 0 && errno != EINTR)
-			return -errno;
-		n = recv(fd, buf + have, buflen - have, MSG_DONTWAIT);
-		if (n == 0)
-			return -ECONNRESET;
-		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			return -errno;
-		}
-		have += (size_t)n;
-	}
-	heca__count(&r->base.h->c.bytes_received, (uint64_t)len);
-	if (rep->opcode == HECA_OP_ERROR)
-		return rep->status ? -rep->status : -EPROTO;
-	if (rep->opcode != (req->opcode | HECA_OP_REPLY) || rep->req_id != req->req_id)
-		return -EPROTO;
-	return rep->status ? -rep->status : 0;
-}
-
-/*
- * After HELLO: prove we hold the cluster key and check that the sponsor does too
- * (docs/protocol.md, "Authentication"). With a key, a sponsor that does not ask for proof is
- * refused: clearing the flag must not let an impostor skip the exchange. hello is the HELLO
- * reply, which must stay valid (it points into the caller's buffer): AUTH uses a buffer of
- * its own.
- */
-static int authenticate(struct remote *r, int fd, const struct heca_frame *hello)
-{
-	struct heca *h = r->base.h;
-	uint32_t flags = heca_get32(hello->payload + HECA_HELLO_REPLY_OFF_FLAGS);
-	const uint8_t *sid = hello->payload, *snonce = hello->payload + HECA_HELLO_REPLY_OFF_NONCE;
-	uint8_t body[HECA_WIRE_AUTH_LEN], mac2[HECA_AUTH_MAC_LEN], buf[256];
-	struct heca_frame req = {.opcode = HECA_OP_AUTH, .payload = body,
-				 .payload_len = sizeof(body)},
-			  rep;
-	int rc;
-
-	if (!r->keylen)
-		return (flags & HECA_HELLO_AUTH) ? -EACCES : 0;
-	if (!(flags & HECA_HELLO_AUTH))
-		return -EACCES;
-	rc = heca__random(body, HECA_AUTH_NONCE_LEN);
-	if (!rc)
-		rc = heca__auth_mac(r->key, r->keylen, HECA_AUTH_LABEL_DEMANDER, h->opt.cluster_id,
-				    h->demander_id, sid, snonce, body, body + HECA_AUTH_NONCE_LEN);
-	if (!rc)
-		rc = call_fd(r, fd, &req, &rep, buf, sizeof(buf), (int)h->opt.timeout_ms);
-	if (rc)
-		return rc;
-	if (rep.payload_len != HECA_AUTH_MAC_LEN)
-		return -EPROTO;
-	rc = heca__auth_mac(r->key, r->keylen, HECA_AUTH_LABEL_SPONSOR, h->opt.cluster_id,
-			    h->demander_id, sid, snonce, body, mac2);
-	if (!rc)
-		rc = heca__auth_check(mac2, rep.payload); /* the sponsor holds the key too */
-	return rc;
-}
-
-/* Connect one channel to m, say HELLO, authenticate. Returns the fd or -errno. */
-static int dial(struct remote *r, struct member *m, enum heca_channel ch)
-{
-	struct heca *h = r->base.h;
-	uint8_t hello[HECA_WIRE_HELLO_LEN] = {0}, buf[512];
-	struct heca_frame req = {.opcode = HECA_OP_HELLO, .payload = hello,
-				 .payload_len = sizeof(hello)},
-			  rep;
-	/* A sponsor that stops reading must not block a sender (the evictor, or the engine
-	 * with a full socket buffer) for longer than it takes to call the sponsor dead. */
-	unsigned int send_ms = HECA_MIN(h->opt.timeout_ms, h->opt.detect_ms);
-	struct timeval tv = {.tv_sec = send_ms / 1000, .tv_usec = (send_ms % 1000) * 1000};
-	int fd, rc;
-
-	fd = heca__tcp_connect(m->addr, (int)HECA_MIN(h->opt.timeout_ms, 2000u));
-	if (fd < 0)
-		return fd;
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	/* Heartbeats notice a silent sponsor on the control connection; keepalive makes the
-	 * kernel give up on any connection to a host that vanished. */
-	heca__tcp_keepalive(fd, 15);
-	memcpy(hello, h->opt.cluster_id, 16);
-	memcpy(hello + 16, h->demander_id, 16);
-	heca_put32(hello + 32, (uint32_t)ch);
-	heca_put32(hello + 36, m->session);
-	rc = call_fd(r, fd, &req, &rep, buf, sizeof(buf), (int)h->opt.timeout_ms);
-	if (rc) {
-		close(fd);
-		return rc;
-	}
-	rc = authenticate(r, fd, &rep);
-	if (rc) {
-		close(fd);
-		return rc;
-	}
-	pthread_mutex_lock(&r->mu);
-	memcpy(m->id, rep.payload, 16);
-	m->key = heca_get64(m->id) ^ heca_get64(m->id + 8);
-	m->capacity_pages = heca_get64(rep.payload + 16);
-	m->used_pages = heca_get64(rep.payload + 24);
-	pthread_mutex_unlock(&r->mu);
-	return fd;
-}
-
-static int conn_init(struct conn *c, struct member *m, enum heca_channel ch)
-{
-	memset(c, 0, sizeof(*c));
-	c->fd = -1;
-	c->m = m;
-	c->chan = ch;
-	pthread_mutex_init(&c->mu, NULL);
-	pthread_mutex_init(&c->smu, NULL);
-	if (ch == HECA_CHAN_CONTROL)
-		return 0;
-	c->qcap = 1024;
-	c->q = calloc(c->qcap, sizeof(*c->q));
-	if (ch != HECA_CHAN_BULK)
-		c->out.max = OUT_MAX;
-	c->rbuf = malloc(RBUF_SZ);
-	return c->q && c->rbuf ? 0 : -ENOMEM;
-}
-
-static void conn_watch(struct remote *r, struct conn *c)
-{
-	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-	if (c->chan != HECA_CHAN_CONTROL && c->fd >= 0 &&
-	    epoll_ctl(r->base.h->epfd, EPOLL_CTL_ADD, c->fd, &ev) == 0)
-		c->watched = true;
-}
-
-static void conn_exit(struct remote *r, struct conn *c)
-{
-	if (c->watched)
-		epoll_ctl(r->base.h->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = -1;
-	free(c->q);
-	free(c->rbuf);
-	free(c->out.buf);
-	c->q = NULL;
-	c->rbuf = NULL;
-	c->out = (struct heca_outq){0};
-}
-
-/* Engine thread, c writable: send what waits in c->out. */
-static void conn_flush(struct remote *r, struct conn *c)
-{
-	int rc;
-
-	pthread_mutex_lock(&c->smu);
-	rc = c->fd >= 0 ? heca__outq_flush(&c->out, c->fd) : -ENOTCONN;
-	if (rc < 0)
-		c->out.len = 0; /* the stream is cut: the reads fail with the connection */
-	if (rc <= 0)
-		conn_arm(r, c, false);
-	pthread_mutex_unlock(&c->smu);
-	if (rc < 0 && c->fd >= 0) {
-		pthread_mutex_lock(&c->mu);
-		c->broken = true;
-		pthread_mutex_unlock(&c->mu);
-		shutdown(c->fd, SHUT_RDWR);
-	}
-}
-
-/* Queue a request on c and send it. Returns 0 (the completion will come, possibly as a
- * failure when the connection breaks), or -ENOTCONN / -ENOMEM (no completion will come). */
-static int conn_request(struct remote *r, struct conn *c, struct heca_frame *f, struct op *o)
-{
-	struct heca *h = r->base.h;
-	struct pending *p;
-	int rc;
-
-	pthread_mutex_lock(&c->smu);
-	pthread_mutex_lock(&c->mu);
-	if (c->broken || c->fd < 0 || mstate(c->m) != M_UP) {
-		pthread_mutex_unlock(&c->mu);
-		pthread_mutex_unlock(&c->smu);
-		return -ENOTCONN;
-	}
-	if (c->qtail - c->qhead == c->qcap) {
-		uint32_t ncap = c->qcap * 2;
-		struct pending *nq = malloc(ncap * sizeof(*nq));
-		if (!nq) {
-			pthread_mutex_unlock(&c->mu);
-			pthread_mutex_unlock(&c->smu);
-			return -ENOMEM;
-		}
-		for (uint32_t i = c->qhead; i != c->qtail; i++)
-			nq[i - c->qhead] = c->q[i & (c->qcap - 1)];
-		free(c->q);
-		c->q = nq;
-		c->qtail -= c->qhead;
-		c->qhead = 0;
-		c->qcap = ncap;
-	}
-	f->req_id = next_req(r);
-	p = &c->q[c->qtail++ & (c->qcap - 1)];
-	*p = (struct pending){.req_id = f->req_id,
-			      .op = f->opcode,
-			      .seg = f->segment,
-			      .page = f->page,
-			      .count = f->count,
-			      .o = o,
-			      .sent_ns = heca__now_ns()};
-	p->deadline = p->sent_ns + h->opt.timeout_ms * 1000000ull;
-	pthread_mutex_unlock(&c->mu);
-	/* Sent outside the queue lock: the engine may fail or complete the queue meanwhile. */
-	rc = send_frame(r, c->fd, c->out.max ? c : NULL, f);
-	if (rc) {
-		pthread_mutex_lock(&c->mu);
-		c->broken = true;
-		pthread_mutex_unlock(&c->mu);
-		shutdown(c->fd, SHUT_RDWR);
-	}
-	pthread_mutex_unlock(&c->smu);
-	return 0;
-}
 
 /* Remember a FREE or DISCARD for a member that is down, to send when it is back. A member that
  * comes back gone (empty) does not need it; one we cannot remember it for keeps some stale
@@ -550,7 +262,7 @@ static void remote_dispatch(struct heca_store *s, void *ctx)
 	if (!c->rbuf || c->fd < 0)
 		return;
 	if (c->out_armed)
-		conn_flush(r, c);
+		heca__conn_flush(r, c);
 	n = recv(c->fd, c->rbuf + c->rlen, RBUF_SZ - c->rlen, MSG_DONTWAIT);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 		/* Keep the fd open but idle until the engine swaps in a new one: closing it
@@ -643,7 +355,7 @@ static void remote_tick(struct heca_store *s, uint64_t now)
 				pthread_mutex_lock(&c->mu);
 				c->broken = false;
 				pthread_mutex_unlock(&c->mu);
-				conn_watch(r, c);
+				heca__conn_watch(r, c);
 				pthread_mutex_unlock(&c->smu);
 			}
 			__atomic_store_n(&m->swap_ready, false, __ATOMIC_RELEASE);
@@ -753,8 +465,9 @@ static int read_issue(struct remote *r, struct op *o, bool first)
 			free(o);
 			return 0;
 		}
-		if (conn_request(r, o->prio == HECA_PRIO_FAULT ? &best->fault : &best->prefetch, &f,
-				 o) == 0)
+		if (heca__conn_request(r, o->prio == HECA_PRIO_FAULT ? &best->fault
+								    : &best->prefetch,
+				       &f, o) == 0)
 			return 0;
 	}
 }
@@ -810,7 +523,7 @@ static int remote_write(struct heca_store *s, uint32_t seg, uint64_t page, uint3
 	pthread_mutex_unlock(&r->mu);
 	for (unsigned int i = 0; i < nt; i++) {
 		struct member *m = r->m[targets[i]];
-		int rc = conn_request(r, &m->bulk, &f, o);
+		int rc = heca__conn_request(r, &m->bulk, &f, o);
 		if (rc)
 			op_done_write(r, o, m, rc);
 	}
@@ -819,28 +532,6 @@ static int remote_write(struct heca_store *s, uint32_t seg, uint64_t page, uint3
 }
 
 /* ---- control-channel calls ---- */
-
-static int ctl_call(struct remote *r, struct member *m, struct heca_frame *req,
-		    struct heca_frame *rep, uint8_t *buf, size_t len, int timeout_ms)
-{
-	bool broken;
-	int rc;
-	pthread_mutex_lock(&m->ctl.smu);
-	pthread_mutex_lock(&m->ctl.mu); /* member_down() sets it from the engine */
-	broken = m->ctl.broken;
-	pthread_mutex_unlock(&m->ctl.mu);
-	rc = m->ctl.fd >= 0 && !broken ? call_fd(r, m->ctl.fd, req, rep, buf, len, timeout_ms)
-				       : -ENOTCONN;
-	pthread_mutex_unlock(&m->ctl.smu);
-	return rc;
-}
-
-static int ctl_simple(struct remote *r, struct member *m, uint8_t op, uint32_t seg, uint64_t arg)
-{
-	struct heca_frame req = {.opcode = op, .segment = seg, .page = arg}, rep;
-	uint8_t buf[256];
-	return ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)r->base.h->opt.timeout_ms);
-}
 
 static int remote_alloc(struct heca_store *s, uint32_t seg, uint64_t npages)
 {
@@ -863,7 +554,8 @@ static int remote_alloc(struct heca_store *s, uint32_t seg, uint64_t npages)
 	pthread_mutex_unlock(&r->mu);
 	for (unsigned int i = 0; i < __atomic_load_n(&r->nm, __ATOMIC_ACQUIRE); i++) {
 		struct member *m = r->m[i];
-		int rc = mstate(m) == M_UP ? ctl_simple(r, m, HECA_OP_ALLOC, seg, npages) : -ENOTCONN;
+		int rc = mstate(m) == M_UP ? heca__ctl_simple(r, m, HECA_OP_ALLOC, seg, npages)
+					   : -ENOTCONN;
 		if (rc == 0)
 			up++;
 		else if (!first)
@@ -907,39 +599,12 @@ static int remote_release(struct heca_store *s, uint32_t seg)
 	pthread_mutex_unlock(&r->mu);
 	for (unsigned int i = 0; i < __atomic_load_n(&r->nm, __ATOMIC_ACQUIRE); i++)
 		if (mstate(r->m[i]) == M_UP)
-			ctl_simple(r, r->m[i], HECA_OP_FREE, seg, 0);
+			heca__ctl_simple(r, r->m[i], HECA_OP_FREE, seg, 0);
 	return 0;
 }
 
 static void *repair_main(void *arg);
 static void member_start(struct remote *r, struct member *m);
-
-/* Ask member m to run op on [page, page + count) of seg; ENOENT (nothing there) is success. */
-static int ctl_all_one(struct remote *r, struct member *m, uint8_t op, uint32_t seg,
-		       uint64_t page, uint32_t count)
-{
-	struct heca_frame req = {.opcode = op, .segment = seg, .page = page, .count = count}, rep;
-	uint8_t buf[256];
-	int rc = ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)r->base.h->opt.timeout_ms);
-
-	return rc == -ENOENT ? 0 : rc;
-}
-
-/* Ask every member that is up to run op on seg; one that is down hears of it when it is back
- * (remote_release and remote_discard remember it). */
-static int ctl_all(struct remote *r, uint8_t op, uint32_t seg, uint64_t page, uint32_t count)
-{
-	int first = 0;
-	for (unsigned int i = 0; i < __atomic_load_n(&r->nm, __ATOMIC_ACQUIRE); i++) {
-		int rc;
-		if (mstate(r->m[i]) != M_UP)
-			continue;
-		rc = ctl_all_one(r, r->m[i], op, seg, page, count);
-		if (rc && !first)
-			first = rc;
-	}
-	return first;
-}
 
 static int remote_discard(struct heca_store *s, uint32_t seg, uint64_t page, uint64_t count)
 {
@@ -964,7 +629,7 @@ static int remote_discard(struct heca_store *s, uint32_t seg, uint64_t page, uin
 
 	while (count && !rc) {
 		uint32_t n = (uint32_t)HECA_MIN(count, 0x80000000ull);
-		rc = ctl_all(r, HECA_OP_DISCARD, seg, page, n);
+		rc = heca__ctl_all(r, HECA_OP_DISCARD, seg, page, n);
 		page += n;
 		count -= n;
 	}
@@ -973,7 +638,7 @@ static int remote_discard(struct heca_store *s, uint32_t seg, uint64_t page, uin
 
 static int remote_drop_all(struct heca_store *s)
 {
-	return ctl_all((struct remote *)s, HECA_OP_DROPALL, 0, 0, 0);
+	return heca__ctl_all((struct remote *)s, HECA_OP_DROPALL, 0, 0, 0);
 }
 
 /* Grow a segment at the sponsors. Callers do not hold the demander's lock, so two threads
@@ -992,7 +657,7 @@ static int remote_resize(struct heca_store *s, uint32_t seg, uint64_t npages)
 			r->segs[i].npages = npages; /* what a sponsor that comes back is told */
 		}
 	pthread_mutex_unlock(&r->mu);
-	rc = ctl_all(r, HECA_OP_RESIZE, seg, npages, 0);
+	rc = heca__ctl_all(r, HECA_OP_RESIZE, seg, npages, 0);
 	pthread_mutex_unlock(&r->resize_mu);
 	return rc;
 }
@@ -1095,7 +760,8 @@ static int remote_fork_prepare(struct heca_store *s, const uint8_t child_id[16])
 		pthread_mutex_lock(&m->ctl.mu);
 		broken = m->ctl.broken;
 		pthread_mutex_unlock(&m->ctl.mu);
-		c[n].rc = m->ctl.fd >= 0 && !broken ? send_frame(r, m->ctl.fd, NULL, &c[n].req)
+		c[n].rc = m->ctl.fd >= 0 && !broken ? heca__send_frame(r, m->ctl.fd, NULL,
+								       &c[n].req)
 						    : -ENOTCONN;
 		c[n].sent = true;
 		c[n].done = c[n].rc != 0;
@@ -1198,7 +864,7 @@ static int remote_fork_child(struct heca_store *s)
 		m->swap_ready = false;
 		m->session = 1;
 		for (int k = 0; k < 4 && was_up; k++) {
-			rc = dial(r, m, ch[k]);
+			rc = heca__dial(r, m, ch[k]);
 			if (rc < 0) {
 				for (int j = 0; j < k; j++) {
 					close(cs[j]->fd);
@@ -1244,7 +910,7 @@ static void heartbeat(struct remote *r, struct member *m)
 	struct heca *h = r->base.h;
 	struct heca_frame req = {.opcode = HECA_OP_STAT}, rep;
 	uint8_t buf[256];
-	int rc = ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)h->opt.detect_ms);
+	int rc = heca__ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)h->opt.detect_ms);
 
 	if (rc) {
 		member_down(r, m, rc);
@@ -1317,7 +983,7 @@ static void reconnect(struct remote *r, struct member *m)
 	 * refused there (ESTALE) instead of overwriting what this session stores. */
 	m->session++;
 	for (int k = 0; k < 4 && rc >= 0; k++)
-		rc = fds[k] = dial(r, m, ch[k]);
+		rc = fds[k] = heca__dial(r, m, ch[k]);
 	if (rc < 0) {
 		for (int k = 0; k < 4; k++)
 			if (fds[k] >= 0)
@@ -1348,7 +1014,7 @@ static void reconnect(struct remote *r, struct member *m)
 	pthread_mutex_lock(&m->ctl.mu);
 	m->ctl.broken = false;
 	pthread_mutex_unlock(&m->ctl.mu);
-	if (ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)r->base.h->opt.timeout_ms) == 0)
+	if (heca__ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)r->base.h->opt.timeout_ms) == 0)
 		mine = heca_get64(rep.payload + 32);
 	else {
 		member_down(r, m, -EIO);
@@ -1364,7 +1030,7 @@ static void reconnect(struct remote *r, struct member *m)
 	if (m->gone) {
 		/* Whatever it holds of ours is stale: start it empty. */
 		for (unsigned int i = 0; seg_at(r, i, &sr); i++)
-			ctl_simple(r, m, HECA_OP_FREE, sr.seg, 0);
+			heca__ctl_simple(r, m, HECA_OP_FREE, sr.seg, 0);
 	} else {
 		for (;;) {
 			struct missed x;
@@ -1375,13 +1041,13 @@ static void reconnect(struct remote *r, struct member *m)
 			}
 			x = m->missed[--m->nmissed];
 			pthread_mutex_unlock(&r->mu);
-			ctl_all_one(r, m, x.op, x.seg, x.page,
-				    (uint32_t)HECA_MIN(x.count, 0x80000000ull));
+			heca__ctl_all_one(r, m, x.op, x.seg, x.page,
+					  (uint32_t)HECA_MIN(x.count, 0x80000000ull));
 		}
 	}
 	for (unsigned int i = 0; seg_at(r, i, &sr); i++) {
 		/* Idempotent: declares a segment it lacks, grows one that was resized. */
-		if (ctl_simple(r, m, HECA_OP_ALLOC, sr.seg, sr.npages)) {
+		if (heca__ctl_simple(r, m, HECA_OP_ALLOC, sr.seg, sr.npages)) {
 			member_down(r, m, -EIO);
 			return;
 		}
@@ -1470,7 +1136,8 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 			;
 		req = (struct heca_frame){.opcode = HECA_OP_READ, .segment = seg,
 					  .page = base + p, .count = (uint32_t)(q - p)};
-		rc = ctl_call(r, r->m[from], &req, &rep, buf, buflen, (int)r->base.h->opt.timeout_ms);
+		rc = heca__ctl_call(r, r->m[from], &req, &rep, buf, buflen,
+				    (int)r->base.h->opt.timeout_ms);
 		if (rc) {
 			if (conn_error(rc))
 				member_down(r, r->m[from], rc);
@@ -1484,8 +1151,8 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 			/* The reply lands in the same buffer after the request left it. */
 			uint8_t small[256];
 			struct heca_frame rep2;
-			rc = ctl_call(r, r->m[to], &req, &rep2, small, sizeof(small),
-				      (int)r->base.h->opt.timeout_ms);
+			rc = heca__ctl_call(r, r->m[to], &req, &rep2, small, sizeof(small),
+					    (int)r->base.h->opt.timeout_ms);
 		}
 		if (rc) {
 			if (rc == -ENOSPC) {
@@ -1669,8 +1336,8 @@ static unsigned int repair_pass(struct remote *r, uint8_t *buf, size_t buflen)
 			if (!found)
 				break;
 			if (discard)
-				ctl_all_one(r, r->m[drop], HECA_OP_DISCARD, seg, idx * r->stripe_pages,
-					    (uint32_t)r->stripe_pages);
+				heca__ctl_all_one(r, r->m[drop], HECA_OP_DISCARD, seg,
+						  idx * r->stripe_pages, (uint32_t)r->stripe_pages);
 			if (to == NO_MEMBER)
 				continue;
 			if (copy_stripe(r, seg, idx, to, buf, buflen) != 0)
@@ -1690,8 +1357,8 @@ static unsigned int repair_pass(struct remote *r, uint8_t *buf, size_t buflen)
 			}
 			pthread_mutex_unlock(&r->mu);
 			if (discard)
-				ctl_all_one(r, r->m[drop], HECA_OP_DISCARD, seg, idx * r->stripe_pages,
-					    (uint32_t)r->stripe_pages);
+				heca__ctl_all_one(r, r->m[drop], HECA_OP_DISCARD, seg,
+						  idx * r->stripe_pages, (uint32_t)r->stripe_pages);
 		}
 	}
 	return made;
@@ -1761,7 +1428,7 @@ static void *repair_main(void *arg)
 				continue;
 			struct segrec sr;
 			for (unsigned int k = 0; seg_at(r, k, &sr); k++)
-				ctl_simple(r, m, HECA_OP_FREE, sr.seg, 0);
+				heca__ctl_simple(r, m, HECA_OP_FREE, sr.seg, 0);
 			m->emptied = true;
 			heca__log(r->base.h, HECA_LOG_INFO, "sponsor %s drained: it holds nothing",
 				  m->addr);
@@ -1794,11 +1461,11 @@ static int member_open(struct remote *r, const char *addr, struct member **out)
 	struct conn *cs[4] = {&m->ctl, &m->fault, &m->prefetch, &m->bulk};
 	for (int k = 0; k < 4; k++) {
 		m->fresh[k] = -1;
-		if ((rc = conn_init(cs[k], m, ch[k])))
+		if ((rc = heca__conn_init(cs[k], m, ch[k])))
 			goto fail;
 	}
 	for (int k = 0; k < 4; k++) {
-		rc = dial(r, m, ch[k]);
+		rc = heca__dial(r, m, ch[k]);
 		if (rc < 0) {
 			m->auth_said = rc == -EACCES; /* said by the caller; not again */
 			if (rc == -EACCES)
@@ -1829,16 +1496,16 @@ static int member_open(struct remote *r, const char *addr, struct member **out)
 	return 0;
 fail:
 	for (int k = 0; k < 4; k++)
-		conn_exit(r, cs[k]);
+		heca__conn_exit(r, cs[k]);
 	free(m);
 	return rc;
 }
 
 static void member_start(struct remote *r, struct member *m)
 {
-	conn_watch(r, &m->fault);
-	conn_watch(r, &m->prefetch);
-	conn_watch(r, &m->bulk);
+	heca__conn_watch(r, &m->fault);
+	heca__conn_watch(r, &m->prefetch);
+	heca__conn_watch(r, &m->bulk);
 }
 
 static int remote_add_member(struct heca_store *s, const char *addr)
@@ -1858,13 +1525,13 @@ static int remote_add_member(struct heca_store *s, const char *addr)
 		if (m) {
 			struct conn *cs[4] = {&m->ctl, &m->fault, &m->prefetch, &m->bulk};
 			for (int k = 0; k < 4; k++)
-				conn_exit(r, cs[k]);
+				heca__conn_exit(r, cs[k]);
 			free(m);
 		}
 		return rc;
 	}
 	for (unsigned int i = 0; i < r->nsegs; i++)
-		ctl_simple(r, m, HECA_OP_ALLOC, r->segs[i].seg, r->segs[i].npages);
+		heca__ctl_simple(r, m, HECA_OP_ALLOC, r->segs[i].seg, r->segs[i].npages);
 	pthread_mutex_lock(&r->mu);
 	m->idx = r->nm;
 	r->m[r->nm] = m;
@@ -1994,10 +1661,10 @@ static void remote_close(struct heca_store *s)
 	for (unsigned int i = 0; i < r->nm; i++) {
 		struct member *m = r->m[i];
 		free(m->missed);
-		conn_exit(r, &m->ctl);
-		conn_exit(r, &m->fault);
-		conn_exit(r, &m->prefetch);
-		conn_exit(r, &m->bulk);
+		heca__conn_exit(r, &m->ctl);
+		heca__conn_exit(r, &m->fault);
+		heca__conn_exit(r, &m->prefetch);
+		heca__conn_exit(r, &m->bulk);
 		for (int k = 0; k < 4; k++)
 			if (m->fresh[k] >= 0)
 				close(m->fresh[k]);
