@@ -314,7 +314,7 @@ int heca__ctl_call(struct remote *r, struct member *m, struct heca_frame *req,
 	bool broken;
 	int rc;
 	pthread_mutex_lock(&m->ctl.smu);
-	pthread_mutex_lock(&m->ctl.mu); /* member_down() sets it from the engine */
+	pthread_mutex_lock(&m->ctl.mu); /* heca__member_down() sets it from the engine */
 	broken = m->ctl.broken;
 	pthread_mutex_unlock(&m->ctl.mu);
 	rc = m->ctl.fd >= 0 && !broken ? call_fd(r, m->ctl.fd, req, rep, buf, len, timeout_ms)

@@ -226,4 +226,14 @@ int heca__ctl_all_one(struct remote *r, struct member *m, uint8_t op, uint32_t s
 		      uint64_t page, uint32_t count);
 int heca__ctl_all(struct remote *r, uint8_t op, uint32_t seg, uint64_t page, uint32_t count);
 
+/* remote_health.c: what the store believes about a sponsor */
+void heca__member_miss_locked(struct member *m, uint8_t op, uint32_t seg, uint64_t page,
+			      uint64_t count);
+void heca__member_full_locked(struct remote *r, struct member *m);
+void heca__member_down(struct remote *r, struct member *m, int err);
+void heca__room_made(struct remote *r);
+void heca__member_heartbeat(struct remote *r, struct member *m);
+bool heca__remote_seg_at(struct remote *r, unsigned int i, struct segrec *out);
+void heca__member_reconnect(struct remote *r, struct member *m);
+
 #endif

@@ -28,26 +28,6 @@
 
 #define HB_MS 250 /* heartbeat period when idle */
 #define STAT_MS 1000 /* a heartbeat at least this often under load, for fresh capacity figures */
-#define MISSED_MAX 4096 /* FREEs and DISCARDs remembered for a sponsor that is down */
-
-/* Remember a FREE or DISCARD for a member that is down, to send when it is back. A member that
- * comes back gone (empty) does not need it; one we cannot remember it for keeps some stale
- * pages of ours until the segment is freed, which costs it room, never our data. */
-static void miss_locked(struct member *m, uint8_t op, uint32_t seg, uint64_t page,
-			uint64_t count)
-{
-	if (m->nmissed >= MISSED_MAX)
-		return; /* bounded: the rest costs it room until the segment is freed */
-	if (m->nmissed == m->capmissed) {
-		unsigned int ncap = m->capmissed ? m->capmissed * 2 : 16;
-		struct missed *n = realloc(m->missed, ncap * sizeof(*n));
-		if (!n)
-			return;
-		m->missed = n;
-		m->capmissed = ncap;
-	}
-	m->missed[m->nmissed++] = (struct missed){op, seg, page, count};
-}
 
 /* ---- completions ---- */
 
@@ -58,21 +38,6 @@ static bool conn_error(int err)
 {
 	return err == -ETIMEDOUT || err == -ECONNRESET || err == -ENOTCONN || err == -EPIPE ||
 	       err == -ECONNABORTED || err == -ESTALE;
-}
-
-/* A member refused a write for want of room: no new stripes go there until it has room, and
- * the stripes it holds that miss pages move to members with room (repair_pass). */
-static void note_full_locked(struct remote *r, struct member *m)
-{
-	char sz[32];
-
-	if (m->full)
-		return;
-	m->full = true;
-	heca__log(r->base.h, HECA_LOG_WARN,
-		  "sponsor %s is full (%s): new stripes go to other sponsors, and pages it "
-		  "refuses stay in local memory until one has room",
-		  m->addr, heca__fmt_bytes(sz, sizeof(sz), m->capacity_pages * HECA_WIRE_PAGE));
 }
 
 static void op_done_read(struct remote *r, struct op *o, struct member *m, uint64_t sent,
@@ -124,7 +89,7 @@ static void op_done_write(struct remote *r, struct op *o, struct member *m, int 
 		if (!o->err)
 			o->err = status;
 		if (status == -ENOSPC)
-			note_full_locked(r, m);
+			heca__member_full_locked(r, m);
 		/* Its copy of these pages is not current now (a refused write changes nothing
 		 * there, a failed one may or may not have landed); what else it holds still is. */
 		if (st)
@@ -155,79 +120,6 @@ static void complete(struct remote *r, struct conn *c, const struct pending *p, 
 		op_done_write(r, p->o, c->m, status);
 }
 
-/*
- * m is known to have lost what it held of ours (it restarted, our lease there ended, or it
- * stayed down past the grace period): its copies no longer count. Stripes left without a copy
- * are lost; reads of them fail. Caller holds r->mu.
- */
-static void member_gone_locked(struct remote *r, struct member *m, const char *why)
-{
-	uint64_t lost = 0, held = 0;
-
-	for (unsigned int b = 0; b < STRIPE_BUCKETS; b++)
-		for (struct stripe *s = r->st[b]; s; s = s->next) {
-			if (s->target == m->idx)
-				s->target = NO_MEMBER;
-			if (slot_of(s, m->idx) < 0)
-				continue;
-			held++;
-			heca__stripe_drop_holder_locked(r, s, m->idx);
-			lost += s->n == 0;
-		}
-	m->gone = true;
-	m->nmissed = 0; /* it holds nothing of ours to free */
-	pthread_cond_broadcast(&r->cond);
-	pthread_cond_broadcast(&r->repair_cond);
-	if (lost)
-		heca__log(r->base.h, HECA_LOG_ERROR,
-			  "sponsor %s %s: %llu stripes had their only copy there; their pages are "
-			  "lost", m->addr, why, (unsigned long long)lost);
-	else if (held)
-		heca__log(r->base.h, HECA_LOG_WARN,
-			  "sponsor %s %s: its %llu stripes are copied again from the other copies",
-			  m->addr, why, (unsigned long long)held);
-}
-
-/* Take m out of service: no new requests, its connections are shut so that everything queued
- * on them fails (reads go to other copies, or wait for it). It stays the holder of what it
- * acknowledged: down is a belief, revised when it answers again or when it is known gone. */
-static void member_down(struct remote *r, struct member *m, int err)
-{
-	unsigned int others = 0;
-	bool was_up;
-
-	pthread_mutex_lock(&r->mu);
-	was_up = mstate(m) != M_DOWN;
-	if (was_up) {
-		set_mstate(m, M_DOWN);
-		m->down_since_ns = heca__now_ns();
-		m->backoff_ms = 100;
-		m->next_try_ns = m->down_since_ns + m->backoff_ms * 1000000ull;
-		for (unsigned int i = 0; i < r->nm; i++)
-			others += r->m[i] != m && mstate(r->m[i]) == M_UP;
-		pthread_cond_broadcast(&r->cond);
-		pthread_cond_broadcast(&r->repair_cond);
-	}
-	pthread_mutex_unlock(&r->mu);
-	if (!was_up)
-		return;
-	if (r->replicas > 1 && others)
-		heca__log(r->base.h, HECA_LOG_ERROR, "sponsor %s: %s; using the other copies",
-			  m->addr, heca_strerror(err));
-	else
-		heca__log(r->base.h, HECA_LOG_ERROR,
-			  "sponsor %s: %s; pages held only there wait for it (up to %u s)", m->addr,
-			  heca_strerror(err), r->base.h->opt.grace_ms / 1000);
-	struct conn *cs[4] = {&m->ctl, &m->fault, &m->prefetch, &m->bulk};
-	for (int i = 0; i < 4; i++) {
-		pthread_mutex_lock(&cs[i]->mu);
-		cs[i]->broken = true;
-		pthread_mutex_unlock(&cs[i]->mu);
-		if (cs[i]->fd >= 0 && i > 0)
-			shutdown(cs[i]->fd, SHUT_RDWR);
-	}
-}
-
 /* Fail everything queued on c. */
 static void conn_fail_queue(struct remote *r, struct conn *c, int err)
 {
@@ -247,7 +139,7 @@ static void conn_fail_queue(struct remote *r, struct conn *c, int err)
 
 static void conn_fail(struct remote *r, struct conn *c, int err)
 {
-	member_down(r, c->m, err);
+	heca__member_down(r, c->m, err);
 	conn_fail_queue(r, c, err);
 	c->rlen = 0;
 }
@@ -561,7 +453,7 @@ static int remote_alloc(struct heca_store *s, uint32_t seg, uint64_t npages)
 		else if (!first)
 			first = rc;
 		if (rc && rc != -ENOTCONN)
-			member_down(r, m, rc);
+			heca__member_down(r, m, rc);
 	}
 	/* A sponsor that is down gets the segment when it comes back. */
 	return up ? 0 : first;
@@ -595,7 +487,7 @@ static int remote_release(struct heca_store *s, uint32_t seg)
 	}
 	for (unsigned int i = 0; i < r->nm; i++)
 		if (mstate(r->m[i]) != M_UP && !r->m[i]->gone)
-			miss_locked(r->m[i], HECA_OP_FREE, seg, 0, 0);
+			heca__member_miss_locked(r->m[i], HECA_OP_FREE, seg, 0, 0);
 	pthread_mutex_unlock(&r->mu);
 	for (unsigned int i = 0; i < __atomic_load_n(&r->nm, __ATOMIC_ACQUIRE); i++)
 		if (mstate(r->m[i]) == M_UP)
@@ -624,7 +516,7 @@ static int remote_discard(struct heca_store *s, uint32_t seg, uint64_t page, uin
 	}
 	for (unsigned int i = 0; i < r->nm; i++)
 		if (mstate(r->m[i]) != M_UP && !r->m[i]->gone)
-			miss_locked(r->m[i], HECA_OP_DISCARD, seg, page, count);
+			heca__member_miss_locked(r->m[i], HECA_OP_DISCARD, seg, page, count);
 	pthread_mutex_unlock(&r->mu);
 
 	while (count && !rc) {
@@ -807,7 +699,7 @@ static int remote_fork_prepare(struct heca_store *s, const uint8_t child_id[16])
 		/* A reply that did not come, or came garbled, leaves the control connection
 		 * out of step: the member is down until it is reconnected. */
 		if (!ci->answered && ci->rc != -ENOTCONN)
-			member_down(r, ci->m, ci->rc);
+			heca__member_down(r, ci->m, ci->rc);
 		if (!rc) {
 			rc = ci->rc;
 			heca__set_error("fork: sponsor %s cannot copy the segments: %s", ci->m->addr,
@@ -879,8 +771,9 @@ static int remote_fork_child(struct heca_store *s)
 			/* Its copies of our stripes count no more: the repair thread restores
 			 * them from the other holders and reconnects it with backoff. */
 			if (mstate(m) != M_DOWN) {
-				set_mstate(m, M_UP); /* member_down drops what an up one held */
-				member_down(r, m, -ENOTCONN);
+				/* heca__member_down drops what an up one held */
+				set_mstate(m, M_UP);
+				heca__member_down(r, m, -ENOTCONN);
 			}
 			continue;
 		}
@@ -898,173 +791,6 @@ static int remote_fork_child(struct heca_store *s)
 }
 
 /* ---- the repair thread: heartbeats, reconnects, copies ---- */
-
-/* Something changed that may let a refused write-back succeed now. */
-static void room_made(struct remote *r)
-{
-	__atomic_add_fetch(&r->base.room_gen, 1, __ATOMIC_RELEASE);
-}
-
-static void heartbeat(struct remote *r, struct member *m)
-{
-	struct heca *h = r->base.h;
-	struct heca_frame req = {.opcode = HECA_OP_STAT}, rep;
-	uint8_t buf[256];
-	int rc = heca__ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)h->opt.detect_ms);
-
-	if (rc) {
-		member_down(r, m, rc);
-		return;
-	}
-	pthread_mutex_lock(&r->mu);
-	m->capacity_pages = heca_get64(rep.payload);
-	m->used_pages = heca_get64(rep.payload + 8);
-	/* Room again (another demander freed some): new stripes may go there, and pages kept
-	 * locally for want of room are tried again. */
-	if (m->full && m->used_pages + r->stripe_pages < m->capacity_pages) {
-		m->full = false;
-		room_made(r);
-		heca__log(r->base.h, HECA_LOG_INFO, "sponsor %s has room again", m->addr);
-	}
-	pthread_mutex_unlock(&r->mu);
-	m->last_hb_ns = heca__now_ns();
-	__atomic_store_n(&m->last_ok_ns, m->last_hb_ns, __ATOMIC_RELAXED);
-}
-
-/* The i-th segment we have declared, read under r->mu (the table may change meanwhile: a
- * caller walking it with i = 0, 1, ... sees each segment at most once or misses one that was
- * released). Returns false past the end. */
-static bool seg_at(struct remote *r, unsigned int i, struct segrec *out)
-{
-	bool ok;
-
-	pthread_mutex_lock(&r->mu);
-	ok = i < r->nsegs;
-	if (ok)
-		*out = r->segs[i];
-	pthread_mutex_unlock(&r->mu);
-	return ok;
-}
-
-/* Whether m holds any stripe with written pages, as we believe. Caller holds r->mu. */
-static bool holds_pages_locked(struct remote *r, struct member *m)
-{
-	for (unsigned int b = 0; b < STRIPE_BUCKETS; b++)
-		for (struct stripe *s = r->st[b]; s; s = s->next) {
-			if (slot_of(s, m->idx) < 0)
-				continue;
-			for (size_t w = 0; w < stripe_words(r); w++)
-				if (s->bits[w])
-					return true;
-		}
-	return false;
-}
-
-/*
- * Reconnect m: new sockets for the engine to swap in, then find out whether it still holds
- * what it acknowledged. The same sponsor (same id) that still has pages of ours keeps its
- * copies, and hears of the FREEs and DISCARDs it missed; one that restarted (another id, or no
- * pages of ours: restarted with its state dir, or our lease there ended) is known gone, and
- * starts empty. A refused connection means the process that held our pages has ended.
- */
-static void reconnect(struct remote *r, struct member *m)
-{
-	int fds[4] = {-1, -1, -1, -1}, rc = 0;
-	enum heca_channel ch[4] = {HECA_CHAN_CONTROL, HECA_CHAN_FAULT, HECA_CHAN_PREFETCH,
-				   HECA_CHAN_BULK};
-	struct heca_frame req = {.opcode = HECA_OP_STAT}, rep;
-	uint8_t old_id[16], zero[16] = {0}, buf[256];
-	struct segrec sr;
-	uint64_t mine = 0;
-	bool known = memcmp(m->id, zero, 16) != 0;
-
-	memcpy(old_id, m->id, 16);
-	/* A new session: whatever of the old connections is still in flight to the sponsor is
-	 * refused there (ESTALE) instead of overwriting what this session stores. */
-	m->session++;
-	for (int k = 0; k < 4 && rc >= 0; k++)
-		rc = fds[k] = heca__dial(r, m, ch[k]);
-	if (rc < 0) {
-		for (int k = 0; k < 4; k++)
-			if (fds[k] >= 0)
-				close(fds[k]);
-		pthread_mutex_lock(&r->mu);
-		if (rc == -ECONNREFUSED && !m->gone)
-			member_gone_locked(r, m, "refused the connection (its process has ended)");
-		if (rc == -EACCES && !m->auth_said) {
-			m->auth_said = true;
-			heca__log(r->base.h, HECA_LOG_ERROR,
-				  "sponsor %s: authentication failed (wrong cluster or key); not "
-				  "used until it accepts ours", m->addr);
-		}
-		m->backoff_ms = HECA_MIN(m->backoff_ms * 2, 5000);
-		m->next_try_ns = heca__now_ns() + m->backoff_ms * 1000000ull;
-		pthread_mutex_unlock(&r->mu);
-		return;
-	}
-	set_mstate(m, M_JOINING);
-	memcpy(m->fresh, fds, sizeof(fds));
-	__atomic_store_n(&m->swap_ready, true, __ATOMIC_RELEASE);
-	/* Wait for the engine to swap the sockets in. */
-	pthread_mutex_lock(&r->mu);
-	while (__atomic_load_n(&m->swap_ready, __ATOMIC_ACQUIRE) && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
-		heca__cond_wait_ms(&r->repair_cond, &r->mu, 20);
-	}
-	pthread_mutex_unlock(&r->mu);
-	pthread_mutex_lock(&m->ctl.mu);
-	m->ctl.broken = false;
-	pthread_mutex_unlock(&m->ctl.mu);
-	if (heca__ctl_call(r, m, &req, &rep, buf, sizeof(buf), (int)r->base.h->opt.timeout_ms) == 0)
-		mine = heca_get64(rep.payload + 32);
-	else {
-		member_down(r, m, -EIO);
-		return;
-	}
-	pthread_mutex_lock(&r->mu);
-	if (!m->gone && known && memcmp(old_id, m->id, 16))
-		member_gone_locked(r, m, "came back as another sponsor (restarted)");
-	else if (!m->gone && mine == 0 && holds_pages_locked(r, m))
-		member_gone_locked(r, m, "came back without our pages (restarted, or our lease "
-					 "there ended)");
-	pthread_mutex_unlock(&r->mu);
-	if (m->gone) {
-		/* Whatever it holds of ours is stale: start it empty. */
-		for (unsigned int i = 0; seg_at(r, i, &sr); i++)
-			heca__ctl_simple(r, m, HECA_OP_FREE, sr.seg, 0);
-	} else {
-		for (;;) {
-			struct missed x;
-			pthread_mutex_lock(&r->mu);
-			if (!m->nmissed) {
-				pthread_mutex_unlock(&r->mu);
-				break;
-			}
-			x = m->missed[--m->nmissed];
-			pthread_mutex_unlock(&r->mu);
-			heca__ctl_all_one(r, m, x.op, x.seg, x.page,
-					  (uint32_t)HECA_MIN(x.count, 0x80000000ull));
-		}
-	}
-	for (unsigned int i = 0; seg_at(r, i, &sr); i++) {
-		/* Idempotent: declares a segment it lacks, grows one that was resized. */
-		if (heca__ctl_simple(r, m, HECA_OP_ALLOC, sr.seg, sr.npages)) {
-			member_down(r, m, -EIO);
-			return;
-		}
-	}
-	pthread_mutex_lock(&r->mu);
-	m->full = m->used_pages + r->stripe_pages >= m->capacity_pages;
-	m->emptied = false;
-	if (!m->gone)
-		__atomic_add_fetch(&r->base.back_gen, 1, __ATOMIC_RELEASE);
-	m->gone = false;
-	m->given_up = false;
-	room_made(r);
-	pthread_mutex_unlock(&r->mu);
-	__atomic_store_n(&m->last_ok_ns, heca__now_ns(), __ATOMIC_RELAXED);
-	set_mstate(m, M_UP);
-	heca__log(r->base.h, HECA_LOG_WARN, "sponsor %s: back, in use again", m->addr);
-}
 
 /*
  * Copy the pages of stripe (seg, idx) that member `to` lacks from the up holders that have
@@ -1140,7 +866,7 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 				    (int)r->base.h->opt.timeout_ms);
 		if (rc) {
 			if (conn_error(rc))
-				member_down(r, r->m[from], rc);
+				heca__member_down(r, r->m[from], rc);
 			break;
 		}
 		req = (struct heca_frame){.opcode = HECA_OP_WRITE, .segment = seg,
@@ -1157,10 +883,10 @@ static int copy_stripe(struct remote *r, uint32_t seg, uint64_t idx, unsigned in
 		if (rc) {
 			if (rc == -ENOSPC) {
 				pthread_mutex_lock(&r->mu);
-				note_full_locked(r, r->m[to]);
+				heca__member_full_locked(r, r->m[to]);
 				pthread_mutex_unlock(&r->mu);
 			} else if (conn_error(rc)) {
-				member_down(r, r->m[to], rc);
+				heca__member_down(r, r->m[to], rc);
 			}
 			break;
 		}
@@ -1269,8 +995,8 @@ static bool drop_copy_locked(struct remote *r, struct stripe *st, unsigned int m
 	if (mstate(m) == M_UP)
 		return true;
 	if (!m->gone)
-		miss_locked(m, HECA_OP_DISCARD, st->seg, st->idx * r->stripe_pages,
-			    r->stripe_pages);
+		heca__member_miss_locked(m, HECA_OP_DISCARD, st->seg, st->idx * r->stripe_pages,
+					 r->stripe_pages);
 	return false;
 }
 
@@ -1343,7 +1069,7 @@ static unsigned int repair_pass(struct remote *r, uint8_t *buf, size_t buflen)
 			if (copy_stripe(r, seg, idx, to, buf, buflen) != 0)
 				break; /* try again on the next pass */
 			made++;
-			room_made(r);
+			heca__room_made(r);
 			/* A copy was added or mended: one that is no longer needed goes. */
 			pthread_mutex_lock(&r->mu);
 			st = heca__stripe_find_locked(r, seg, idx);
@@ -1412,9 +1138,9 @@ static void *repair_main(void *arg)
 			    (now - __atomic_load_n(&m->last_ok_ns, __ATOMIC_RELAXED) >
 				     HB_MS * 1000000ull ||
 			     now - m->last_hb_ns > STAT_MS * 1000000ull))
-				heartbeat(r, m);
+				heca__member_heartbeat(r, m);
 			else if (mstate(m) == M_DOWN && now >= next_try)
-				reconnect(r, m);
+				heca__member_reconnect(r, m);
 		}
 		repair_pass(r, buf, buflen);
 		/* Drained members end up holding nothing: free what they still store of ours. */
@@ -1427,7 +1153,7 @@ static void *repair_main(void *arg)
 			if (!empty)
 				continue;
 			struct segrec sr;
-			for (unsigned int k = 0; seg_at(r, k, &sr); k++)
+			for (unsigned int k = 0; heca__remote_seg_at(r, k, &sr); k++)
 				heca__ctl_simple(r, m, HECA_OP_FREE, sr.seg, 0);
 			m->emptied = true;
 			heca__log(r->base.h, HECA_LOG_INFO, "sponsor %s drained: it holds nothing",
