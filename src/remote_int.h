@@ -11,6 +11,7 @@
 #ifndef HECA_REMOTE_INT_H
 #define HECA_REMOTE_INT_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -196,6 +197,13 @@ static inline bool eligible(struct member *m)
 	return mstate(m) == M_UP && !m->draining && !m->full;
 }
 
+/* Errors that say the connection failed, not that the sponsor refused the request. */
+static inline bool conn_error(int err)
+{
+	return err == -ETIMEDOUT || err == -ECONNRESET || err == -ENOTCONN || err == -EPIPE ||
+	       err == -ECONNABORTED || err == -ESTALE;
+}
+
 /* remote_stripe.c: stripes and their copies (r->mu held) */
 struct stripe *heca__stripe_find_locked(struct remote *r, uint32_t seg, uint64_t idx);
 void heca__stripe_set_stale_locked(struct remote *r, struct stripe *s, unsigned int mi,
@@ -235,5 +243,13 @@ void heca__room_made(struct remote *r);
 void heca__member_heartbeat(struct remote *r, struct member *m);
 bool heca__remote_seg_at(struct remote *r, unsigned int i, struct segrec *out);
 void heca__member_reconnect(struct remote *r, struct member *m);
+
+/* remote_io.c: reads, writes and their completions (the store's read, write, dispatch, tick) */
+void heca__remote_dispatch(struct heca_store *s, void *ctx);
+void heca__remote_tick(struct heca_store *s, uint64_t now);
+int heca__remote_read(struct heca_store *s, enum heca_prio prio, uint32_t seg, uint64_t page,
+		      uint32_t count, uint64_t cookie);
+int heca__remote_write(struct heca_store *s, uint32_t seg, uint64_t page, uint32_t count,
+		       const uint8_t *data, uint64_t cookie);
 
 #endif
