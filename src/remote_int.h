@@ -252,4 +252,7 @@ int heca__remote_read(struct heca_store *s, enum heca_prio prio, uint32_t seg, u
 int heca__remote_write(struct heca_store *s, uint32_t seg, uint64_t page, uint32_t count,
 		       const uint8_t *data, uint64_t cookie);
 
+/* remote_repair.c: the repair thread */
+void *heca__repair_main(void *arg);
+
 #endif
