@@ -255,4 +255,13 @@ int heca__remote_write(struct heca_store *s, uint32_t seg, uint64_t page, uint32
 /* remote_repair.c: the repair thread */
 void *heca__repair_main(void *arg);
 
+/* remote_members.c: membership */
+int heca__member_open(struct remote *r, const char *addr, struct member **out);
+void heca__member_start(struct remote *r, struct member *m);
+int heca__remote_add_member(struct heca_store *s, const char *addr);
+int heca__remote_drain_member(struct heca_store *s, const char *who);
+int heca__remote_members(struct heca_store *s, struct heca_sponsor_info *out, unsigned int max);
+void heca__remote_cluster_stats(struct heca_store *s, struct heca_cluster_stats *o);
+uint64_t heca__remote_free_pages(struct heca_store *s);
+
 #endif
