@@ -264,4 +264,10 @@ int heca__remote_members(struct heca_store *s, struct heca_sponsor_info *out, un
 void heca__remote_cluster_stats(struct heca_store *s, struct heca_cluster_stats *o);
 uint64_t heca__remote_free_pages(struct heca_store *s);
 
+/* remote_fork.c: fork */
+void heca__remote_fork_pause(struct heca_store *s);
+int heca__remote_fork_prepare(struct heca_store *s, const uint8_t child_id[16]);
+void heca__remote_fork_resume(struct heca_store *s);
+int heca__remote_fork_child(struct heca_store *s);
+
 #endif
