@@ -204,21 +204,6 @@ static inline bool conn_error(int err)
 	       err == -ECONNABORTED || err == -ESTALE;
 }
 
-/* remote_stripe.c: stripes and their copies (r->mu held) */
-struct stripe *heca__stripe_find_locked(struct remote *r, uint32_t seg, uint64_t idx);
-void heca__stripe_set_stale_locked(struct remote *r, struct stripe *s, unsigned int mi,
-				   uint64_t off, uint64_t count, bool stale);
-bool heca__stripe_range_current(const struct remote *r, const struct stripe *s, unsigned int i,
-				uint64_t off, uint64_t count);
-uint64_t heca__stripe_current_elsewhere(const struct remote *r, const struct stripe *s, size_t w,
-					unsigned int skip, bool up_only);
-bool heca__stripe_good_locked(const struct remote *r, const struct stripe *s, unsigned int i);
-bool heca__stripe_mendable_locked(const struct remote *r, const struct stripe *s, unsigned int i);
-unsigned int heca__stripe_good_count_locked(const struct remote *r, const struct stripe *s);
-void heca__stripe_drop_holder_locked(struct remote *r, struct stripe *s, unsigned int mi);
-void heca__stripe_rank_locked(struct remote *r, uint32_t seg, uint64_t idx, unsigned int *order);
-struct stripe *heca__stripe_get_locked(struct remote *r, uint32_t seg, uint64_t idx);
-
 /* remote_conn.c: connections and control-channel calls */
 int heca__send_frame(struct remote *r, int fd, struct conn *q, struct heca_frame *f);
 int heca__dial(struct remote *r, struct member *m, enum heca_channel ch);
@@ -233,6 +218,21 @@ int heca__ctl_simple(struct remote *r, struct member *m, uint8_t op, uint32_t se
 int heca__ctl_all_one(struct remote *r, struct member *m, uint8_t op, uint32_t seg,
 		      uint64_t page, uint32_t count);
 int heca__ctl_all(struct remote *r, uint8_t op, uint32_t seg, uint64_t page, uint32_t count);
+
+/* remote_stripe.c: stripes and their copies (r->mu held) */
+struct stripe *heca__stripe_find_locked(struct remote *r, uint32_t seg, uint64_t idx);
+void heca__stripe_set_stale_locked(struct remote *r, struct stripe *s, unsigned int mi,
+				   uint64_t off, uint64_t count, bool stale);
+bool heca__stripe_range_current(const struct remote *r, const struct stripe *s, unsigned int i,
+				uint64_t off, uint64_t count);
+uint64_t heca__stripe_current_elsewhere(const struct remote *r, const struct stripe *s, size_t w,
+					unsigned int skip, bool up_only);
+bool heca__stripe_good_locked(const struct remote *r, const struct stripe *s, unsigned int i);
+bool heca__stripe_mendable_locked(const struct remote *r, const struct stripe *s, unsigned int i);
+unsigned int heca__stripe_good_count_locked(const struct remote *r, const struct stripe *s);
+void heca__stripe_drop_holder_locked(struct remote *r, struct stripe *s, unsigned int mi);
+void heca__stripe_rank_locked(struct remote *r, uint32_t seg, uint64_t idx, unsigned int *order);
+struct stripe *heca__stripe_get_locked(struct remote *r, uint32_t seg, uint64_t idx);
 
 /* remote_health.c: what the store believes about a sponsor */
 void heca__member_miss_locked(struct member *m, uint8_t op, uint32_t seg, uint64_t page,

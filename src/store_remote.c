@@ -3,30 +3,28 @@
  * store_remote.c - the store backed by memory sponsors over TCP: stripes placed on R sponsors
  * by weighted rendezvous hashing, writes to every copy, reads from the fastest healthy one
  * with fail-over, heartbeats, reconnection with backoff, and a repair thread that restores R
- * copies, drains sponsors and moves stripes to new ones. The structures it shares with the
- * rest of the remote store are in remote_int.h.
+ * copies, drains sponsors and moves stripes to new ones.
+ *
+ * This file holds the store's operations table, opening and closing it, and the segment calls
+ * every sponsor hears (alloc, release, discard, resize). The rest is by concern, sharing
+ * remote_int.h: remote_conn.c (connections), remote_stripe.c (stripes and their copies),
+ * remote_io.c (reads, writes, completions), remote_health.c (what we believe about a
+ * sponsor), remote_repair.c (the repair thread), remote_members.c (membership) and
+ * remote_fork.c (fork).
  */
 #include <errno.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
 #include "heca_int.h"
-#include "net.h"
 #include "remote_int.h"
-#include "segops.h"
 #include "util.h"
 #include "wire.h"
 
-/* ---- control-channel calls ---- */
+/* ---- segments, declared at every sponsor ---- */
 
 static int remote_alloc(struct heca_store *s, uint32_t seg, uint64_t npages)
 {
@@ -153,6 +151,8 @@ static int remote_resize(struct heca_store *s, uint32_t seg, uint64_t npages)
 	pthread_mutex_unlock(&r->resize_mu);
 	return rc;
 }
+
+/* ---- the store: its operations, opening and closing ---- */
 
 static void remote_close(struct heca_store *s)
 {
