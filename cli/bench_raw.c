@@ -531,7 +531,8 @@ static int fault_floor_sigbus(int handoff, unsigned int pages, struct bench_lat 
 	pthread_t t;
 	uint64_t sum = 0;
 	int rc = 0, started = 0, installed = 0;
-	const char *what = handoff ? "raw: fault floor (SIGBUS to spinner)" : "raw: fault floor (SIGBUS)";
+	const char *what =
+	    handoff ? "raw: fault floor (SIGBUS to spinner)" : "raw: fault floor (SIGBUS)";
 
 	floor_sig.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	if (floor_sig.uffd < 0) {

@@ -119,8 +119,8 @@ int main(void)
 	ASSERT_TRUE(region != MAP_FAILED && src != MAP_FAILED);
 	memset(src, 0x5a, PG);
 	reg = (struct uffdio_register){
-		.range = {.start = (uint64_t)(uintptr_t)region, .len = region_len},
-		.mode = UFFDIO_REGISTER_MODE_MISSING | (wp ? UFFDIO_REGISTER_MODE_WP : 0)};
+	    .range = {.start = (uint64_t)(uintptr_t)region, .len = region_len},
+	    .mode = UFFDIO_REGISTER_MODE_MISSING | (wp ? UFFDIO_REGISTER_MODE_WP : 0)};
 	ASSERT_EQ(ioctl(uffd, UFFDIO_REGISTER, &reg), 0);
 	sigemptyset(&sa.sa_mask);
 	ASSERT_EQ(sigaction(SIGBUS, &sa, NULL), 0);
@@ -193,8 +193,8 @@ int main(void)
 					 .src = (uint64_t)(uintptr_t)src,
 					 .len = 2 * PG,
 					 .mode = UFFDIO_COPY_MODE_WP};
-		uint8_t *two = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE,
-				    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		uint8_t *two =
+		    mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		ASSERT_TRUE(two != MAP_FAILED);
 		memset(two, 0x5a, 2 * PG);
 		cp.src = (uint64_t)(uintptr_t)two;
