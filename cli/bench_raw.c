@@ -9,6 +9,7 @@
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -447,6 +448,174 @@ out:
 	return rc;
 }
 
+/*
+ * The fault floor in SIGBUS mode: the region is registered with UFFD_FEATURE_SIGBUS, so a
+ * missing page gives the faulting thread SIGBUS instead of putting it to sleep. Its handler
+ * installs the page itself, or (handoff) hands the address to a spinning thread through one
+ * shared word and spins until that thread installed it; either way
+ * no thread sleeps in the kernel. On return the access is retried and finds the page.
+ */
+static struct {
+	int uffd, handoff;
+	uint8_t *src, *region;
+	size_t len;
+	_Atomic uintptr_t slot; /* page address waiting for the spinner, 0 when none */
+	atomic_int stop, err;
+} floor_sig;
+
+static int floor_install(uintptr_t pg)
+{
+	struct uffdio_copy cp = {.dst = pg, .src = (uint64_t)(uintptr_t)floor_sig.src, .len = PG};
+
+	if (ioctl(floor_sig.uffd, UFFDIO_COPY, &cp) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static void floor_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	uintptr_t a = (uintptr_t)si->si_addr, pg = a & ~(uintptr_t)(PG - 1);
+	uintptr_t base = (uintptr_t)floor_sig.region;
+	int saved = errno, rc;
+
+	(void)uc;
+	if (a < base || a >= base + floor_sig.len) {
+		/* Not ours: the default action on return, when the access faults again. */
+		struct sigaction dfl = {.sa_handler = SIG_DFL};
+		sigaction(sig, &dfl, NULL);
+		return;
+	}
+	if (floor_sig.handoff) {
+		atomic_store_explicit(&floor_sig.slot, pg, memory_order_release);
+		while (atomic_load_explicit(&floor_sig.slot, memory_order_acquire))
+			;
+		rc = atomic_load(&floor_sig.err);
+	} else {
+		rc = floor_install(pg);
+	}
+	if (rc) {
+		/* The retried access must not fault for ever: leave the range to the kernel,
+		 * which maps a zero page, and the content check reports the failure. */
+		struct uffdio_range r = {.start = (uint64_t)base, .len = floor_sig.len};
+		atomic_store(&floor_sig.err, rc);
+		ioctl(floor_sig.uffd, UFFDIO_UNREGISTER, &r);
+	}
+	errno = saved;
+}
+
+static void *floor_spinner(void *arg)
+{
+	(void)arg;
+	while (!atomic_load_explicit(&floor_sig.stop, memory_order_relaxed)) {
+		uintptr_t pg = atomic_load_explicit(&floor_sig.slot, memory_order_acquire);
+		int rc;
+		if (!pg)
+			continue;
+		rc = floor_install(pg);
+		if (rc)
+			atomic_store(&floor_sig.err, rc);
+		atomic_store_explicit(&floor_sig.slot, 0, memory_order_release);
+	}
+	return NULL;
+}
+
+static int fault_floor_sigbus(int handoff, unsigned int pages, struct bench_lat *out)
+{
+	struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_SIGBUS};
+	struct uffdio_register reg;
+	struct sigaction sa = {.sa_sigaction = floor_sigbus, .sa_flags = SA_SIGINFO}, old;
+	unsigned int warm = pages / 16 + 4;
+	size_t len = (size_t)(pages + warm) * PG;
+	uint8_t *region = MAP_FAILED;
+	double *s = NULL;
+	pthread_t t;
+	uint64_t sum = 0;
+	int rc = 0, started = 0, installed = 0;
+	const char *what =
+	    handoff ? "raw: fault floor (SIGBUS to spinner)" : "raw: fault floor (SIGBUS)";
+
+	floor_sig.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (floor_sig.uffd < 0) {
+		rc = -errno;
+		fprintf(stderr, "heca bench raw: userfaultfd: %s\n", strerror(errno));
+		return rc;
+	}
+	if (ioctl(floor_sig.uffd, UFFDIO_API, &api)) {
+		rc = -errno;
+		fprintf(stderr, "heca bench raw: UFFDIO_API with UFFD_FEATURE_SIGBUS: %s\n",
+			strerror(errno));
+		goto out;
+	}
+	s = calloc(pages, sizeof(*s));
+	floor_sig.src = aligned_alloc(PG, PG);
+	region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!s || !floor_sig.src || region == MAP_FAILED) {
+		rc = -ENOMEM;
+		fprintf(stderr, "heca bench raw: fault floor set-up failed\n");
+		goto out;
+	}
+	memset(floor_sig.src, 0x5a, PG);
+	floor_sig.region = region;
+	floor_sig.len = len;
+	floor_sig.handoff = handoff;
+	atomic_store(&floor_sig.slot, 0);
+	atomic_store(&floor_sig.stop, 0);
+	atomic_store(&floor_sig.err, 0);
+	reg = (struct uffdio_register){.range = {.start = (uint64_t)(uintptr_t)region, .len = len},
+				       .mode = UFFDIO_REGISTER_MODE_MISSING};
+	if (ioctl(floor_sig.uffd, UFFDIO_REGISTER, &reg)) {
+		rc = -errno;
+		fprintf(stderr, "heca bench raw: UFFDIO_REGISTER: %s\n", strerror(errno));
+		goto out;
+	}
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGBUS, &sa, &old)) {
+		rc = -errno;
+		goto out;
+	}
+	installed = 1;
+	if (handoff) {
+		if (pthread_create(&t, NULL, floor_spinner, NULL)) {
+			rc = -EAGAIN;
+			goto out;
+		}
+		started = 1;
+	}
+	for (unsigned int i = 0; i < pages + warm; i++) {
+		double t0 = bench_now();
+		sum += *(volatile uint64_t *)(region + (size_t)i * PG);
+		if (i >= warm)
+			s[i - warm] = (bench_now() - t0) * 1e6;
+		if (i % 256 == 0)
+			bench_progress(what, (double)i / (pages + warm), 0, NULL);
+	}
+	bench_progress_end();
+	if (atomic_load(&floor_sig.err)) {
+		rc = atomic_load(&floor_sig.err);
+		fprintf(stderr, "heca bench raw: SIGBUS fault handler: %s\n", strerror(-rc));
+	} else if (sum != (uint64_t)(pages + warm) * 0x5a5a5a5a5a5a5a5aull) {
+		fprintf(stderr, "heca bench raw: fault floor read wrong data\n");
+		rc = -EIO;
+	}
+out:
+	if (started) {
+		atomic_store(&floor_sig.stop, 1);
+		pthread_join(t, NULL);
+	}
+	if (installed)
+		sigaction(SIGBUS, &old, NULL);
+	if (!rc)
+		bench_lat_summary(s, pages, out);
+	if (region != MAP_FAILED)
+		munmap(region, len);
+	free(floor_sig.src);
+	floor_sig.src = NULL;
+	floor_sig.region = NULL;
+	free(s);
+	close(floor_sig.uffd);
+	return rc;
+}
+
 static void lat_rows(struct bench_result *r, const char *what, const struct bench_lat *l)
 {
 	char fig[128];
@@ -492,7 +661,7 @@ static int accept_rate(const char *addr, int timeout_ms, double *rate)
 int bench_raw(const struct bench_raw_opts *o, struct bench_result *r)
 {
 	struct raw_conn c[RAW_MAX_CONN];
-	struct bench_lat echo, echo_spin, rd, fl, fl_spin;
+	struct bench_lat echo, echo_spin, rd, fl, fl_spin, fl_sig, fl_sig_spin;
 	char list[4096], *save = NULL, *a;
 	uint8_t demander[16];
 	int nc = 0, rc = 0;
@@ -550,6 +719,10 @@ int bench_raw(const struct bench_raw_opts *o, struct bench_result *r)
 	rc = fault_floor(0, o->floor_pages, &fl);
 	if (!rc)
 		rc = fault_floor(1, o->floor_pages, &fl_spin);
+	if (!rc)
+		rc = fault_floor_sigbus(0, o->floor_pages, &fl_sig);
+	if (!rc)
+		rc = fault_floor_sigbus(1, o->floor_pages, &fl_sig_spin);
 	if (rc)
 		goto out;
 	lat_rows(r, "4 KiB RTT", &echo);
@@ -560,6 +733,8 @@ int bench_raw(const struct bench_raw_opts *o, struct bench_result *r)
 	bench_fig(r, "raw", "connections accepted", "conn/s", NAN, conns, "");
 	lat_rows(r, "fault floor", &fl);
 	lat_rows(r, "fault floor (spin)", &fl_spin);
+	lat_rows(r, "fault floor (SIGBUS)", &fl_sig);
+	lat_rows(r, "fault floor (SIGBUS to spinner)", &fl_sig_spin);
 out:
 	for (int i = 0; i < nc; i++)
 		conn_close(&c[i]);

@@ -46,6 +46,8 @@ heca_test(test_lib LABELS integration TIMEOUT 300 LIBS heca_static
 heca_test(test_churn LABELS stress TIMEOUT 300 LIBS heca_static)
 # The only sponsor dies: faulting access gets SIGBUS in bounded time (integration).
 heca_test(test_sigbus LABELS integration TIMEOUT 120 LIBS heca_static)
+# The kernel's UFFD_FEATURE_SIGBUS semantics heca's fault hand-off relies on (unit).
+heca_test(test_uffd_sigbus LABELS unit TIMEOUT 60)
 # The budget from the memory cgroup; userfaultfd forbidden by seccomp (unit).
 heca_test(test_setup LABELS unit TIMEOUT 60 LIBS heca_static)
 # heca demo end to end (integration).
