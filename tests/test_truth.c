@@ -7,8 +7,7 @@
  *   DONTNEED: every page of the range reads zero, resident or evicted, and can be written again;
  *   munmap: the range is gone; ordinary memory mapped there keeps what the program writes;
  *   mremap: the content moves (or grows in place) page by page, evicted pages included;
- *   mlock: heca may keep the pages, but nothing hangs, loops or is lost;
- *   all of it whether the evictor zaps a batch's runs in one call or one call a run.
+ *   mlock: heca may keep the pages, but nothing hangs, loops or is lost.
  * Each case runs in a child of its own under a watchdog: a case that hangs (a thread looping on
  * a fault, a helper waiting forever) is killed after CASE_SECONDS and reported with the wait
  * channel of each of its threads. One line per case: "ok - ..." or "not ok - ...".
@@ -25,7 +24,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,7 +40,6 @@
 
 static const char *sponsor_addr;
 static struct heca *h;
-static unsigned int open_flags; /* HECA_OPT_* of the case */
 static atomic_uint_least64_t bad;
 static atomic_bool stop;
 
@@ -138,7 +135,6 @@ static void open_heca(void)
 	o.replicas = 1;
 	o.log = lg;
 	o.log_level = HECA_LOG_WARN;
-	o.flags |= open_flags;
 	rc = heca_open(&o, &h);
 	if (rc)
 		T_FAILF("heca_open: %s (%s)", heca_strerror(rc), heca_last_error());
@@ -159,36 +155,6 @@ static uint64_t written_back(void)
 	if (heca_get_stats(h, &st))
 		T_FAILF("heca_get_stats");
 	return st.pages_written_back;
-}
-
-/* pidfds this process holds: the evictor's, when it zaps a vector of runs at once. */
-static int pidfds_open(void)
-{
-	char link[64], path[64];
-	int n = 0;
-
-	for (int fd = 0; fd < 1024; fd++) {
-		ssize_t l;
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		l = readlink(path, link, sizeof(link) - 1);
-		if (l < 0)
-			continue;
-		link[l] = 0;
-		n += strstr(link, "pidfd") != NULL;
-	}
-	return n;
-}
-
-/* Whether this kernel zaps a vector of the caller's ranges with process_madvise. */
-static bool vector_zap_works(void)
-{
-	struct iovec none = {(void *)(uintptr_t)PG, 0};
-	int fd = (int)syscall(SYS_pidfd_open, getpid(), 0U);
-	bool ok = fd >= 0 && syscall(SYS_process_madvise, fd, &none, 1UL, MADV_DONTNEED, 0U) == 0;
-
-	if (fd >= 0)
-		close(fd);
-	return ok;
 }
 
 static long raw_dontneed(void *addr, uint64_t len)
@@ -269,10 +235,6 @@ static void case_a(void)
 	/* A second region: the first 64 pages were read back, clean, the rest evicted. */
 	b = fill_region(NPAGES);
 	dontneed_round(b, 32, 32 + BUDGET, 1, 3, 0, NPAGES);
-	/* The cases zap with one process_madvise a batch where the kernel has it. */
-	if (vector_zap_works() && pidfds_open() != 1)
-		T_FAILF("%d pidfds open: the evictor does not zap a vector of runs",
-			pidfds_open());
 }
 
 /* ---- (b) the same while other threads fault on other pages ---- */
@@ -524,11 +486,12 @@ static void case_h(void)
 
 /* ---- (e) raw mlock of a sponsored range ---- */
 
-static void locked_rounds(void)
+static void case_e(void)
 {
 	uint64_t lo = 128, hi = lo + BUDGET / 2, gen = 1;
 	uint8_t *b;
 
+	open_heca();
 	b = fill_region(NPAGES);
 	if (resident(b, lo, hi) == hi - lo)
 		T_FAILF("the range to lock is all resident: it proves nothing");
@@ -547,28 +510,6 @@ static void locked_rounds(void)
 		fill(b, 0, NPAGES, ++gen);
 	}
 	check(b, 0, NPAGES, gen, "the region at the end");
-}
-
-static void case_e(void)
-{
-	open_heca();
-	locked_rounds();
-}
-
-/* ---- (i) a madvise per run, as on a kernel without process_madvise of DONTNEED ---- */
-
-static void case_i(void)
-{
-	uint8_t *b;
-
-	open_flags = HECA_OPT_NO_VECTOR_ZAP;
-	open_heca();
-	locked_rounds();
-	b = fill_region(NPAGES);
-	dontneed_round(b, 32, 32 + BUDGET, 1, 3, 0, NPAGES);
-	if (pidfds_open())
-		T_FAILF("%d pidfds open: the evictor zaps a vector of runs all the same",
-			pidfds_open());
 }
 
 /* ---- (f) raw DONTNEED in a loop while others write and verify ---- */
@@ -640,7 +581,6 @@ static const struct tcase cases[] = {
 	{"(f) raw DONTNEED in a loop on a sub-range while 3 threads write and verify", case_f},
 	{"(g) raw mremap growing a mostly evicted region in place", case_g},
 	{"(h) raw mremap moving a region 240 times while the evictor takes pages out", case_h},
-	{"(i) (e) and (a) with a madvise per run instead of one process_madvise a batch", case_i},
 };
 
 /* What each thread of pid is waiting in, for a case that hung ("3 x handle_userfault"). */
