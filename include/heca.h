@@ -32,8 +32,6 @@ enum heca_log_level {
 #define HECA_OPT_NO_POISON (1u << 2)	 /* behave as on a kernel without UFFDIO_POISON */
 #define HECA_OPT_OVERCOMMIT (1u << 3)	 /* map regions larger than the sponsors' free room */
 #define HECA_OPT_NO_EVENTS (1u << 4)	 /* behave as on a kernel without userfaultfd zap events */
-#define HECA_OPT_NO_VECTOR_ZAP (1u << 5) /* zap each run with madvise, as on a kernel whose
-					  * process_madvise refuses DONTNEED */
 
 /*
  * Settings for heca_open(). Fill with heca_options_init() first, then change what you need;

@@ -317,95 +317,8 @@ static bool present(uintptr_t addr)
 	return heca__pages_present(addr, 1, note_present, &there) ? true : there;
 }
 
-/* The victims v[i..j] were not all dropped: the kernel refused their run with err. */
-static void zap_refused(struct heca *h, struct victim *v, unsigned int i, unsigned int j, int err)
-{
-	for (unsigned int k = i; k <= j; k++) {
-		v[k].zap_failed = true;
-		v[k].zap_enomem = err == ENOMEM;
-	}
-	if (err == EINVAL && !h->unzappable_logged) {
-		h->unzappable_logged = true;
-		heca__log(h, HECA_LOG_WARN,
-			  "the kernel will not drop pages at %#lx (%s; mlocked?): they stay in local "
-			  "memory, outside the budget (heca status: pinned_pages), and are tried again "
-			  "every few seconds",
-			  (unsigned long)v[i].addr, strerror(err));
-	}
-}
-
 /*
- * Whether the kernel zaps a vector of this process's ranges in one call: process_madvise
- * takes DONTNEED for the caller's own process from Linux 6.13, and flushes the TLB once for
- * the whole vector from 6.15. A vector of one empty range, which advises nothing, asks.
- * Sets h->zap_pidfd, or leaves it -1 for a madvise per run. On the evictor's thread.
- */
-static void vector_zap_probe(struct heca *h)
-{
-	struct iovec none = {(void *)(uintptr_t)PAGE_SZ, 0};
-	int fd;
-
-	if (h->opt.flags & HECA_OPT_NO_VECTOR_ZAP)
-		return;
-	fd = (int)syscall(SYS_pidfd_open, getpid(), 0U);
-	if (fd < 0)
-		return;
-	if (syscall(SYS_process_madvise, fd, &none, 1UL, MADV_DONTNEED, 0U) != 0) {
-		close(fd); /* EINVAL before 6.13, ENOSYS, or a seccomp policy's EPERM */
-		return;
-	}
-	h->zap_pidfd = fd;
-}
-
-/* Why the vector zap stopped at a run, which it does not say when it advised runs before it:
- * MADV_COLD sends no event and drops nothing, and fails as DONTNEED does on a range mlocked
- * (EINVAL) or not mapped (ENOMEM). If it goes through, whatever refused the zap is gone (a
- * move away and back): taken as ENOMEM, so that the page is kept, never pinned. */
-static int refused_why(uintptr_t addr, size_t len)
-{
-	if (madvise((void *)addr, len, MADV_COLD) == 0)
-		return ENOMEM;
-	return errno;
-}
-
-struct zap_run {
-	unsigned int i, j; /* victims v[i..j] */
-};
-
-/*
- * Zap the runs r[0..nr) with process_madvise, as few calls as the kernel lets: it stops at a
- * run it refuses, and says how many bytes it advised before it, whole runs only. The refused
- * run may be dropped in part; the runs after it have not been touched and go in the next
- * call, so that each page still gets exactly one zap.
- */
-static void zap_vector(struct heca *h, struct victim *v, const struct zap_run *r, unsigned int nr)
-{
-	struct iovec iov[EVICT_BATCH];
-	unsigned int from = 0;
-
-	for (unsigned int k = 0; k < nr; k++)
-		iov[k] = (struct iovec){(void *)v[r[k].i].addr,
-					(size_t)(r[k].j - r[k].i + 1) * PAGE_SZ};
-	while (from < nr) {
-		ssize_t got = syscall(SYS_process_madvise, h->zap_pidfd, &iov[from],
-				      (unsigned long)(nr - from), MADV_DONTNEED, 0U);
-		int err = got < 0 ? errno : 0;
-		size_t done = got > 0 ? (size_t)got : 0;
-
-		while (from < nr && done >= iov[from].iov_len)
-			done -= iov[from++].iov_len;
-		if (from == nr)
-			return;
-		zap_refused(h, v, r[from].i, r[from].j,
-			    got < 0 ? err
-				    : refused_why((uintptr_t)iov[from].iov_base, iov[from].iov_len));
-		from++;
-	}
-}
-
-/*
- * Drop the victims that go out: every run in one process_madvise where the kernel takes it
- * (zap_vector), a madvise per run otherwise. Each page gets one zap, so that the engine
+ * Drop the victims that go out, a run per call. Each page gets one zap, so that the engine
  * can tell the event of the evictor's own zap from anyone else's. The kernel may refuse a run
  * (EINVAL on a range the program mlocked behind heca's back, ENOMEM on one it unmapped or
  * moved meanwhile), possibly after dropping part of it: classify_failed() sorts that out once
@@ -413,9 +326,6 @@ static void zap_vector(struct heca *h, struct victim *v, const struct zap_run *r
  */
 static void zap_victims(struct heca *h, struct victim *v, unsigned int n)
 {
-	struct zap_run r[EVICT_BATCH];
-	unsigned int nr = 0;
-
 	for (unsigned int i = 0; i < n;) {
 		unsigned int j = i;
 		if (!goes_out(v[i].was)) {
@@ -434,17 +344,25 @@ static void zap_victims(struct heca *h, struct victim *v, unsigned int n)
 			i = j + 1;
 			continue;
 		}
-		/* A page's first event from here on is this zap's, whenever the zap comes. */
 		for (unsigned int k = i; k <= j; k++)
 			__atomic_store_n(&v[k].zapping, true, __ATOMIC_RELEASE);
-		if (h->zap_pidfd >= 0)
-			r[nr++] = (struct zap_run){i, j};
-		else if (madvise((void *)v[i].addr, (size_t)(j - i + 1) * PAGE_SZ, MADV_DONTNEED))
-			zap_refused(h, v, i, j, errno);
+		if (madvise((void *)v[i].addr, (size_t)(j - i + 1) * PAGE_SZ, MADV_DONTNEED)) {
+			int err = errno;
+			for (unsigned int k = i; k <= j; k++) {
+				v[k].zap_failed = true;
+				v[k].zap_enomem = err == ENOMEM;
+			}
+			if (err == EINVAL && !h->unzappable_logged) {
+				h->unzappable_logged = true;
+				heca__log(h, HECA_LOG_WARN,
+					  "the kernel will not drop pages at %#lx (%s; mlocked?): they "
+					  "stay in local memory, outside the budget (heca status: "
+					  "pinned_pages), and are tried again every few seconds",
+					  (unsigned long)v[i].addr, strerror(err));
+			}
+		}
 		i = j + 1;
 	}
-	if (nr)
-		zap_vector(h, v, r, nr);
 }
 
 /*
@@ -747,7 +665,6 @@ void *heca__evict_main(void *arg)
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	if (!v)
 		return NULL;
-	vector_zap_probe(h);
 	pthread_mutex_lock(&h->lock);
 	wb_cap = HECA_MAX((uint64_t)EVICT_BATCH, HECA_MIN((uint64_t)WB_MAX_PAGES, h->limit - h->budget));
 	while (!h->stop) {
@@ -800,8 +717,5 @@ void *heca__evict_main(void *arg)
 	}
 	pthread_mutex_unlock(&h->lock);
 	free(v);
-	if (h->zap_pidfd >= 0)
-		close(h->zap_pidfd);
-	h->zap_pidfd = -1;
 	return NULL;
 }

@@ -116,9 +116,6 @@ static int child_restart(struct heca *h, const uint8_t child_id[16])
 	close(h->evfd);
 	close(h->epfd);
 	h->uffd = h->evfd = h->epfd = -1;
-	if (h->zap_pidfd >= 0)
-		close(h->zap_pidfd); /* names the parent: the child's evictor opens its own */
-	h->zap_pidfd = -1;
 
 	rc = heca__engine_fds(h);
 	if (rc)

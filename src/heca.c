@@ -124,7 +124,7 @@ int heca_open(const struct heca_options *opts, struct heca **out)
 	if (!h)
 		return -ENOMEM;
 	h->opt = *opts;
-	h->uffd = h->evfd = h->epfd = h->ctl_fd = h->zap_pidfd = -1;
+	h->uffd = h->evfd = h->epfd = h->ctl_fd = -1;
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_cond_init(&h->evict_cond, NULL);
 	if (!h->opt.stripe_pages)

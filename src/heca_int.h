@@ -312,7 +312,6 @@ struct heca {
 	uint64_t msgs_read, msgs_done;
 	unsigned int msgs_waiters; /* threads in heca__msgs_wait_locked() */
 	bool no_vm_readv; /* process_vm_readv refused here: the evictor copies with memcpy */
-	int zap_pidfd; /* the evictor's pidfd of its own process for process_madvise, or -1 */
 	bool drained; /* faults were taken while draining: retry them after the batch */
 	struct unmapped *unmapped; /* ranges the kernel unmapped behind heca's back (segops.c) */
 	bool evict_active;     /* between crossing the high and reaching the low watermark */
