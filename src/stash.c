@@ -6,10 +6,10 @@
  * userfaultfd gives heca no accessed bit, so it cannot tell a page the program keeps using from
  * one it touched once. The inactive list makes the signal: a page leaves the page tables as it
  * does without it (written back if dirty, zapped), but its content stays here for a while, in
- * a slot of a fixed arena that is part of the budget. A touch in that time is a local fault,
- * served by a copy with no network, and puts the page back at the young end of the resident
- * FIFO: a page in use keeps coming back and stays, as the kernel's active/inactive lists keep
- * a referenced page. A page nobody touches ages out of the list in the order it came and costs
+ * a slot of an arena that is part of the budget. A touch in that time is a local fault, served
+ * by a copy with no network, and the policy (policy.c) protects the page from eviction: a page
+ * in use comes back once and stays, as the kernel's active/inactive lists keep a referenced
+ * page. The list sizes itself by how often its copies are used (adapt). A page nobody touches ages out of the list in the order it came and costs
  * nothing then, its sponsor holding the same content. A scan passes through once and leaves.
  *
  * A page goes on the list as it leaves, in the order pages leave; a dirty one's copy is the one
