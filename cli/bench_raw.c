@@ -312,6 +312,25 @@ static int pipeline(struct raw_conn *c, int nc, uint64_t total, unsigned int inf
 	return 0;
 }
 
+/* Read the first word of each of pages + warm pages of region, each fault timed into s (us),
+ * the warm ones not; returns the sum read. */
+static uint64_t touch_pages(uint8_t *region, unsigned int pages, unsigned int warm, double *s,
+			    const char *what)
+{
+	uint64_t sum = 0;
+
+	for (unsigned int i = 0; i < pages + warm; i++) {
+		double t0 = bench_now();
+		sum += *(volatile uint64_t *)(region + (size_t)i * PG);
+		if (i >= warm)
+			s[i - warm] = (bench_now() - t0) * 1e6;
+		if (i % 256 == 0)
+			bench_progress(what, (double)i / (pages + warm), 0, NULL);
+	}
+	bench_progress_end();
+	return sum;
+}
+
 /* The local fault floor: a region registered with a userfaultfd in MISSING mode, a handler
  * thread resolving each fault with UFFDIO_COPY from a ready page, no network. */
 struct floor_run {
@@ -412,15 +431,7 @@ static int fault_floor(int spin, unsigned int pages, struct bench_lat *out)
 		goto out;
 	}
 	started = 1;
-	for (unsigned int i = 0; i < pages + warm; i++) {
-		double t0 = bench_now();
-		sum += *(volatile uint64_t *)(region + (size_t)i * PG);
-		if (i >= warm)
-			s[i - warm] = (bench_now() - t0) * 1e6;
-		if (i % 256 == 0)
-			bench_progress(what, (double)i / (pages + warm), 0, NULL);
-	}
-	bench_progress_end();
+	sum = touch_pages(region, pages, warm, s, what);
 	if (sum != (uint64_t)(pages + warm) * 0x5a5a5a5a5a5a5a5aull) {
 		fprintf(stderr, "heca bench raw: fault floor read wrong data\n");
 		rc = -EIO;
@@ -581,15 +592,7 @@ static int fault_floor_sigbus(int handoff, unsigned int pages, struct bench_lat 
 		}
 		started = 1;
 	}
-	for (unsigned int i = 0; i < pages + warm; i++) {
-		double t0 = bench_now();
-		sum += *(volatile uint64_t *)(region + (size_t)i * PG);
-		if (i >= warm)
-			s[i - warm] = (bench_now() - t0) * 1e6;
-		if (i % 256 == 0)
-			bench_progress(what, (double)i / (pages + warm), 0, NULL);
-	}
-	bench_progress_end();
+	sum = touch_pages(region, pages, warm, s, what);
 	if (atomic_load(&floor_sig.err)) {
 		rc = atomic_load(&floor_sig.err);
 		fprintf(stderr, "heca bench raw: SIGBUS fault handler: %s\n", strerror(-rc));
