@@ -703,6 +703,10 @@ void *heca__evict_main(void *arg)
 		if (max == 0)
 			max = 1;
 		n = pick_locked(h, v, max, clean_only);
+		if (n == 0 && heca__policy_hot_locked(h)) {
+			heca__policy_unprotect_locked(h);
+			n = pick_locked(h, v, max, clean_only);
+		}
 		if (n == 0) {
 			/* Everything resident waits for write-back acks or is pinned. */
 			heca__cond_wait_ms(&h->evict_cond, &h->lock, 5);

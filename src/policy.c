@@ -122,6 +122,12 @@ uint64_t heca__policy_hot_locked(const struct heca *h)
 	return ring_len(&h->protected);
 }
 
+void heca__policy_unprotect_locked(struct heca *h)
+{
+	while (ring_len(&h->protected))
+		ring_push(&h->probation, ring_pop(&h->protected));
+}
+
 bool heca__policy_next_locked(struct heca *h, struct policy_ent *out)
 {
 	/* Stale entries count as protected until they reach the old end: a little less is

@@ -42,6 +42,9 @@ void heca__policy_first_locked(struct heca *h, uint32_t seg, uint64_t page);
 uint64_t heca__policy_len_locked(const struct heca *h);
 /* The next candidate, taken out of the order; false when there is none. */
 bool heca__policy_next_locked(struct heca *h, struct policy_ent *out);
+/* Nothing on probation can leave now (write-backs failing, say): every protected page becomes
+ * a candidate again, so that clean ones can still make room. */
+void heca__policy_unprotect_locked(struct heca *h);
 /* Pages kept as in use (the protected queue), for status. */
 uint64_t heca__policy_hot_locked(const struct heca *h);
 
