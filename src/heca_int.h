@@ -351,8 +351,10 @@ struct heca {
 	struct heca_hist lat_fetch; /* demand fetches only: fault message to page mapped */
 };
 
-/* engine.c */
+/* heca.c: high and low watermarks from h->budget (it changes with the inactive list) */
 void heca__set_watermarks_locked(struct heca *h);
+
+/* engine.c */
 void *heca__engine_main(void *arg);
 void heca__engine_wake(struct heca *h);
 struct seg *heca__seg_by_page_locked(struct heca *h, uint32_t id, uint64_t page);

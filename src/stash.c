@@ -9,8 +9,9 @@
  * a slot of an arena that is part of the budget. A touch in that time is a local fault, served
  * by a copy with no network, and the policy (policy.c) protects the page from eviction: a page
  * in use comes back once and stays, as the kernel's active/inactive lists keep a referenced
- * page. The list sizes itself by how often its copies are used (adapt). A page nobody touches ages out of the list in the order it came and costs
- * nothing then, its sponsor holding the same content. A scan passes through once and leaves.
+ * page. A page nobody touches ages out of the list in the order it came and costs nothing
+ * then, its sponsor holding the same content. A scan passes through once and leaves. The list
+ * sizes itself by how often its copies are used (adapt).
  *
  * A page goes on the list as it leaves, in the order pages leave; a dirty one's copy is the one
  * its write-back sends. Every copy here is either clean (a sponsor holds the same content) or
