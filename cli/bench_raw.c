@@ -381,22 +381,17 @@ static void *floor_handler(void *arg)
 	return NULL;
 }
 
-static int fault_floor(int spin, unsigned int pages, struct bench_lat *out)
+/* A region of len bytes registered in MISSING mode with a new userfaultfd asking for
+ * `features`: *uffd and *region, or a negative errno (said on stderr) and nothing left open. */
+static int floor_region(uint64_t features, size_t len, int *uffd, uint8_t **region)
 {
-	struct floor_run fr = {.spin = spin, .uffd = -1, .efd = -1};
-	struct uffdio_api api = {.api = UFFD_API};
+	struct uffdio_api api = {.api = UFFD_API, .features = features};
 	struct uffdio_register reg;
-	unsigned int warm = pages / 16 + 4;
-	size_t len = (size_t)(pages + warm) * PG;
-	uint8_t *region = MAP_FAILED;
-	double *s = NULL;
-	pthread_t t;
-	uint64_t sum = 0, one = 1;
-	int rc = 0, started = 0;
-	const char *what = spin ? "raw: fault floor (spinning)" : "raw: fault floor (poll)";
+	int rc;
 
-	fr.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (fr.uffd < 0) {
+	*region = MAP_FAILED;
+	*uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (*uffd < 0) {
 		rc = -errno;
 		fprintf(stderr,
 			"heca bench raw: userfaultfd: %s (run as root or set "
@@ -404,28 +399,59 @@ static int fault_floor(int spin, unsigned int pages, struct bench_lat *out)
 			strerror(errno));
 		return rc;
 	}
-	if (ioctl(fr.uffd, UFFDIO_API, &api)) {
+	if (ioctl(*uffd, UFFDIO_API, &api)) {
 		rc = -errno;
-		fprintf(stderr, "heca bench raw: UFFDIO_API: %s\n", strerror(errno));
-		goto out;
+		fprintf(stderr, "heca bench raw: UFFDIO_API%s: %s\n",
+			features ? " with UFFD_FEATURE_SIGBUS" : "", strerror(errno));
+		goto fail;
 	}
+	*region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (*region == MAP_FAILED) {
+		rc = -errno;
+		fprintf(stderr, "heca bench raw: fault floor region: %s\n", strerror(errno));
+		goto fail;
+	}
+	reg = (struct uffdio_register){.range = {.start = (uint64_t)(uintptr_t)*region, .len = len},
+				       .mode = UFFDIO_REGISTER_MODE_MISSING};
+	if (ioctl(*uffd, UFFDIO_REGISTER, &reg)) {
+		rc = -errno;
+		fprintf(stderr, "heca bench raw: UFFDIO_REGISTER: %s\n", strerror(errno));
+		goto fail;
+	}
+	return 0;
+fail:
+	if (*region != MAP_FAILED)
+		munmap(*region, len);
+	*region = MAP_FAILED;
+	close(*uffd);
+	*uffd = -1;
+	return rc;
+}
+
+static int fault_floor(int spin, unsigned int pages, struct bench_lat *out)
+{
+	struct floor_run fr = {.spin = spin, .uffd = -1, .efd = -1};
+	unsigned int warm = pages / 16 + 4;
+	size_t len = (size_t)(pages + warm) * PG;
+	uint8_t *region;
+	double *s = NULL;
+	pthread_t t;
+	uint64_t sum = 0, one = 1;
+	int rc, started = 0;
+	const char *what = spin ? "raw: fault floor (spinning)" : "raw: fault floor (poll)";
+
+	rc = floor_region(0, len, &fr.uffd, &region);
+	if (rc)
+		return rc;
 	fr.efd = eventfd(0, EFD_CLOEXEC);
 	s = calloc(pages, sizeof(*s));
 	fr.src = aligned_alloc(PG, PG);
-	region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (fr.efd < 0 || !s || !fr.src || region == MAP_FAILED) {
+	if (fr.efd < 0 || !s || !fr.src) {
 		rc = -ENOMEM;
 		fprintf(stderr, "heca bench raw: fault floor set-up failed\n");
 		goto out;
 	}
 	memset(fr.src, 0x5a, PG);
-	reg = (struct uffdio_register){.range = {.start = (uint64_t)(uintptr_t)region, .len = len},
-				       .mode = UFFDIO_REGISTER_MODE_MISSING};
-	if (ioctl(fr.uffd, UFFDIO_REGISTER, &reg)) {
-		rc = -errno;
-		fprintf(stderr, "heca bench raw: UFFDIO_REGISTER: %s\n", strerror(errno));
-		goto out;
-	}
 	if (pthread_create(&t, NULL, floor_handler, &fr)) {
 		rc = -EAGAIN;
 		goto out;
@@ -449,8 +475,7 @@ out:
 	}
 	if (!rc)
 		bench_lat_summary(s, pages, out);
-	if (region != MAP_FAILED)
-		munmap(region, len);
+	munmap(region, len);
 	free(fr.src);
 	free(s);
 	if (fr.efd >= 0)
@@ -532,35 +557,23 @@ static void *floor_spinner(void *arg)
 
 static int fault_floor_sigbus(int handoff, unsigned int pages, struct bench_lat *out)
 {
-	struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_SIGBUS};
-	struct uffdio_register reg;
 	struct sigaction sa = {.sa_sigaction = floor_sigbus, .sa_flags = SA_SIGINFO}, old;
 	unsigned int warm = pages / 16 + 4;
 	size_t len = (size_t)(pages + warm) * PG;
-	uint8_t *region = MAP_FAILED;
+	uint8_t *region;
 	double *s = NULL;
 	pthread_t t;
 	uint64_t sum = 0;
-	int rc = 0, started = 0, installed = 0;
+	int rc, started = 0, installed = 0;
 	const char *what =
 	    handoff ? "raw: fault floor (SIGBUS to spinner)" : "raw: fault floor (SIGBUS)";
 
-	floor_sig.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (floor_sig.uffd < 0) {
-		rc = -errno;
-		fprintf(stderr, "heca bench raw: userfaultfd: %s\n", strerror(errno));
+	rc = floor_region(UFFD_FEATURE_SIGBUS, len, &floor_sig.uffd, &region);
+	if (rc)
 		return rc;
-	}
-	if (ioctl(floor_sig.uffd, UFFDIO_API, &api)) {
-		rc = -errno;
-		fprintf(stderr, "heca bench raw: UFFDIO_API with UFFD_FEATURE_SIGBUS: %s\n",
-			strerror(errno));
-		goto out;
-	}
 	s = calloc(pages, sizeof(*s));
 	floor_sig.src = aligned_alloc(PG, PG);
-	region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (!s || !floor_sig.src || region == MAP_FAILED) {
+	if (!s || !floor_sig.src) {
 		rc = -ENOMEM;
 		fprintf(stderr, "heca bench raw: fault floor set-up failed\n");
 		goto out;
@@ -572,13 +585,6 @@ static int fault_floor_sigbus(int handoff, unsigned int pages, struct bench_lat 
 	atomic_store(&floor_sig.slot, 0);
 	atomic_store(&floor_sig.stop, 0);
 	atomic_store(&floor_sig.err, 0);
-	reg = (struct uffdio_register){.range = {.start = (uint64_t)(uintptr_t)region, .len = len},
-				       .mode = UFFDIO_REGISTER_MODE_MISSING};
-	if (ioctl(floor_sig.uffd, UFFDIO_REGISTER, &reg)) {
-		rc = -errno;
-		fprintf(stderr, "heca bench raw: UFFDIO_REGISTER: %s\n", strerror(errno));
-		goto out;
-	}
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGBUS, &sa, &old)) {
 		rc = -errno;
@@ -609,8 +615,7 @@ out:
 		sigaction(SIGBUS, &old, NULL);
 	if (!rc)
 		bench_lat_summary(s, pages, out);
-	if (region != MAP_FAILED)
-		munmap(region, len);
+	munmap(region, len);
 	free(floor_sig.src);
 	floor_sig.src = NULL;
 	floor_sig.region = NULL;
