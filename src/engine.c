@@ -496,8 +496,7 @@ static void handle_fault_locked(struct heca *h, uintptr_t addr, uint64_t flags, 
 		if (*b & PF_WB) {
 			struct wb_entry *e = heca__wb_find_locked(h, s->id, page);
 			if (e) {
-				rc = install_locked(h, s, page, e->data, write, true,
-						    h->stash_cap > 0);
+				rc = install_locked(h, s, page, e->data, write, true, true);
 				if (rc == -EAGAIN)
 					goto defer; /* events came: look at the page again */
 				if (rc)

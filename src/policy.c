@@ -98,6 +98,9 @@ void heca__policy_exit(struct heca *h)
 
 void heca__policy_admit_locked(struct heca *h, uint32_t seg, uint64_t page, bool reused)
 {
+	/* Without the inactive list only a write-back's copy can serve a page again: too rare
+	 * a sign to protect on, and the order stays first-in first-out. */
+	reused &= h->stash_cap > 0;
 	ring_push(reused ? &h->protected : &h->probation,
 		  (struct policy_ent){.page = page, .seg = seg});
 }

@@ -31,8 +31,8 @@ struct policy_ring {
 int heca__policy_init(struct heca *h, uint64_t budget);
 void heca__policy_exit(struct heca *h);
 
-/* Page `page` of store segment `seg` became resident; reused: it was on the inactive list
- * and touched there, so it is in use. */
+/* Page `page` of store segment `seg` became resident; reused: it came back from a local copy
+ * of a page that had just left (the inactive list or a write-back's copy), so it is in use. */
 void heca__policy_admit_locked(struct heca *h, uint32_t seg, uint64_t page, bool reused);
 /* A candidate that cannot leave now: it goes back, to leave later. */
 void heca__policy_retry_locked(struct heca *h, uint32_t seg, uint64_t page);
@@ -45,7 +45,7 @@ bool heca__policy_next_locked(struct heca *h, struct policy_ent *out);
 /* Nothing on probation can leave now (write-backs failing, say): every protected page becomes
  * a candidate again, so that clean ones can still make room. */
 void heca__policy_unprotect_locked(struct heca *h);
-/* Pages kept as in use (the protected queue), for status. */
+/* Pages kept as in use (the protected queue, stale entries included). */
 uint64_t heca__policy_hot_locked(const struct heca *h);
 
 #endif
